@@ -1,0 +1,425 @@
+//! Turns an image file into the network's input, the same way for the indexer and the trainer:
+//! decode (JPEG, PNG, WebP, GIF, TIFF, BMP), apply EXIF orientation, flatten any colour model to
+//! 8-bit RGB (alpha composited on white), resize the shorter side and take the centre crop.
+//!
+//! Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (jpeg-decoder), and all
+//! resizing uses a SIMD convolution resizer (fast_image_resize), so decoding keeps up with
+//! inference. `reference_view` is the slow, obviously-correct path kept to check the fast one.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use fast_image_resize as fir;
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::error::{Error, Result};
+use crate::model::Preprocess;
+
+/// Default cap on decoded pixels (width × height), checked from the header before decoding.
+pub const DEFAULT_MAX_PIXELS: u64 = 256_000_000;
+
+/// The view taken of an image: shorter side resized to `resize`, centre `crop` × `crop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub resize: u32,
+    pub crop: u32,
+}
+
+impl From<&Preprocess> for View {
+    fn from(p: &Preprocess) -> Self {
+        View {
+            resize: p.resize,
+            crop: p.crop,
+        }
+    }
+}
+
+/// A decoded, cropped image and the size of the (oriented) original.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub rgb: RgbImage,
+    pub width: u32,
+    pub height: u32,
+}
+
+fn decode_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    let reason = e.to_string();
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason: reason.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// Reads `path` and prepares it. See [`prepare_bytes`].
+pub fn prepare_file(path: &Path, view: View, max_pixels: u64) -> Result<Prepared> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    prepare_bytes(&bytes, path, view, max_pixels)
+}
+
+/// Sniffs the format from the content (not the extension), checks the pixel cap from the header,
+/// decodes and returns the centre crop of `view`. `path` is only used in errors.
+pub fn prepare_bytes(bytes: &[u8], path: &Path, view: View, max_pixels: u64) -> Result<Prepared> {
+    if bytes.is_empty() {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let format = sniff(bytes).ok_or_else(|| Error::NotImage {
+        path: path.to_path_buf(),
+    })?;
+    let (w, h) = reader(bytes, format, max_pixels)
+        .into_dimensions()
+        .map_err(|e| decode_err(path, e))?;
+    if w as u64 * h as u64 > max_pixels {
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            width: w,
+            height: h,
+            limit: max_pixels,
+        });
+    }
+    if w == 0 || h == 0 {
+        return Err(decode_err(path, "zero width or height"));
+    }
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(decode_err(path, "truncated JPEG (no end-of-image marker)"));
+    }
+    let img = match format {
+        ImageFormat::Jpeg if w.min(h) >= 2 * view.resize => scaled_jpeg(bytes, w, h, view.resize)
+            .or_else(|_| decode_full(bytes, format, max_pixels)),
+        _ => decode_full(bytes, format, max_pixels),
+    }
+    .map_err(|e| decode_err(path, e))?;
+    let (width, height) = (img.width(), img.height());
+    let rgb = centre_view(&img, view).map_err(|e| decode_err(path, e))?;
+    Ok(Prepared { rgb, width, height })
+}
+
+/// The image formats fc7 reads, recognised by their magic bytes.
+pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+    use ImageFormat::*;
+    image::guess_format(bytes)
+        .ok()
+        .filter(|f| matches!(f, Jpeg | Png | WebP | Gif | Tiff | Bmp))
+}
+
+fn reader(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> ImageReader<Cursor<&[u8]>> {
+    let mut r = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    // 16-bit RGBA is the widest pixel we accept: 8 bytes each.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8));
+    r.limits(limits);
+    r
+}
+
+/// Walks a JPEG's marker structure from the start (skipping segment payloads, so an EXIF
+/// thumbnail's end marker is not mistaken for the image's) and reports whether the main image's
+/// end-of-image marker is there. Decoders fill a truncated scan with grey instead of failing;
+/// data after the end marker (motion-photo trailers) is allowed.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            i += 1;
+            continue;
+        }
+        match bytes[i + 1] {
+            0xD9 => return true,
+            0xFF | 0x00 | 0x01 | 0xD0..=0xD7 => i += if bytes[i + 1] == 0xFF { 1 } else { 2 },
+            _ => {
+                if i + 3 >= bytes.len() {
+                    return false;
+                }
+                i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+            }
+        }
+    }
+    false
+}
+
+type DecodeResult = std::result::Result<DynamicImage, String>;
+
+/// Decodes at full size through `image`, oriented, as 8-bit RGB.
+fn decode_full(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> DecodeResult {
+    let mut decoder = reader(bytes, format, max_pixels)
+        .into_decoder()
+        .map_err(|e| e.to_string())?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    img.apply_orientation(orientation);
+    Ok(DynamicImage::ImageRgb8(to_rgb8(img)))
+}
+
+/// Flattens any colour model to 8-bit RGB; transparent pixels are composited on white.
+fn to_rgb8(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = RgbImage::new(w, h);
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = p[3] as u32;
+        for c in 0..3 {
+            o[c] = ((p[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+/// Decodes a JPEG at the smallest DCT scale (1/8, 1/4, 1/2) whose shorter side is still at
+/// least `shorter`, then applies the EXIF orientation.
+fn scaled_jpeg(bytes: &[u8], w: u32, h: u32, shorter: u32) -> DecodeResult {
+    let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    d.read_info().map_err(|e| e.to_string())?;
+    let m = w.min(h) as u64;
+    let want = |side: u32| {
+        (side as u64 * shorter as u64)
+            .div_ceil(m)
+            .min(u16::MAX as u64) as u16
+    };
+    let (sw, sh) = d.scale(want(w), want(h)).map_err(|e| e.to_string())?;
+    let pixels = d.decode().map_err(|e| e.to_string())?;
+    let info = d.info().ok_or("no JPEG header")?;
+    let (sw, sh) = (sw as u32, sh as u32);
+    let rgb: Vec<u8> = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|v| [v[0]; 3]).collect(),
+        jpeg_decoder::PixelFormat::CMYK32 => pixels.chunks_exact(4).flat_map(cmyk_to_rgb).collect(),
+    };
+    let img = RgbImage::from_raw(sw, sh, rgb).ok_or("JPEG decoder returned a short buffer")?;
+    let mut img = DynamicImage::ImageRgb8(img);
+    if let Some(o) = d.exif_data().and_then(Orientation::from_exif_chunk) {
+        img.apply_orientation(o);
+    }
+    Ok(img)
+}
+
+/// Naive CMYK → RGB (no colour profile), as libjpeg-based viewers do without one.
+fn cmyk_to_rgb(p: &[u8]) -> [u8; 3] {
+    let k = 255 - p[3] as u32;
+    let f = |c: u8| ((255 - c as u32) * k / 255) as u8;
+    [f(p[0]), f(p[1]), f(p[2])]
+}
+
+/// The centre square of `view` in source coordinates: the crop of the shorter side resized to
+/// `view.resize`, mapped back onto the source.
+fn crop_box(w: u32, h: u32, view: View) -> (f64, f64, f64) {
+    let side = w.min(h) as f64 * view.crop as f64 / view.resize as f64;
+    ((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side)
+}
+
+/// Resizes and crops in one pass with a SIMD bilinear (antialiased) convolution.
+fn centre_view(img: &DynamicImage, view: View) -> std::result::Result<RgbImage, String> {
+    let src = img.as_rgb8().ok_or("internal: expected RGB8")?;
+    let (w, h) = src.dimensions();
+    let (left, top, side) = crop_box(w, h, view);
+    let src_image = fir::images::ImageRef::new(w, h, src.as_raw(), fir::PixelType::U8x3)
+        .map_err(|e| e.to_string())?;
+    let mut dst = fir::images::Image::new(view.crop, view.crop, fir::PixelType::U8x3);
+    let opts = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear))
+        .crop(left, top, side, side);
+    fir::Resizer::new()
+        .resize(&src_image, &mut dst, &opts)
+        .map_err(|e| e.to_string())?;
+    RgbImage::from_raw(view.crop, view.crop, dst.into_vec())
+        .ok_or_else(|| "resize buffer".to_string())
+}
+
+/// The plain path: full decode with `image`, `imageops::resize` (triangle filter) of the whole
+/// image, then a crop. Slow; used by tests and the benchmark to check the fast path.
+pub fn reference_view(bytes: &[u8], view: View) -> Result<RgbImage> {
+    let p = Path::new("<reference>");
+    let format = sniff(bytes).ok_or(Error::NotImage { path: p.into() })?;
+    let img = decode_full(bytes, format, DEFAULT_MAX_PIXELS).map_err(|e| decode_err(p, e))?;
+    let (w, h) = (img.width(), img.height());
+    let m = w.min(h) as f64;
+    let (rw, rh) = (
+        (w as f64 * view.resize as f64 / m).round() as u32,
+        (h as f64 * view.resize as f64 / m).round() as u32,
+    );
+    let resized = image::imageops::resize(
+        img.as_rgb8().expect("rgb"),
+        rw,
+        rh,
+        image::imageops::FilterType::Triangle,
+    );
+    let (x, y) = ((rw - view.crop) / 2, (rh - view.crop) / 2);
+    Ok(image::imageops::crop_imm(&resized, x, y, view.crop, view.crop).to_image())
+}
+
+/// Writes `img` into `out` as [3, S, S] floats: (value / scale − mean) / std per channel.
+pub fn to_chw(img: &RgbImage, pre: &Preprocess, out: &mut [f32]) {
+    let plane = (img.width() * img.height()) as usize;
+    debug_assert_eq!(out.len(), 3 * plane);
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (p[c] as f32 / pre.scale - pre.mean[c]) / pre.std[c];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        })
+    }
+
+    fn encode(img: &DynamicImage, f: ImageFormat) -> Vec<u8> {
+        let mut c = Cursor::new(Vec::new());
+        img.write_to(&mut c, f).unwrap();
+        c.into_inner()
+    }
+
+    #[test]
+    fn crop_box_is_centred_on_the_shorter_side() {
+        let (l, t, s) = crop_box(
+            512,
+            256,
+            View {
+                resize: 256,
+                crop: 224,
+            },
+        );
+        assert_eq!((l, t, s), (144.0, 16.0, 224.0));
+    }
+
+    #[test]
+    fn view_has_the_crop_size_and_keeps_colour() {
+        let img =
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(300, 200, image::Rgb([10, 200, 30])));
+        let bytes = encode(&img, ImageFormat::Png);
+        let p = prepare_bytes(
+            &bytes,
+            Path::new("x.png"),
+            View {
+                resize: 256,
+                crop: 224,
+            },
+            DEFAULT_MAX_PIXELS,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.width, p.height, p.rgb.width(), p.rgb.height()),
+            (300, 200, 224, 224)
+        );
+        assert!(p.rgb.pixels().all(|q| q.0 == [10, 200, 30]));
+    }
+
+    #[test]
+    fn alpha_is_composited_on_white() {
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            8,
+            8,
+            image::Rgba([0, 0, 0, 0]),
+        ));
+        let p = prepare_bytes(
+            &encode(&img, ImageFormat::Png),
+            Path::new("a.png"),
+            View { resize: 8, crop: 8 },
+            1 << 20,
+        )
+        .unwrap();
+        assert!(p.rgb.pixels().all(|q| q.0 == [255, 255, 255]));
+    }
+
+    #[test]
+    fn bad_inputs_name_their_reason() {
+        let v = View {
+            resize: 16,
+            crop: 16,
+        };
+        let p = Path::new("f");
+        assert!(matches!(
+            prepare_bytes(b"", p, v, 100),
+            Err(Error::Empty { .. })
+        ));
+        assert!(matches!(
+            prepare_bytes(b"hello world", p, v, 100),
+            Err(Error::NotImage { .. })
+        ));
+        let big = encode(&DynamicImage::ImageRgb8(gradient(20, 20)), ImageFormat::Png);
+        assert!(matches!(
+            prepare_bytes(&big, p, v, 100),
+            Err(Error::TooLarge { width: 20, .. })
+        ));
+        let mut truncated = encode(
+            &DynamicImage::ImageRgb8(gradient(64, 64)),
+            ImageFormat::Jpeg,
+        );
+        truncated.truncate(truncated.len() / 3);
+        let e = prepare_bytes(&truncated, p, v, 1 << 20);
+        assert!(matches!(e, Err(Error::Decode { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn jpeg_completeness_follows_the_marker_structure() {
+        let full = encode(
+            &DynamicImage::ImageRgb8(gradient(96, 64)),
+            ImageFormat::Jpeg,
+        );
+        assert!(jpeg_is_complete(&full));
+        let mut trailer = full.clone();
+        trailer.extend_from_slice(b"motion photo trailer \xff\x00");
+        assert!(jpeg_is_complete(&trailer));
+        for cut in [full.len() - 2, full.len() / 2, 40] {
+            assert!(!jpeg_is_complete(&full[..cut]), "cut at {cut}");
+        }
+        // An end marker inside a segment payload (an EXIF thumbnail) does not count.
+        let mut with_app = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0x00, 0x00];
+        with_app.extend_from_slice(&full[2..full.len() / 2]);
+        assert!(!jpeg_is_complete(&with_app));
+    }
+
+    #[test]
+    fn scaled_jpeg_path_agrees_with_the_reference() {
+        let img = DynamicImage::ImageRgb8(gradient(1600, 1200));
+        let bytes = encode(&img, ImageFormat::Jpeg);
+        let view = View {
+            resize: 256,
+            crop: 224,
+        };
+        let fast = prepare_bytes(&bytes, Path::new("g.jpg"), view, DEFAULT_MAX_PIXELS)
+            .unwrap()
+            .rgb;
+        let slow = reference_view(&bytes, view).unwrap();
+        let diff: f64 = fast
+            .as_raw()
+            .iter()
+            .zip(slow.as_raw())
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / fast.as_raw().len() as f64;
+        assert!(diff < 2.0, "mean abs difference {diff}");
+    }
+
+    #[test]
+    fn chw_normalises_per_channel() {
+        let img = RgbImage::from_pixel(2, 1, image::Rgb([255, 0, 51]));
+        let pre = Preprocess {
+            resize: 2,
+            crop: 2,
+            mean: [0.5, 0.0, 0.2],
+            std: [0.5, 1.0, 0.1],
+            scale: 255.0,
+            channel_order: "RGB".into(),
+        };
+        let mut out = vec![0.0; 6];
+        to_chw(&img, &pre, &mut out);
+        let want = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() < 1e-5, "{out:?}");
+        }
+    }
+}

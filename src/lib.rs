@@ -1,0 +1,22 @@
+//! fc7: AlexNet's last hidden layer (fc7) as an image similarity search, after §6.1 and Figure 4
+//! of Krizhevsky, Sutskever & Hinton (2012).
+//!
+//! `model` defines the network, `onnx` writes it, `embed` runs it through ONNX Runtime
+//! (`runtime` finds the library), `imaging` turns files into inputs, `scan` finds them,
+//! `catalog` (SQLite) stores vectors, `index` (HNSW) searches them, `store` ties an index folder
+//! together, `ingest` runs `fc7 index`, and `query` answers `fc7 query`.
+
+pub mod catalog;
+pub mod embed;
+pub mod error;
+pub mod imaging;
+pub mod index;
+pub mod ingest;
+pub mod model;
+pub mod onnx;
+pub mod query;
+pub mod runtime;
+pub mod scan;
+pub mod store;
+
+pub use error::{Error, Result};

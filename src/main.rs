@@ -1,0 +1,29 @@
+//! The `fc7` binary: parse, run, exit code. Ctrl-C asks a running command to stop at the next
+//! safe point (the end of a batch); a second Ctrl-C exits at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+
+mod cli;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current batch (Ctrl-C again to quit now)");
+    });
+    let code = match cli::run(args, stop) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fc7: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
