@@ -2,9 +2,9 @@
 //! decode (JPEG, PNG, WebP, GIF, TIFF, BMP), apply EXIF orientation, flatten any colour model to
 //! 8-bit RGB (alpha composited on white), resize the shorter side and take the centre crop.
 //!
-//! Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (jpeg-decoder), and all
-//! resizing uses a SIMD convolution resizer (fast_image_resize), so decoding keeps up with
-//! inference. `reference_view` is the slow, obviously-correct path kept to check the fast one.
+//! Large JPEGs are decoded at a reduced scale (m/8) in the DCT domain by libjpeg-turbo (built
+//! from source into the binary; CMYK ones by jpeg-decoder at 1/2..1/8), and all resizing uses a
+//! SIMD convolution resizer (fast_image_resize), so decoding keeps up with inference. `reference_view` is the slow, obviously-correct path kept to check the fast one.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -86,7 +86,11 @@ pub fn prepare_bytes(bytes: &[u8], path: &Path, view: View, max_pixels: u64) -> 
         return Err(decode_err(path, "truncated JPEG (no end-of-image marker)"));
     }
     let img = match format {
-        ImageFormat::Jpeg if w.min(h) >= 2 * view.resize => scaled_jpeg(bytes, w, h, view.resize)
+        ImageFormat::Jpeg => turbo_jpeg(bytes, view.resize)
+            .or_else(|e| match w.min(h) >= 2 * view.resize {
+                true => scaled_jpeg(bytes, w, h, view.resize),
+                false => Err(e),
+            })
             .or_else(|_| decode_full(bytes, format, max_pixels)),
         _ => decode_full(bytes, format, max_pixels),
     }
@@ -192,6 +196,60 @@ fn scaled_jpeg(bytes: &[u8], w: u32, h: u32, shorter: u32) -> DecodeResult {
     let img = RgbImage::from_raw(sw, sh, rgb).ok_or("JPEG decoder returned a short buffer")?;
     let mut img = DynamicImage::ImageRgb8(img);
     if let Some(o) = d.exif_data().and_then(Orientation::from_exif_chunk) {
+        img.apply_orientation(o);
+    }
+    Ok(img)
+}
+
+/// The EXIF chunk (from its TIFF header) of a JPEG's APP1 segment, found by walking the markers.
+fn jpeg_exif(bytes: &[u8]) -> Option<&[u8]> {
+    let mut i = 2;
+    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
+        let marker = bytes[i + 1];
+        if marker == 0xDA || marker == 0xD9 {
+            return None;
+        }
+        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+        let payload = bytes.get(i + 4..i + 2 + len)?;
+        if marker == 0xE1 && payload.starts_with(b"Exif\0\0") {
+            return Some(&payload[6..]);
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// Decodes a (non-CMYK) JPEG with libjpeg-turbo at the smallest m/8 scale whose shorter side is
+/// still at least `shorter`, then applies the EXIF orientation.
+fn turbo_jpeg(bytes: &[u8], shorter: u32) -> DecodeResult {
+    let mut d = turbojpeg::Decompressor::new().map_err(|e| e.to_string())?;
+    let header = d.read_header(bytes).map_err(|e| e.to_string())?;
+    if matches!(
+        header.colorspace,
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+    ) {
+        return Err("CMYK: not through libjpeg-turbo".into());
+    }
+    let m = header.width.min(header.height);
+    let factor = (1..=8)
+        .map(|num| turbojpeg::ScalingFactor::new(num, 8))
+        .find(|f| f.scale(m) >= shorter as usize)
+        .unwrap_or(turbojpeg::ScalingFactor::ONE);
+    d.set_scaling_factor(factor).map_err(|e| e.to_string())?;
+    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
+    let mut pixels = vec![0u8; w * h * 3];
+    let out = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    d.decompress(bytes, out).map_err(|e| e.to_string())?;
+    let img = RgbImage::from_raw(w as u32, h as u32, pixels)
+        .ok_or("libjpeg-turbo returned a short buffer")?;
+    let mut img = DynamicImage::ImageRgb8(img);
+    if let Some(o) = jpeg_exif(bytes).and_then(Orientation::from_exif_chunk) {
         img.apply_orientation(o);
     }
     Ok(img)
@@ -402,6 +460,49 @@ mod tests {
             .sum::<f64>()
             / fast.as_raw().len() as f64;
         assert!(diff < 2.0, "mean abs difference {diff}");
+    }
+
+    #[test]
+    fn turbo_and_pure_rust_scaled_decodes_agree() {
+        let img = DynamicImage::ImageRgb8(gradient(1024, 768));
+        let bytes = encode(&img, ImageFormat::Jpeg);
+        let a = turbo_jpeg(&bytes, 256).unwrap();
+        let b = scaled_jpeg(&bytes, 1024, 768, 256).unwrap();
+        assert_eq!(
+            (a.width(), a.height()),
+            (384, 288),
+            "3/8 is the smallest scale keeping 256"
+        );
+        assert_eq!(
+            (b.width(), b.height()),
+            (512, 384),
+            "jpeg-decoder only has 1/2, 1/4, 1/8"
+        );
+        let view = View {
+            resize: 256,
+            crop: 224,
+        };
+        let (va, vb) = (
+            centre_view(&a, view).unwrap(),
+            centre_view(&b, view).unwrap(),
+        );
+        let diff = va
+            .as_raw()
+            .iter()
+            .zip(vb.as_raw())
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .sum::<f64>()
+            / va.as_raw().len() as f64;
+        assert!(diff < 2.0, "mean abs difference {diff}");
+    }
+
+    #[test]
+    fn exif_chunk_is_found_before_the_scan() {
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2, 0xFF, 0xE1, 0, 12];
+        jpeg.extend_from_slice(b"Exif\0\0MM\0*");
+        jpeg.extend_from_slice(&[0xFF, 0xDA, 0, 2]);
+        assert_eq!(jpeg_exif(&jpeg), Some(&b"MM\0*"[..]));
+        assert_eq!(jpeg_exif(&jpeg[..14]), None);
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct Summary {
     pub skipped: usize,
     pub skip_reasons: BTreeMap<String, usize>,
     pub seconds: f64,
+    /// Decoding and inference (overlapped), and the HNSW update, within `seconds`.
+    pub embed_seconds: f64,
+    pub graph_seconds: f64,
     pub images_per_second: f64,
     pub provider: Option<String>,
     pub graph: String,
@@ -276,6 +279,7 @@ pub fn run(
         progress.note(&format!("skipped {}: {e}", p.display()));
     }
     let work = plan(store, scan.files, &roots, &mut sum)?;
+    let embed_start = Instant::now();
     let embedded = if work.is_empty() {
         0
     } else {
@@ -299,12 +303,15 @@ pub fn run(
             &mut sum,
         )?
     };
+    sum.embed_seconds = embed_start.elapsed().as_secs_f64();
     sum.interrupted = stop.load(Ordering::SeqCst);
     if !sum.interrupted {
+        let graph_start = Instant::now();
         sum.graph = format!("{:?}", crate::index::refresh(&store.dir, &store.catalog)?);
+        sum.graph_seconds = graph_start.elapsed().as_secs_f64();
     }
     sum.seconds = started.elapsed().as_secs_f64();
-    sum.images_per_second = embedded as f64 / sum.seconds.max(1e-9);
+    sum.images_per_second = embedded as f64 / sum.embed_seconds.max(1e-9);
     sum.total_indexed = store.catalog.count("images")?;
     store
         .catalog

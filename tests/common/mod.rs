@@ -28,7 +28,8 @@ pub fn run_ok(args: &[&str]) -> Output {
 }
 
 pub fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// A He-initialised paper AlexNet, written once per test binary.
@@ -37,7 +38,15 @@ pub fn model() -> &'static Path {
     &M.get_or_init(|| {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("random.onnx");
-        run_ok(&["model", "init", "--random", "--classes", "10", "--out", p.to_str().unwrap()]);
+        run_ok(&[
+            "model",
+            "init",
+            "--random",
+            "--classes",
+            "10",
+            "--out",
+            p.to_str().unwrap(),
+        ]);
         (d, p)
     })
     .1
@@ -46,13 +55,27 @@ pub fn model() -> &'static Path {
 /// A second model (other seed): for the model-mismatch checks.
 pub fn other_model(dir: &Path) -> PathBuf {
     let p = dir.join("other.onnx");
-    run_ok(&["model", "init", "--random", "--classes", "10", "--seed", "7", "--out", p.to_str().unwrap()]);
+    run_ok(&[
+        "model",
+        "init",
+        "--random",
+        "--classes",
+        "10",
+        "--seed",
+        "7",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
     p
 }
 
 /// A picture with content of its own: kind picks the pattern, the rest the colours and scale.
 pub fn picture(kind: u32, w: u32, h: u32) -> RgbImage {
-    let c1 = [(kind * 97 % 256) as u8, (kind * 53 % 256) as u8, (kind * 31 % 256) as u8];
+    let c1 = [
+        (kind * 97 % 256) as u8,
+        (kind * 53 % 256) as u8,
+        (kind * 31 % 256) as u8,
+    ];
     let c2 = [255 - c1[1], 255 - c1[2], 255 - c1[0]];
     let period = 8 + (kind % 5) * 9;
     RgbImage::from_fn(w, h, |x, y| {
@@ -61,12 +84,16 @@ pub fn picture(kind: u32, w: u32, h: u32) -> RgbImage {
             0 => (u / period) % 2 == 0,
             1 => (v / period) % 2 == 0,
             2 => ((u / period) + (v / period)) % 2 == 0,
-            3 => ((u as i32 - 128).pow(2) + (v as i32 - 128).pow(2)) < (40 + kind as i32 * 7).pow(2),
+            3 => {
+                ((u as i32 - 128).pow(2) + (v as i32 - 128).pow(2)) < (40 + kind as i32 * 7).pow(2)
+            }
             4 => (u + v) / period % 2 == 0,
             _ => u > v,
         };
         // Deterministic texture, so that no picture is flat colour.
-        let noise = ((u.wrapping_mul(7919) ^ v.wrapping_mul(104_729) ^ kind.wrapping_mul(31_337)) % 61) as i32 - 30;
+        let noise = ((u.wrapping_mul(7919) ^ v.wrapping_mul(104_729) ^ kind.wrapping_mul(31_337))
+            % 61) as i32
+            - 30;
         let base = if on { c1 } else { c2 };
         Rgb(base.map(|c| (c as i32 + noise).clamp(0, 255) as u8))
     })
@@ -86,14 +113,26 @@ pub fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
     let mut out = Vec::new();
     let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
     enc.add_app_segment(1, &exif).unwrap();
-    enc.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+    enc.encode(
+        img.as_raw(),
+        img.width() as u16,
+        img.height() as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .unwrap();
     out
 }
 
 pub fn jpeg(img: &RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
     let enc = jpeg_encoder::Encoder::new(&mut out, 90);
-    enc.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+    enc.encode(
+        img.as_raw(),
+        img.width() as u16,
+        img.height() as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .unwrap();
     out
 }
 
@@ -102,13 +141,25 @@ pub fn cmyk_jpeg(img: &RgbImage) -> Vec<u8> {
         .pixels()
         .flat_map(|p| {
             let k = 255 - *p.0.iter().max().unwrap();
-            let f = |c: u8| if k == 255 { 0 } else { ((255 - c as u32 - k as u32) * 255 / (255 - k as u32)) as u8 };
+            let f = |c: u8| {
+                if k == 255 {
+                    0
+                } else {
+                    ((255 - c as u32 - k as u32) * 255 / (255 - k as u32)) as u8
+                }
+            };
             [f(p[0]), f(p[1]), f(p[2]), k]
         })
         .collect();
     let mut out = Vec::new();
     let enc = jpeg_encoder::Encoder::new(&mut out, 90);
-    enc.encode(&cmyk, img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Cmyk).unwrap();
+    enc.encode(
+        &cmyk,
+        img.width() as u16,
+        img.height() as u16,
+        jpeg_encoder::ColorType::Cmyk,
+    )
+    .unwrap();
     out
 }
 
@@ -128,7 +179,10 @@ pub fn palette_png(w: u32, h: u32) -> Vec<u8> {
 
 /// A decompression bomb: a valid 1x1 PNG whose header is patched to declare 100000 x 100000.
 pub fn huge_png_header() -> Vec<u8> {
-    let mut out = encode(&DynamicImage::ImageLuma8(image::GrayImage::new(1, 1)), ImageFormat::Png);
+    let mut out = encode(
+        &DynamicImage::ImageLuma8(image::GrayImage::new(1, 1)),
+        ImageFormat::Png,
+    );
     out[16..20].copy_from_slice(&100_000u32.to_be_bytes());
     out[20..24].copy_from_slice(&100_000u32.to_be_bytes());
     let crc = crc32fast::hash(&out[12..29]);
@@ -159,32 +213,86 @@ pub fn mixed_folder(root: &Path) -> Photos {
     let d = |img: RgbImage| DynamicImage::ImageRgb8(img);
     add("stripes.jpg", jpeg(&picture(0, 320, 240)));
     add("big/large_photo.jpg", jpeg(&picture(1, 1400, 1000)));
-    add("a/b/c/deep checker.png", encode(&d(picture(2, 300, 300)), ImageFormat::Png));
-    add("ünïcødé 写真/猫.png", encode(&d(picture(3, 256, 200)), ImageFormat::Png));
-    add("formats/diag.webp", encode(&d(picture(4, 240, 260)), ImageFormat::WebP));
-    add("formats/tri.gif", encode(&d(picture(5, 200, 200)), ImageFormat::Gif));
-    add("formats/tiled.tiff", encode(&d(picture(6, 230, 250)), ImageFormat::Tiff));
-    add("formats/disc.bmp", encode(&d(picture(9, 260, 240)), ImageFormat::Bmp));
-    add("formats/gray.png", encode(&DynamicImage::ImageLuma8(d(picture(8, 240, 240)).to_luma8()), ImageFormat::Png));
-    add("formats/deep16.png", encode(&DynamicImage::ImageRgb16(d(picture(10, 240, 240)).to_rgb16()), ImageFormat::Png));
-    add("formats/alpha.png", encode(&DynamicImage::ImageRgba8(d(picture(11, 240, 240)).to_rgba8()), ImageFormat::Png));
+    add(
+        "a/b/c/deep checker.png",
+        encode(&d(picture(2, 300, 300)), ImageFormat::Png),
+    );
+    add(
+        "ünïcødé 写真/猫.png",
+        encode(&d(picture(3, 256, 200)), ImageFormat::Png),
+    );
+    add(
+        "formats/diag.webp",
+        encode(&d(picture(4, 240, 260)), ImageFormat::WebP),
+    );
+    add(
+        "formats/tri.gif",
+        encode(&d(picture(5, 200, 200)), ImageFormat::Gif),
+    );
+    add(
+        "formats/tiled.tiff",
+        encode(&d(picture(6, 230, 250)), ImageFormat::Tiff),
+    );
+    add(
+        "formats/disc.bmp",
+        encode(&d(picture(9, 260, 240)), ImageFormat::Bmp),
+    );
+    add(
+        "formats/gray.png",
+        encode(
+            &DynamicImage::ImageLuma8(d(picture(8, 240, 240)).to_luma8()),
+            ImageFormat::Png,
+        ),
+    );
+    add(
+        "formats/deep16.png",
+        encode(
+            &DynamicImage::ImageRgb16(d(picture(10, 240, 240)).to_rgb16()),
+            ImageFormat::Png,
+        ),
+    );
+    add(
+        "formats/alpha.png",
+        encode(
+            &DynamicImage::ImageRgba8(d(picture(11, 240, 240)).to_rgba8()),
+            ImageFormat::Png,
+        ),
+    );
     add("formats/palette.png", palette_png(240, 240));
     add("formats/cmyk.jpg", cmyk_jpeg(&picture(12, 300, 240)));
-    add("formats/no_extension", encode(&d(picture(13, 240, 240)), ImageFormat::Png));
+    add(
+        "formats/no_extension",
+        encode(&d(picture(13, 240, 240)), ImageFormat::Png),
+    );
     let original = picture(15, 400, 300);
     add("rotation/original.jpg", jpeg(&original));
     let stored = image::imageops::rotate270(&original);
-    add("rotation/rotated_exif6.jpg", jpeg_with_orientation(&stored, 6));
+    add(
+        "rotation/rotated_exif6.jpg",
+        jpeg_with_orientation(&stored, 6),
+    );
     std::fs::create_dir_all(root.join("empty")).unwrap();
     write(root, "notes.txt", b"not a photo");
     write(root, "zero.jpg", b"");
-    write(root, "corrupt.jpg", b"\xff\xd8\xff\xe0 this is not really a jpeg at all");
+    write(
+        root,
+        "corrupt.jpg",
+        b"\xff\xd8\xff\xe0 this is not really a jpeg at all",
+    );
     let mut truncated = jpeg(&picture(16, 320, 240));
     truncated.truncate(truncated.len() / 3);
     write(root, "truncated.jpg", &truncated);
     write(root, "huge.png", &huge_png_header());
     write(root, ".hidden/secret.jpg", &jpeg(&picture(17, 64, 64)));
-    let bad = ["notes.txt", "zero.jpg", "corrupt.jpg", "truncated.jpg", "huge.png"].map(String::from).to_vec();
+    let bad = [
+        "notes.txt",
+        "zero.jpg",
+        "corrupt.jpg",
+        "truncated.jpg",
+        "huge.png",
+    ]
+    .map(String::from)
+    .to_vec();
     Photos {
         root: root.to_path_buf(),
         valid,
@@ -195,6 +303,10 @@ pub fn mixed_folder(root: &Path) -> Photos {
 /// `n` small distinct JPEGs in `root`.
 pub fn plain_folder(root: &Path, n: u32) {
     for i in 0..n {
-        write(root, &format!("img{i:04}.jpg"), &jpeg(&picture(i, 160 + (i % 7) * 10, 160)));
+        write(
+            root,
+            &format!("img{i:04}.jpg"),
+            &jpeg(&picture(i, 160 + (i % 7) * 10, 160)),
+        );
     }
 }

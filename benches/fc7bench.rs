@@ -1,0 +1,198 @@
+//! Benchmarks for BENCHMARKS.md (run through scripts/bench.sh, not as timed tests):
+//!   make-photos DIR N W H      synthetic textured "photos" as JPEGs (parallel)
+//!   extract MODEL DEVICE BATCH ITERS   pure fc7 inference images/s, input prepared once
+//!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
+//!   decode FILE ITERS          fast preprocess vs plain image decode + resize (time, pixel diff)
+//!   recall INDEX N K           HNSW vs exact top-K over N indexed images, and query times
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fc7::embed::{Device, EmbedOptions, Embedder};
+use fc7::imaging::{self, View};
+use rayon::prelude::*;
+
+fn photo(seed: u32, w: u32, h: u32) -> image::RgbImage {
+    let c = [
+        (seed * 97 % 256) as f32,
+        (seed * 53 % 256) as f32,
+        (seed * 31 % 256) as f32,
+    ];
+    let (fx, fy) = (1.0 + (seed % 7) as f32, 1.0 + (seed % 5) as f32);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+        let wave = ((u * fx * 6.3).sin() * (v * fy * 6.3).cos() + 1.0) * 0.5;
+        let grain = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729) ^ seed) % 41) as f32 - 20.0;
+        image::Rgb(
+            c.map(|k| (k * wave + (255.0 - k) * (1.0 - wave) * u + grain).clamp(0.0, 255.0) as u8),
+        )
+    })
+}
+
+fn make_photos(dir: &Path, n: u32, w: u32, h: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n).into_par_iter().for_each(|i| {
+        let img = photo(i, w, h);
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(dir.join(format!("photo{i:05}.jpg"))).unwrap(),
+        );
+        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88);
+        img.write_with_encoder(enc).unwrap();
+    });
+}
+
+fn open(model: &Path, device: &str) -> Embedder {
+    let opts = EmbedOptions {
+        device: device.parse().unwrap(),
+        ..Default::default()
+    };
+    let e = Embedder::open(model, &opts).unwrap_or_else(|e| panic!("{e}"));
+    if opts.device != Device::Cpu && e.provider != "CUDA" && device != "auto" {
+        panic!("CUDA requested but running on {}", e.provider);
+    }
+    e
+}
+
+fn extract(model: &Path, device: &str, batch: usize, iters: usize) {
+    let mut e = open(model, device);
+    let s = e.input_size();
+    let input: Vec<f32> = (0..batch * 3 * s * s)
+        .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    for _ in 0..2 {
+        e.run(&input, batch, false).unwrap();
+    }
+    let t = Instant::now();
+    for _ in 0..iters {
+        e.run(&input, batch, false).unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "extract provider={} batch={batch} iters={iters} images/s={:.1} ms/batch={:.2}",
+        e.provider,
+        (batch * iters) as f64 / secs,
+        secs * 1000.0 / iters as f64
+    );
+}
+
+fn files(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v.truncate(n);
+    v
+}
+
+fn agree(model: &Path, dir: &Path, n: usize) {
+    let paths = files(dir, n);
+    let mut out = Vec::new();
+    for dev in ["cpu", "cuda"] {
+        let mut e = open(model, dev);
+        let pre = e.manifest.preprocess.clone();
+        let side = pre.crop as usize;
+        let mut input = vec![0.0; paths.len() * 3 * side * side];
+        for (p, chunk) in paths.iter().zip(input.chunks_mut(3 * side * side)) {
+            let img =
+                imaging::prepare_file(p, View::from(&pre), imaging::DEFAULT_MAX_PIXELS).unwrap();
+            imaging::to_chw(&img.rgb, &pre, chunk);
+        }
+        out.push(e.run(&input, paths.len(), false).unwrap().fc7);
+    }
+    let diffs: Vec<f32> = out[0]
+        .iter()
+        .zip(&out[1])
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    let max = diffs.iter().cloned().fold(0.0, f32::max);
+    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+    let scale = out[0].iter().cloned().fold(0.0, f32::max);
+    println!(
+        "agree images={} max_abs_diff={max:.3e} mean_abs_diff={mean:.3e} max_value={scale:.3}",
+        paths.len()
+    );
+}
+
+fn decode(file: &Path, iters: usize) {
+    let bytes = std::fs::read(file).unwrap();
+    let view = View {
+        resize: 256,
+        crop: 224,
+    };
+    let time = |f: &dyn Fn() -> image::RgbImage| {
+        let img = f();
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        (img, t.elapsed().as_secs_f64() * 1000.0 / iters as f64)
+    };
+    let (fast, tf) = time(&|| {
+        imaging::prepare_bytes(&bytes, file, view, imaging::DEFAULT_MAX_PIXELS)
+            .unwrap()
+            .rgb
+    });
+    let (plain, tp) = time(&|| imaging::reference_view(&bytes, view).unwrap());
+    let d: Vec<f64> = fast
+        .as_raw()
+        .iter()
+        .zip(plain.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .collect();
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    let max = d.iter().cloned().fold(0.0, f64::max);
+    println!("decode fast_ms={tf:.1} plain_ms={tp:.1} ratio={:.3} mean_abs_diff={mean:.2} max_abs_diff={max}", tf / tp);
+}
+
+fn recall(index: &Path, n: usize, k: usize) {
+    let store = fc7::store::Store::open_read(index).unwrap();
+    let total = store.catalog.count("images").unwrap();
+    let step = (total as usize / n).max(1);
+    let mut paths = Vec::new();
+    let mut id = 0;
+    while paths.len() < n && id <= store.catalog.max_id().unwrap() {
+        id += step as i64;
+        if let Some(p) = store.catalog.path_of(id).unwrap() {
+            paths.push(p);
+        }
+    }
+    let mut run = |exact: bool| {
+        let opts = fc7::query::QueryOptions {
+            k,
+            exact,
+            exclude_self: true,
+            embed: EmbedOptions::default(),
+            max_pixels: imaging::DEFAULT_MAX_PIXELS,
+        };
+        let t = Instant::now();
+        let r = fc7::query::query(&store, &paths, &opts).unwrap();
+        (r, t.elapsed().as_secs_f64() * 1000.0 / paths.len() as f64)
+    };
+    let (approx, ta) = run(false);
+    let (exact, te) = run(true);
+    let mut hit = 0;
+    for (a, e) in approx.iter().zip(&exact) {
+        let want: Vec<i64> = e.neighbours.iter().map(|n| n.id).collect();
+        hit += a.neighbours.iter().filter(|n| want.contains(&n.id)).count();
+    }
+    let recall = hit as f64 / (paths.len() * k) as f64;
+    println!("recall index_size={total} queries={} k={k} recall={recall:.4} hnsw_ms_per_query={ta:.2} exact_ms_per_query={te:.2}", paths.len());
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|s| s != "--bench")
+        .collect();
+    let p = |i: usize| PathBuf::from(&a[i]);
+    let n = |i: usize| a[i].parse::<usize>().unwrap();
+    match a.first().map(String::as_str) {
+        Some("make-photos") => make_photos(&p(1), n(2) as u32, n(3) as u32, n(4) as u32),
+        Some("extract") => extract(&p(1), &a[2], n(3), n(4)),
+        Some("agree") => agree(&p(1), &p(2), n(3)),
+        Some("decode") => decode(&p(1), n(2)),
+        Some("recall") => recall(&p(1), n(2), n(3)),
+        _ => eprintln!("usage: see the header of benches/fc7bench.rs"),
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU check, run on the lent device machine (see ../shared/device/README.md for how the ONNX
+# Runtime CUDA build travels there in chunks). Expects .ortgpu*/ chunks already copied to /tmp/o
+# except the last, which is carried with .devrun/ (xz'd release binaries fc7 and fc7bench).
+# Prints: GPU, CUDA fc7 inference images/s at several batch sizes, CPU-vs-CUDA fc7 agreement,
+# end-to-end `fc7 index --device cuda` images/s on generated 1024x768 JPEGs, HNSW recall.
+set -u
+out=${OUT:-/tmp/out}
+mkdir -p /tmp/ortgpu /tmp/o "$out"
+last=$(ls -d .ortgpu* | sort -V | tail -1)
+cp "$last"/* /tmp/o/ && cat /tmp/o/chunk.* | xz -d | tar -C /tmp/ortgpu -xf - || { echo "ORT GPU unpack failed"; exit 1; }
+SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
+export LD_LIBRARY_PATH=/tmp/ortgpu:$(ls -d "$SP"/nvidia/*/lib | tr '\n' ':')/usr/local/cuda/lib64
+export ORT_DYLIB_PATH=/tmp/ortgpu/libonnxruntime.so.1.31.1
+b=/tmp/bin
+mkdir -p $b && for f in fc7 fc7bench; do xz -dc .devrun/$f.xz > $b/$f; chmod +x $b/$f; done
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  nproc
+  $b/fc7 model init --random --out /tmp/m/default.onnx
+  $b/fc7bench make-photos /tmp/photos 4000 1024 768
+  for bs in 256 64; do $b/fc7bench extract /tmp/m/default.onnx cuda $bs 20; done
+  $b/fc7bench extract /tmp/m/default.onnx cuda 1 200
+  $b/fc7bench extract /tmp/m/default.onnx cpu 64 3
+  $b/fc7bench agree /tmp/m/default.onnx /tmp/photos 64
+  time $b/fc7 index /tmp/photos --index /tmp/idx --model /tmp/m/default.onnx --device cuda --json
+  $b/fc7 index /tmp/photos --index /tmp/idx --device auto --json | grep -E '"unchanged"|"added"'
+  $b/fc7 query /tmp/photos/photo00010.jpg --index /tmp/idx
+  $b/fc7bench recall /tmp/idx 300 6
+} 2>&1 | tee "$out/device.txt"
