@@ -157,7 +157,7 @@ fn recall(index: &Path, n: usize, k: usize) {
             paths.push(p);
         }
     }
-    let mut run = |exact: bool| {
+    let run = |exact: bool| {
         let opts = fc7::query::QueryOptions {
             k,
             exact,

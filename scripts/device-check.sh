@@ -3,7 +3,7 @@
 # Runtime CUDA build travels there in chunks). Expects .ortgpu*/ chunks already copied to /tmp/o
 # except the last, which is carried with .devrun/ (xz'd release binaries fc7 and fc7bench).
 # Prints: GPU, CUDA fc7 inference images/s at several batch sizes, CPU-vs-CUDA fc7 agreement,
-# end-to-end `fc7 index --device cuda` images/s on generated 1024x768 JPEGs, HNSW recall.
+# end-to-end `fc7 index --device cuda` images/s on generated 1024x768 and 2000x1500 JPEGs, HNSW recall.
 set -u
 out=${OUT:-/tmp/out}
 mkdir -p /tmp/ortgpu /tmp/o "$out"
@@ -26,5 +26,7 @@ mkdir -p $b && for f in fc7 fc7bench; do xz -dc .devrun/$f.xz > $b/$f; chmod +x 
   time $b/fc7 index /tmp/photos --index /tmp/idx --model /tmp/m/default.onnx --device cuda --json
   $b/fc7 index /tmp/photos --index /tmp/idx --device auto --json | grep -E '"unchanged"|"added"'
   $b/fc7 query /tmp/photos/photo00010.jpg --index /tmp/idx
+  $b/fc7bench make-photos /tmp/photos3mp 2000 2000 1500
+  $b/fc7 index /tmp/photos3mp --index /tmp/idx3mp --model /tmp/m/default.onnx --device cuda --json | grep -E 'seconds|per_second'
   $b/fc7bench recall /tmp/idx 300 6
 } 2>&1 | tee "$out/device.txt"

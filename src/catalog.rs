@@ -51,6 +51,15 @@ pub struct Known {
     pub hash: Vec<u8>,
 }
 
+/// One `fc7 index` run: start and end (seconds since the epoch) and its summary as JSON; a run
+/// without an end was interrupted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub started: i64,
+    pub finished: Option<i64>,
+    pub summary: Option<String>,
+}
+
 /// A new row: a file and its vector.
 pub struct NewImage<'a> {
     pub path: &'a Path,
@@ -329,13 +338,19 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// The latest run: (started, finished, summary JSON).
-    pub fn last_run(&self) -> Result<Option<(i64, Option<i64>, Option<String>)>> {
+    /// The latest run.
+    pub fn last_run(&self) -> Result<Option<Run>> {
         self.conn
             .query_row(
                 "SELECT started_at, finished_at, summary FROM runs ORDER BY id DESC LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok(Run {
+                        started: r.get(0)?,
+                        finished: r.get(1)?,
+                        summary: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .map_err(|e| self.err(e))

@@ -337,7 +337,11 @@ fn info(a: InfoArgs) -> Result<i32> {
         "dimension": c.meta("dim")?.and_then(|d| d.parse::<usize>().ok()),
         "graph": graph.as_ref().map(|g| serde_json::json!({"generation": g.generation, "points": g.points, "newer_rows": c.count_after(g.max_id).unwrap_or(0)})),
         "bytes_on_disk": store.disk_bytes(),
-        "last_run": last.map(|(s, f, sum)| serde_json::json!({"started": s, "finished": f, "summary": sum.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())})),
+        "last_run": last.map(|r| serde_json::json!({
+            "started": r.started,
+            "finished": r.finished,
+            "summary": r.summary.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
+        })),
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

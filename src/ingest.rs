@@ -404,6 +404,10 @@ fn store_batch(
         }
         for (w, d) in chunk.iter().zip(&decoded) {
             if let Err(e) = d {
+                // A changed file that no longer decodes must not keep its old vector.
+                if let Some(old) = w.replaces {
+                    b.remove(old)?;
+                }
                 b.skip(&w.found.path, w.found.size, w.found.mtime_ns, &e.reason())?;
             }
         }

@@ -81,13 +81,13 @@ pub fn picture(kind: u32, w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
         let (u, v) = (x * 256 / w, y * 256 / h);
         let on = match kind % 6 {
-            0 => (u / period) % 2 == 0,
-            1 => (v / period) % 2 == 0,
-            2 => ((u / period) + (v / period)) % 2 == 0,
+            0 => (u / period).is_multiple_of(2),
+            1 => (v / period).is_multiple_of(2),
+            2 => ((u / period) + (v / period)).is_multiple_of(2),
             3 => {
                 ((u as i32 - 128).pow(2) + (v as i32 - 128).pow(2)) < (40 + kind as i32 * 7).pow(2)
             }
-            4 => (u + v) / period % 2 == 0,
+            4 => ((u + v) / period).is_multiple_of(2),
             _ => u > v,
         };
         // Deterministic texture, so that no picture is flat colour.
