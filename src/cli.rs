@@ -273,8 +273,8 @@ fn print_summary(s: &Summary) {
         .map(|p| format!(" on {p}"))
         .unwrap_or_default();
     eprintln!(
-        "{:.1} s, {:.1} images/s{provider}",
-        s.seconds, s.images_per_second
+        "{:.1} s ({:.1} s decoding + embedding at {:.1} images/s{provider}, {:.1} s updating the graph)",
+        s.seconds, s.embed_seconds, s.images_per_second, s.graph_seconds
     );
     if s.interrupted {
         eprintln!("interrupted: what was embedded is saved; run the same command to resume");
