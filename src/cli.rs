@@ -38,6 +38,78 @@ pub enum Command {
     Query(QueryArgs),
     /// Show what an index holds.
     Info(InfoArgs),
+    /// Train AlexNet from scratch on a folder of class folders, then export it to ONNX.
+    Train(TrainArgs),
+    /// Export a training checkpoint to ONNX + manifest.
+    Export(ExportArgs),
+    /// Write a dataset as class folders.
+    #[command(subcommand)]
+    Dataset(DatasetCmd),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// DATA/train/<class>/… (+ DATA/val or DATA/test), or DATA/<class>/… split by --val-fraction.
+    pub data: PathBuf,
+    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl.
+    #[arg(long, default_value = "models/default")]
+    pub out: PathBuf,
+    /// paper (the 2012 recipe, 224×224, 90 epochs) or quick (small convolutions, 63×63, 4 epochs).
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// 2: the paper's two-column layout (groups in conv2, conv4, conv5); 1: one column.
+    #[arg(long)]
+    pub columns: Option<usize>,
+    #[arg(long)]
+    pub val_fraction: Option<f32>,
+    /// Continue from STEM.ckpt.
+    #[arg(long)]
+    pub resume: bool,
+    /// Only cpu is implemented so far.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    checkpoint: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum DatasetCmd {
+    /// Fashion-MNIST from the Debian package dataset-fashion-mnist, as OUT/{train,test}/<class>/.
+    FashionMnist {
+        out: PathBuf,
+        #[arg(long, default_value = fc7::dataset::FASHION_MNIST_DIR)]
+        source: PathBuf,
+        /// At most this many images per split (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+    /// Generated pictures, one pattern per class (no download needed).
+    Synthetic {
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        classes: usize,
+        #[arg(long, default_value_t = 100)]
+        per_class: usize,
+        #[arg(long, default_value_t = 72)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +236,40 @@ pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
         Command::Index(a) => index(a, &stop),
         Command::Query(a) => query(a),
         Command::Info(a) => info(a),
+        Command::Train(a) => crate::train_cmd::train(a, &stop),
+        Command::Export(a) => {
+            let st = fc7::train::export_checkpoint(&a.checkpoint, &a.out)?;
+            println!(
+                "wrote {} (epoch {}, {} classes)",
+                a.out.display(),
+                st.epoch,
+                st.classes.len()
+            );
+            Ok(0)
+        }
+        Command::Dataset(DatasetCmd::FashionMnist { out, source, limit }) => {
+            let (tr, te) = fc7::dataset::fashion_mnist(&source, &out, limit)?;
+            println!(
+                "wrote {tr} training and {te} test images to {}",
+                out.display()
+            );
+            Ok(0)
+        }
+        Command::Dataset(DatasetCmd::Synthetic {
+            out,
+            classes,
+            per_class,
+            size,
+            seed,
+        }) => {
+            fc7::dataset::synthetic(&out, classes, per_class, size, seed)?;
+            println!(
+                "wrote {} generated pictures in {classes} classes to {}",
+                classes * per_class,
+                out.display()
+            );
+            Ok(0)
+        }
     }
 }
 

@@ -6,17 +6,24 @@
 //! `catalog` (SQLite) stores vectors, `index` (HNSW) searches them, `store` ties an index folder
 //! together, `ingest` runs `fc7 index`, and `query` answers `fc7 query`.
 
+pub mod augment;
 pub mod catalog;
+pub mod checkpoint;
+pub mod cpu;
+pub mod dataset;
 pub mod embed;
+pub mod engine;
 pub mod error;
 pub mod imaging;
 pub mod index;
 pub mod ingest;
 pub mod model;
+pub mod network;
 pub mod onnx;
 pub mod query;
 pub mod runtime;
 pub mod scan;
 pub mod store;
+pub mod train;
 
 pub use error::{Error, Result};
