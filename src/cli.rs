@@ -45,13 +45,54 @@ pub enum Command {
     /// Write a dataset as class folders.
     #[command(subcommand)]
     Dataset(DatasetCmd),
+    /// Evaluations of a model.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+}
+
+#[derive(Subcommand)]
+pub enum EvalCmd {
+    /// The paper's Figure 4: test images beside their nearest training images by fc7 distance,
+    /// with precision@k (fc7 vs raw pixels), HNSW recall@k and the model's top-1/top-5 error.
+    Figure4(Figure4Args),
+}
+
+#[derive(Args)]
+pub struct Figure4Args {
+    #[arg(long, default_value = "models/default.onnx")]
+    model: PathBuf,
+    /// Training images in class folders.
+    #[arg(long)]
+    train: PathBuf,
+    /// Test images in class folders named like the training ones.
+    #[arg(long)]
+    test: PathBuf,
+    /// Rows of the figure: this many test images drawn with --seed.
+    #[arg(long, default_value_t = 5)]
+    queries: usize,
+    /// Rows of the figure: these test images instead.
+    #[arg(long, num_args = 1..)]
+    query_files: Vec<PathBuf>,
+    #[arg(short, default_value_t = 6)]
+    k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Test images behind the metrics, drawn with --seed (0: the whole test set).
+    #[arg(long, default_value_t = 2000)]
+    max_test: usize,
+    #[arg(long, default_value = "figure4")]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    rt: RuntimeArgs,
 }
 
 #[derive(Args)]
 pub struct TrainArgs {
     /// DATA/train/<class>/… (+ DATA/val or DATA/test), or DATA/<class>/… split by --val-fraction.
     pub data: PathBuf,
-    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl.
+    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png.
     #[arg(long, default_value = "models/default")]
     pub out: PathBuf,
     /// paper (the 2012 recipe, 224×224, 90 epochs) or quick (small convolutions, 63×63, 4 epochs).
@@ -247,6 +288,7 @@ pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
             );
             Ok(0)
         }
+        Command::Eval(EvalCmd::Figure4(a)) => figure4(a),
         Command::Dataset(DatasetCmd::FashionMnist { out, source, limit }) => {
             let (tr, te) = fc7::dataset::fashion_mnist(&source, &out, limit)?;
             println!(
@@ -476,4 +518,72 @@ fn skip_classes(c: &fc7::catalog::Catalog) -> Result<std::collections::BTreeMap<
         *out.entry(fc7::ingest::reason_class(&r)).or_default() += n;
     }
     Ok(out)
+}
+
+fn figure4(a: Figure4Args) -> Result<i32> {
+    let opts = fc7::eval::Figure4Options {
+        model: a.model,
+        train: a.train,
+        test: a.test,
+        queries: a.queries,
+        query_files: a.query_files,
+        k: a.k,
+        seed: a.seed,
+        out: a.out.clone(),
+        embed: a.rt.embed(),
+        max_test: a.max_test,
+    };
+    let (rows, m) = fc7::eval::figure4(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(0);
+    }
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0));
+    println!(
+        "Figure 4: {} rows of {} neighbours in {}",
+        rows.len(),
+        m.k,
+        a.out.display()
+    );
+    println!(
+        "{} training images, {} test images behind the metrics",
+        m.train_images, m.test_images
+    );
+    println!("{:<44} {:>10}", "metric", "value");
+    println!(
+        "{:<44} {:>10.4}",
+        format!("precision@{} of class, fc7 neighbours", m.k),
+        m.fc7_precision_at_k
+    );
+    println!(
+        "{:<44} {:>10.4}",
+        format!("precision@{} of class, raw-pixel neighbours", m.k),
+        m.pixel_precision_at_k
+    );
+    println!(
+        "{:<44} {:>10.4}",
+        format!("HNSW recall@{} vs exact", m.k),
+        m.hnsw_recall_at_k
+    );
+    println!(
+        "{:<44} {:>10}",
+        "top-1 error, centre crop",
+        pct(m.top1_error_centre)
+    );
+    println!(
+        "{:<44} {:>10}",
+        "top-5 error, centre crop",
+        pct(m.top5_error_centre)
+    );
+    println!(
+        "{:<44} {:>10}",
+        "top-1 error, 10 crops",
+        pct(m.top1_error_10crop)
+    );
+    println!(
+        "{:<44} {:>10}",
+        "top-5 error, 10 crops",
+        pct(m.top5_error_10crop)
+    );
+    Ok(0)
 }

@@ -87,6 +87,20 @@ fn matmul(a: Mat, b: Mat, c: &mut [f32], acc: bool, parallel: bool) {
     }
 }
 
+/// Dot products of every row of `a` [n, dim] with every row of `b` [m, dim]: [n, m].
+pub fn dot_rows(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
+    let (n, m) = (a.len() / dim, b.len() / dim);
+    let mut out = vec![0.0; n * m];
+    matmul(
+        Mat::new(a, n, dim),
+        Mat::t(b, m, dim),
+        &mut out,
+        false,
+        true,
+    );
+    out
+}
+
 fn out_hw(xs: Shape, c: &Conv) -> (usize, usize) {
     (c.out_size(xs.h), c.out_size(xs.w))
 }

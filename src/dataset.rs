@@ -44,7 +44,8 @@ pub struct Dataset {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-fn subdirs(dir: &Path) -> Result<Vec<String>> {
+/// Visible sub-folder names, sorted: the class names of a class-folder dataset.
+pub fn subdirs(dir: &Path) -> Result<Vec<String>> {
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok())
@@ -59,7 +60,7 @@ fn subdirs(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// (path, label) of every regular file under `dir/<class>/`.
-fn listing(dir: &Path, classes: &[String]) -> Vec<(PathBuf, usize)> {
+pub fn listing(dir: &Path, classes: &[String]) -> Vec<(PathBuf, usize)> {
     let mut out = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir.join(class))

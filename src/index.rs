@@ -94,6 +94,18 @@ pub fn search(graph: &Graph, q: &[f32], k: usize) -> Vec<(i64, f32)> {
         .collect()
 }
 
+/// An in-memory graph over `vectors` (ids are positions), for evaluations.
+pub fn build_in_memory(vectors: &[f32], dim: usize) -> Graph<'static> {
+    let graph = new_graph(vectors.len() / dim);
+    let refs: Vec<(&[f32], usize)> = vectors
+        .chunks(dim)
+        .enumerate()
+        .map(|(i, v)| (v, i))
+        .collect();
+    graph.parallel_insert_slice(&refs);
+    graph
+}
+
 fn new_graph(capacity: usize) -> Graph<'static> {
     Hnsw::new(
         MAX_CONNECTIONS,

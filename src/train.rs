@@ -85,7 +85,7 @@ pub fn architecture(recipe: &Recipe, classes: usize) -> AlexNetConfig {
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub data: PathBuf,
-    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl.
+    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png.
     pub out: PathBuf,
     pub recipe: Recipe,
     pub resume: bool,
@@ -328,6 +328,7 @@ fn end_epoch(
         .map(|r| serde_json::to_string(r).expect("json") + "\n")
         .collect();
     crate::onnx::atomic_write(&with_ext(out, ".log.jsonl"), log.as_bytes())?;
+    crate::plot::training_curves(&with_ext(out, ".png"), &st.history)?;
     checkpoint::save(&with_ext(out, ".ckpt"), st, params, vel)?;
     Ok(rec)
 }

@@ -1,0 +1,352 @@
+//! `fc7 eval figure4`: the experiment of §6.1. Embeds a training and a test set, finds each
+//! test image's nearest training images by exact Euclidean distance on fc7, renders Figure 4
+//! (`figure`), and measures: precision@k of class agreement for fc7 neighbours and, as the
+//! paper's contrast, for raw-pixel neighbours; HNSW recall@k against exact search; and the
+//! model's own top-1/top-5 error (centre crop and the paper's 10 crops).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::embed::{EmbedOptions, Embedder};
+use crate::error::{Error, Result};
+use crate::figure::{Row, Tile};
+use crate::imaging::{self, View};
+
+/// Side of the raw-pixel vectors of the baseline (the crop resized to it, RGB).
+pub const PIXEL_SIDE: u32 = 32;
+
+#[derive(Clone, Debug)]
+pub struct Figure4Options {
+    pub model: PathBuf,
+    pub train: PathBuf,
+    pub test: PathBuf,
+    pub queries: usize,
+    pub query_files: Vec<PathBuf>,
+    pub k: usize,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub embed: EmbedOptions,
+    /// Test images used for the metrics (0: all), drawn with `seed`.
+    pub max_test: usize,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Metrics {
+    pub k: usize,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub fc7_precision_at_k: f64,
+    pub pixel_precision_at_k: f64,
+    pub hnsw_recall_at_k: f64,
+    pub top1_error_centre: Option<f64>,
+    pub top5_error_centre: Option<f64>,
+    pub top1_error_10crop: Option<f64>,
+    pub top5_error_10crop: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Embedded images of one set: fc7 [n, dim], logits [n, classes] (centre and 10-crop), pixels.
+struct Embedded {
+    files: Vec<(PathBuf, usize)>,
+    fc7: Vec<f32>,
+    pixels: Vec<f32>,
+    logits: Vec<f32>,
+    logits10: Vec<f32>,
+}
+
+/// Mean over queries of the share of their neighbours with the query's label.
+pub fn precision_at_k(query_labels: &[usize], neighbour_labels: &[Vec<usize>]) -> f64 {
+    let per: Vec<f64> = query_labels
+        .iter()
+        .zip(neighbour_labels)
+        .map(|(q, ns)| ns.iter().filter(|l| *l == q).count() as f64 / ns.len().max(1) as f64)
+        .collect();
+    per.iter().sum::<f64>() / per.len().max(1) as f64
+}
+
+/// Exact k nearest rows of `base` for each row of `queries` (Euclidean): (index, distance).
+pub fn exact_knn(queries: &[f32], base: &[f32], dim: usize, k: usize) -> Vec<Vec<(usize, f32)>> {
+    let norms = |v: &[f32]| {
+        v.chunks(dim)
+            .map(|r| r.iter().map(|x| x * x).sum::<f32>())
+            .collect::<Vec<_>>()
+    };
+    let bn = norms(base);
+    let mut out = Vec::new();
+    for chunk in queries.chunks(256 * dim) {
+        let dots = crate::cpu::dot_rows(chunk, base, dim);
+        let qn = norms(chunk);
+        let rows: Vec<Vec<(usize, f32)>> = dots
+            .par_chunks(bn.len())
+            .zip(qn.par_iter())
+            .map(|(row, q)| {
+                let mut d: Vec<(usize, f32)> = row
+                    .iter()
+                    .zip(&bn)
+                    .enumerate()
+                    .map(|(i, (dot, b))| (i, (q + b - 2.0 * dot).max(0.0).sqrt()))
+                    .collect();
+                let k = k.min(d.len());
+                d.select_nth_unstable_by(k.saturating_sub(1), |a, b| a.1.total_cmp(&b.1));
+                d.truncate(k);
+                d.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                d
+            })
+            .collect();
+        out.extend(rows);
+    }
+    out
+}
+
+fn ten_crop_tensors(square: &RgbImage, crop: u32, pre: &crate::model::Preprocess) -> Vec<f32> {
+    let side = square.width();
+    let per = (3 * crop * crop) as usize;
+    let mut out = vec![0.0; 10 * per];
+    for (i, v) in crate::augment::ten_crops(side as usize, crop as usize)
+        .iter()
+        .enumerate()
+    {
+        let mut view =
+            image::imageops::crop_imm(square, v.x as u32, v.y as u32, crop, crop).to_image();
+        if v.flip {
+            view = image::imageops::flip_horizontal(&view);
+        }
+        imaging::to_chw(&view, pre, &mut out[i * per..(i + 1) * per]);
+    }
+    out
+}
+
+/// Embeds `files` in batches; with `with_logits`, also centre and 10-crop logits.
+fn embed_all(
+    e: &mut Embedder,
+    files: Vec<(PathBuf, usize)>,
+    with_logits: bool,
+) -> Result<Embedded> {
+    let pre = e.manifest.preprocess.clone();
+    let (crop, per) = (pre.crop, (3 * pre.crop * pre.crop) as usize);
+    let mut em = Embedded {
+        files: Vec::new(),
+        fc7: vec![],
+        pixels: vec![],
+        logits: vec![],
+        logits10: vec![],
+    };
+    for chunk in files.chunks(256) {
+        let decoded: Vec<_> = chunk
+            .par_iter()
+            .map(|(p, _)| {
+                imaging::prepare_file(
+                    p,
+                    View {
+                        resize: pre.resize,
+                        crop: pre.resize,
+                    },
+                    imaging::DEFAULT_MAX_PIXELS,
+                )
+            })
+            .collect();
+        let mut input = Vec::new();
+        let mut ten = Vec::new();
+        for (f, d) in chunk.iter().zip(decoded) {
+            let Ok(d) = d else { continue };
+            let off = (pre.resize - crop) / 2;
+            let centre = image::imageops::crop_imm(&d.rgb, off, off, crop, crop).to_image();
+            let mut t = vec![0.0; per];
+            imaging::to_chw(&centre, &pre, &mut t);
+            input.extend(t);
+            let small = image::imageops::resize(
+                &centre,
+                PIXEL_SIDE,
+                PIXEL_SIDE,
+                image::imageops::FilterType::Triangle,
+            );
+            em.pixels.extend(small.as_raw().iter().map(|&v| v as f32));
+            if with_logits {
+                ten.extend(ten_crop_tensors(&d.rgb, crop, &pre));
+            }
+            em.files.push(f.clone());
+        }
+        let n = input.len() / per;
+        if n == 0 {
+            continue;
+        }
+        let out = e.run(&input, n, with_logits)?;
+        em.fc7.extend(out.fc7);
+        if let Some(l) = out.logits {
+            em.logits.extend(l);
+            for views in ten.chunks(10 * per) {
+                let l10 = e.run(views, 10, true)?.logits.unwrap_or_default();
+                let c = l10.len() / 10;
+                em.logits10
+                    .extend((0..c).map(|j| (0..10).map(|v| l10[v * c + j]).sum::<f32>() / 10.0));
+            }
+        }
+    }
+    Ok(em)
+}
+
+/// (top-1, top-5) error of `logits` [n, c] against `labels`.
+pub fn top_errors(logits: &[f32], labels: &[usize]) -> (f64, f64) {
+    let c = logits.len() / labels.len().max(1);
+    let (mut e1, mut e5) = (0, 0);
+    for (row, &l) in logits.chunks(c).zip(labels) {
+        let better = row.iter().filter(|&&v| v > row[l]).count();
+        e1 += (better >= 1) as usize;
+        e5 += (better >= 5) as usize;
+    }
+    let n = labels.len().max(1) as f64;
+    (e1 as f64 / n, e5 as f64 / n)
+}
+
+fn labelled(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
+    let files = crate::dataset::listing(dir, classes);
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no images in class folders named like the training set's",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// Runs the evaluation; writes DIR/figure4.{png,html,json} and DIR/metrics.json.
+pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
+    let started = Instant::now();
+    let classes = crate::dataset::subdirs(&opts.train)?;
+    let mut e = Embedder::open(&opts.model, &opts.embed)?;
+    let train = embed_all(&mut e, labelled(&opts.train, &classes)?, false)?;
+    let mut test_files = labelled(&opts.test, &classes)?;
+    test_files.shuffle(&mut rand::rngs::StdRng::seed_from_u64(opts.seed));
+    if opts.max_test > 0 {
+        test_files.truncate(opts.max_test.max(opts.queries));
+    }
+    let wanted: Vec<PathBuf> = opts
+        .query_files
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or(p.clone()))
+        .collect();
+    let has_logits =
+        e.manifest.logits_output.is_some() && e.manifest.classes.len() == classes.len();
+    let test = embed_all(&mut e, test_files, has_logits)?;
+    let dim = e.dim();
+    let k = opts.k;
+    let knn = exact_knn(&test.fc7, &train.fc7, dim, k);
+    let pix = exact_knn(
+        &test.pixels,
+        &train.pixels,
+        (3 * PIXEL_SIDE * PIXEL_SIDE) as usize,
+        k,
+    );
+    let labels: Vec<usize> = test.files.iter().map(|f| f.1).collect();
+    let lab = |nn: &Vec<Vec<(usize, f32)>>| {
+        nn.iter()
+            .map(|r| r.iter().map(|(i, _)| train.files[*i].1).collect())
+            .collect::<Vec<Vec<usize>>>()
+    };
+    let graph = crate::index::build_in_memory(&train.fc7, dim);
+    let recall_n = test.files.len().min(1000);
+    let hits: usize = (0..recall_n)
+        .map(|q| {
+            let found: Vec<i64> =
+                crate::index::search(&graph, &test.fc7[q * dim..(q + 1) * dim], k)
+                    .iter()
+                    .map(|h| h.0)
+                    .collect();
+            knn[q]
+                .iter()
+                .filter(|(i, _)| found.contains(&(*i as i64)))
+                .count()
+        })
+        .sum();
+    let errs = |l: &[f32]| (!l.is_empty()).then(|| top_errors(l, &labels));
+    let (c, t) = (errs(&test.logits), errs(&test.logits10));
+    let metrics = Metrics {
+        k,
+        train_images: train.files.len(),
+        test_images: test.files.len(),
+        fc7_precision_at_k: precision_at_k(&labels, &lab(&knn)),
+        pixel_precision_at_k: precision_at_k(&labels, &lab(&pix)),
+        hnsw_recall_at_k: hits as f64 / (recall_n * k).max(1) as f64,
+        top1_error_centre: c.map(|x| x.0),
+        top5_error_centre: c.map(|x| x.1),
+        top1_error_10crop: t.map(|x| x.0),
+        top5_error_10crop: t.map(|x| x.1),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let picks: Vec<usize> = if wanted.is_empty() {
+        (0..opts.queries.min(test.files.len())).collect()
+    } else {
+        test.files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| wanted.contains(&f.0))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let tile = |f: &(PathBuf, usize), d: Option<f32>| Tile {
+        path: f.0.clone(),
+        class: classes[f.1].clone(),
+        distance: d,
+    };
+    let rows: Vec<Row> = picks
+        .iter()
+        .map(|&q| Row {
+            query: tile(&test.files[q], None),
+            neighbours: knn[q]
+                .iter()
+                .map(|(i, d)| tile(&train.files[*i], Some(*d)))
+                .collect(),
+        })
+        .collect();
+    crate::figure::write_all(
+        &opts.out,
+        &rows,
+        "fc7 nearest neighbours (Krizhevsky et al. 2012, Figure 4)",
+    )?;
+    crate::onnx::atomic_write(
+        &opts.out.join("metrics.json"),
+        &serde_json::to_vec_pretty(&metrics).expect("json"),
+    )?;
+    Ok((rows, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_at_k_on_a_hand_checked_case() {
+        // Query 0 (class 1): neighbours 1,1,0 → 2/3; query 1 (class 0): 2,2,2 → 0; mean 1/3.
+        let p = precision_at_k(&[1, 0], &[vec![1, 1, 0], vec![2, 2, 2]]);
+        assert!((p - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn exact_knn_agrees_with_brute_force() {
+        let base: Vec<f32> = (0..40).map(|i| ((i * 37) % 11) as f32).collect();
+        let q = vec![3.0, 1.0, 4.0, 1.0];
+        let got = exact_knn(&q, &base, 4, 3);
+        let mut want: Vec<(usize, f32)> = base
+            .chunks(4)
+            .enumerate()
+            .map(|(i, r)| (i, crate::query::l2(&q, r)))
+            .collect();
+        want.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        for ((gi, gd), (wi, wd)) in got[0].iter().zip(&want) {
+            assert_eq!(gi, wi);
+            assert!((gd - wd).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn top_errors_count_ranks() {
+        let logits = [0.1, 0.9, 0.0, /* */ 0.5, 0.2, 0.3];
+        assert_eq!(top_errors(&logits, &[1, 2]), (0.5, 0.0));
+    }
+}
