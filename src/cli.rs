@@ -82,6 +82,9 @@ pub struct Figure4Args {
     max_test: usize,
     #[arg(long, default_value = "figure4")]
     out: PathBuf,
+    /// An index of --train built with --model: reuse its vectors and HNSW graph.
+    #[arg(long)]
+    index: Option<PathBuf>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -532,6 +535,7 @@ fn figure4(a: Figure4Args) -> Result<i32> {
         out: a.out.clone(),
         embed: a.rt.embed(),
         max_test: a.max_test,
+        index: a.index,
     };
     let (rows, m) = fc7::eval::figure4(&opts)?;
     if a.json {

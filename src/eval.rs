@@ -34,6 +34,9 @@ pub struct Figure4Options {
     pub embed: EmbedOptions,
     /// Test images used for the metrics (0: all), drawn with `seed`.
     pub max_test: usize,
+    /// An index of the training images built with this model: its vectors and HNSW graph are
+    /// reused instead of embedding again and building a graph in memory.
+    pub index: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -122,11 +125,13 @@ fn ten_crop_tensors(square: &RgbImage, crop: u32, pre: &crate::model::Preprocess
     out
 }
 
-/// Embeds `files` in batches; with `with_logits`, also centre and 10-crop logits.
+/// Embeds `files` in batches; with `with_logits`, also centre and 10-crop logits. Vectors an
+/// index already holds for unchanged files are taken from it.
 fn embed_all(
     e: &mut Embedder,
     files: Vec<(PathBuf, usize)>,
     with_logits: bool,
+    known: Option<&crate::catalog::Catalog>,
 ) -> Result<Embedded> {
     let pre = e.manifest.preprocess.clone();
     let (crop, per) = (pre.crop, (3 * pre.crop * pre.crop) as usize);
@@ -153,13 +158,19 @@ fn embed_all(
             .collect();
         let mut input = Vec::new();
         let mut ten = Vec::new();
+        let mut stored: Vec<Option<Vec<f32>>> = Vec::new();
         for (f, d) in chunk.iter().zip(decoded) {
             let Ok(d) = d else { continue };
+            let from_index = known.and_then(|c| stored_vector(c, &f.0));
+            let skip_network = from_index.is_some() && !with_logits;
+            stored.push(from_index);
             let off = (pre.resize - crop) / 2;
             let centre = image::imageops::crop_imm(&d.rgb, off, off, crop, crop).to_image();
-            let mut t = vec![0.0; per];
-            imaging::to_chw(&centre, &pre, &mut t);
-            input.extend(t);
+            if !skip_network {
+                let mut t = vec![0.0; per];
+                imaging::to_chw(&centre, &pre, &mut t);
+                input.extend(t);
+            }
             let small = image::imageops::resize(
                 &centre,
                 PIXEL_SIDE,
@@ -173,11 +184,26 @@ fn embed_all(
             em.files.push(f.clone());
         }
         let n = input.len() / per;
-        if n == 0 {
-            continue;
+        let out = if n > 0 {
+            Some(e.run(&input, n, with_logits)?)
+        } else {
+            None
+        };
+        let dim = e.dim();
+        let mut fresh = out
+            .as_ref()
+            .map(|o| o.fc7.chunks(dim))
+            .into_iter()
+            .flatten();
+        for s in &stored {
+            match s.as_ref().filter(|_| !with_logits) {
+                Some(v) => em.fc7.extend_from_slice(v),
+                None => em
+                    .fc7
+                    .extend_from_slice(fresh.next().expect("one embedding per input")),
+            }
         }
-        let out = e.run(&input, n, with_logits)?;
-        em.fc7.extend(out.fc7);
+        let Some(out) = out else { continue };
         if let Some(l) = out.logits {
             em.logits.extend(l);
             for views in ten.chunks(10 * per) {
@@ -189,6 +215,15 @@ fn embed_all(
         }
     }
     Ok(em)
+}
+
+fn stored_vector(c: &crate::catalog::Catalog, path: &Path) -> Option<Vec<f32>> {
+    let abs = std::path::absolute(path).ok()?;
+    let meta = std::fs::metadata(&abs).ok()?;
+    c.vector_of(&abs, meta.len(), crate::scan::mtime_ns(&meta))
+        .ok()
+        .flatten()
+        .map(|(_, v)| v)
 }
 
 /// (top-1, top-5) error of `logits` [n, c] against `labels`.
@@ -215,12 +250,84 @@ fn labelled(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
     Ok(files)
 }
 
+/// How many of the exact neighbours the HNSW graph finds: the index's graph when given (its
+/// ids mapped back to training files by path), else one built in memory.
+fn hnsw_hits(
+    store: Option<&crate::store::Store>,
+    train: &Embedded,
+    queries: &[f32],
+    dim: usize,
+    knn: &[Vec<(usize, f32)>],
+    k: usize,
+) -> Result<usize> {
+    let count =
+        |found: Vec<usize>, q: usize| knn[q].iter().filter(|(i, _)| found.contains(i)).count();
+    let Some(s) = store else {
+        let graph = crate::index::build_in_memory(&train.fc7, dim);
+        return Ok(queries
+            .chunks(dim)
+            .enumerate()
+            .map(|(q, v)| {
+                count(
+                    crate::index::search(&graph, v, k)
+                        .iter()
+                        .map(|h| h.0 as usize)
+                        .collect(),
+                    q,
+                )
+            })
+            .sum());
+    };
+    let by_path: std::collections::HashMap<PathBuf, usize> = train
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (std::path::absolute(&f.0).unwrap_or(f.0.clone()), i))
+        .collect();
+    let meta = crate::index::graph_meta(&s.catalog)?;
+    crate::index::with_graph(&s.dir, meta.as_ref(), |g| -> Result<usize> {
+        let g = g.ok_or_else(|| Error::Index {
+            path: s.dir.clone(),
+            reason: "has no usable graph (run fc7 index)".into(),
+        })?;
+        let mut hits = 0;
+        for (q, v) in queries.chunks(dim).enumerate() {
+            let mut found = Vec::new();
+            for (id, _) in crate::index::search(g, v, k) {
+                if let Some(i) = s.catalog.path_of(id)?.and_then(|p| by_path.get(&p)) {
+                    found.push(*i);
+                }
+            }
+            hits += count(found, q);
+        }
+        Ok(hits)
+    })
+}
+
 /// Runs the evaluation; writes DIR/figure4.{png,html,json} and DIR/metrics.json.
 pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
     let started = Instant::now();
     let classes = crate::dataset::subdirs(&opts.train)?;
     let mut e = Embedder::open(&opts.model, &opts.embed)?;
-    let train = embed_all(&mut e, labelled(&opts.train, &classes)?, false)?;
+    let store = match &opts.index {
+        Some(dir) => {
+            let s = crate::store::Store::open_read(dir)?;
+            if s.catalog.meta("model_sha256")?.as_deref() != Some(e.manifest.onnx_sha256.as_str()) {
+                return Err(Error::Index {
+                    path: dir.clone(),
+                    reason: format!("was built with another model than {}", opts.model.display()),
+                });
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let train = embed_all(
+        &mut e,
+        labelled(&opts.train, &classes)?,
+        false,
+        store.as_ref().map(|s| &s.catalog),
+    )?;
     let mut test_files = labelled(&opts.test, &classes)?;
     test_files.shuffle(&mut rand::rngs::StdRng::seed_from_u64(opts.seed));
     if opts.max_test > 0 {
@@ -233,7 +340,7 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
         .collect();
     let has_logits =
         e.manifest.logits_output.is_some() && e.manifest.classes.len() == classes.len();
-    let test = embed_all(&mut e, test_files, has_logits)?;
+    let test = embed_all(&mut e, test_files, has_logits, None)?;
     let dim = e.dim();
     let k = opts.k;
     let knn = exact_knn(&test.fc7, &train.fc7, dim, k);
@@ -249,21 +356,15 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
             .map(|r| r.iter().map(|(i, _)| train.files[*i].1).collect())
             .collect::<Vec<Vec<usize>>>()
     };
-    let graph = crate::index::build_in_memory(&train.fc7, dim);
     let recall_n = test.files.len().min(1000);
-    let hits: usize = (0..recall_n)
-        .map(|q| {
-            let found: Vec<i64> =
-                crate::index::search(&graph, &test.fc7[q * dim..(q + 1) * dim], k)
-                    .iter()
-                    .map(|h| h.0)
-                    .collect();
-            knn[q]
-                .iter()
-                .filter(|(i, _)| found.contains(&(*i as i64)))
-                .count()
-        })
-        .sum();
+    let hits = hnsw_hits(
+        store.as_ref(),
+        &train,
+        &test.fc7[..recall_n * dim],
+        dim,
+        &knn,
+        k,
+    )?;
     let errs = |l: &[f32]| (!l.is_empty()).then(|| top_errors(l, &labels));
     let (c, t) = (errs(&test.logits), errs(&test.logits10));
     let metrics = Metrics {

@@ -262,11 +262,24 @@ fn cmyk_to_rgb(p: &[u8]) -> [u8; 3] {
     [f(p[0]), f(p[1]), f(p[2])]
 }
 
-/// The centre square of `view` in source coordinates: the crop of the shorter side resized to
-/// `view.resize`, mapped back onto the source.
+/// The centre square of `view` in source coordinates: the image resized so its shorter side
+/// is `view.resize` (other side rounded), then cropped at whole-pixel offsets, mapped back
+/// onto the source. Whole offsets make this the same crop the trainer takes from its cache.
 fn crop_box(w: u32, h: u32, view: View) -> (f64, f64, f64) {
-    let side = w.min(h) as f64 * view.crop as f64 / view.resize as f64;
-    ((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side)
+    let scale = w.min(h) as f64 / view.resize as f64;
+    let (rw, rh) = (
+        (w as f64 / scale).round() as u32,
+        (h as f64 / scale).round() as u32,
+    );
+    let (ox, oy) = (
+        rw.saturating_sub(view.crop) / 2,
+        rh.saturating_sub(view.crop) / 2,
+    );
+    (
+        ox as f64 * scale,
+        oy as f64 * scale,
+        view.crop as f64 * scale,
+    )
 }
 
 /// Resizes and crops in one pass with a SIMD bilinear (antialiased) convolution.

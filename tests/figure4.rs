@@ -1,0 +1,142 @@
+//! `fc7 eval figure4` on a small generated dataset, through the real binary.
+
+mod common;
+
+use std::path::Path;
+
+use common::run_ok;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn figure4_writes_the_grid_json_html_and_metrics() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    run_ok(&[
+        "dataset",
+        "synthetic",
+        s(&data),
+        "--classes",
+        "3",
+        "--per-class",
+        "20",
+    ]);
+    // A test image whose name must be escaped in the HTML.
+    let class_dir = data.join("val").join("1-bars");
+    let first = std::fs::read_dir(&class_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let evil = class_dir.join("<script>alert(1).png");
+    std::fs::rename(&first, &evil).unwrap();
+    let stem = d.path().join("m");
+    run_ok(&[
+        "train",
+        s(&data),
+        "--preset",
+        "quick",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--out",
+        s(&stem),
+        "--quiet",
+    ]);
+    let out = d.path().join("fig");
+    let model = d.path().join("m.onnx");
+    let other = class_dir.join(
+        std::fs::read_dir(&class_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .find(|n| !n.to_string_lossy().contains('<'))
+            .unwrap(),
+    );
+    let res = run_ok(&[
+        "eval",
+        "figure4",
+        "--model",
+        s(&model),
+        "--train",
+        s(&data.join("train")),
+        "--test",
+        s(&data.join("val")),
+        "--query-files",
+        s(&evil),
+        s(&other),
+        "-k",
+        "4",
+        "--out",
+        s(&out),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    let metrics: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(metrics["train_images"], 48);
+    assert_eq!(metrics["test_images"], 12);
+    for key in [
+        "fc7_precision_at_k",
+        "pixel_precision_at_k",
+        "hnsw_recall_at_k",
+        "top1_error_centre",
+        "top1_error_10crop",
+    ] {
+        let v = metrics[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {metrics}"));
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(saved, metrics);
+
+    let fig: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("figure4.json")).unwrap()).unwrap();
+    let rows = fig["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let ns = row["neighbours"].as_array().unwrap();
+        assert_eq!(ns.len(), 4);
+        let d: Vec<f64> = ns.iter().map(|n| n["distance"].as_f64().unwrap()).collect();
+        assert!(
+            d.windows(2).all(|w| w[0] <= w[1]),
+            "distances ascending: {d:?}"
+        );
+        assert!(ns
+            .iter()
+            .all(|n| n["path"].as_str().unwrap().contains("/train/")));
+    }
+    let png = image::open(out.join("figure4.png")).unwrap().to_rgb8();
+    assert_eq!(
+        (png.width(), png.height()),
+        (5 * fc7::figure::CELL_W + 8, 2 * fc7::figure::CELL_H + 8)
+    );
+    // Each neighbour's frame colour says whether its class matches the query's.
+    for (r, row) in rows.iter().enumerate() {
+        let qclass = row["query"]["class"].as_str().unwrap();
+        for (c, n) in row["neighbours"].as_array().unwrap().iter().enumerate() {
+            let px = *png.get_pixel(
+                8 + (c as u32 + 1) * fc7::figure::CELL_W + 1,
+                8 + r as u32 * fc7::figure::CELL_H + 1,
+            );
+            let want = if n["class"] == qclass {
+                fc7::figure::MATCH
+            } else {
+                fc7::figure::MISMATCH
+            };
+            assert_eq!(px, want, "row {r} column {c}");
+        }
+    }
+    let html = std::fs::read_to_string(out.join("figure4.html")).unwrap();
+    assert!(
+        !html.contains("<script>"),
+        "unescaped file name in the HTML"
+    );
+    assert!(html.contains("&lt;script&gt;alert(1).png"));
+    assert_eq!(html.matches("<img ").count(), 10);
+}
