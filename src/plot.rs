@@ -1,6 +1,7 @@
 //! The training curves as a PNG beside the model: left panel loss (training blue, validation
-//! orange), right panel top-1 error (same colours), x = epoch. Drawn with `image` alone (no
-//! font files are available offline, so there is no text: the numbers are in the JSON log).
+//! orange), right panel top-1 error (same colours), x = epoch, each y axis from 0 to the
+//! panel's maximum (written at its top). Drawn with `image` and the 8×8 bitmap font of
+//! `figure`; the exact numbers are in the JSON log.
 
 use std::path::Path;
 
@@ -32,7 +33,7 @@ fn line(img: &mut RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), c: Rgb<u
 }
 
 /// One panel at horizontal offset `ox`: the series share a y range from 0 to their maximum.
-fn panel(img: &mut RgbImage, ox: u32, series: &[(Vec<f32>, Rgb<u8>)]) {
+fn panel(img: &mut RgbImage, ox: u32, title: &str, series: &[(Vec<f32>, Rgb<u8>)]) {
     let (x0, y0, x1, y1) = (
         (ox + PAD) as f32,
         PAD as f32,
@@ -49,6 +50,14 @@ fn panel(img: &mut RgbImage, ox: u32, series: &[(Vec<f32>, Rgb<u8>)]) {
         .iter()
         .flat_map(|(v, _)| v.iter().cloned())
         .fold(1e-6f32, f32::max);
+    let text = |img: &mut RgbImage, x: f32, y: f32, t: &str, c: Rgb<u8>| {
+        crate::figure::draw_text(img, x as u32, y as u32, t, W, c)
+    };
+    text(img, x0 + 4.0, 4.0, &format!("{title} (max {max:.3})"), AXIS);
+    let epochs = series.first().map_or(0, |s| s.0.len());
+    text(img, x1 - 80.0, y1 + 6.0, &format!("epoch {epochs}"), AXIS);
+    text(img, x1 - 100.0, 4.0, "train", BLUE);
+    text(img, x1 - 48.0, 4.0, "val", ORANGE);
     for (values, colour) in series {
         let n = values.len().max(2) - 1;
         let at = |i: usize, v: f32| {
@@ -69,11 +78,13 @@ pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
     panel(
         &mut img,
         0,
+        "loss",
         &[(col(|r| r.train_loss), BLUE), (col(|r| r.val_loss), ORANGE)],
     );
     panel(
         &mut img,
         W,
+        "top-1 error",
         &[
             (col(|r| r.train_error), BLUE),
             (col(|r| r.val_top1_error), ORANGE),
