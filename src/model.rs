@@ -36,6 +36,16 @@ pub struct Conv {
 }
 
 impl Conv {
+    pub const fn new(out: usize, kernel: usize, stride: usize, pad: usize, groups: usize) -> Self {
+        Conv {
+            out,
+            kernel,
+            stride,
+            pad,
+            groups,
+        }
+    }
+
     pub fn out_size(&self, input: usize) -> usize {
         (input + 2 * self.pad - self.kernel) / self.stride + 1
     }
@@ -62,13 +72,7 @@ pub fn pool_out(input: usize) -> usize {
 impl AlexNetConfig {
     /// The network of Krizhevsky et al. 2012 with `columns` = 2 (groups in conv2, conv4, conv5).
     pub fn paper(classes: usize, columns: usize) -> Self {
-        let c = |out, kernel, stride, pad, groups| Conv {
-            out,
-            kernel,
-            stride,
-            pad,
-            groups,
-        };
+        let c = Conv::new;
         AlexNetConfig {
             input: 224,
             convs: [

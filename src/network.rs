@@ -237,13 +237,7 @@ mod tests {
     use crate::model::{init_params, Conv, Init, Lrn};
 
     fn tiny() -> AlexNetConfig {
-        let c = |out, kernel, stride, pad, groups| Conv {
-            out,
-            kernel,
-            stride,
-            pad,
-            groups,
-        };
+        let c = Conv::new;
         AlexNetConfig {
             input: 51,
             convs: [

@@ -63,13 +63,7 @@ pub fn preset(name: &str) -> Result<Recipe> {
 /// The network a recipe trains for `classes` classes.
 pub fn architecture(recipe: &Recipe, classes: usize) -> AlexNetConfig {
     let g = recipe.columns;
-    let c = |out, kernel, stride, pad, groups| Conv {
-        out,
-        kernel,
-        stride,
-        pad,
-        groups,
-    };
+    let c = Conv::new;
     let mut cfg = AlexNetConfig::paper(classes, g);
     if recipe.preset == "quick" {
         cfg.convs = [

@@ -2,13 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::run_ok;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{run_ok, s};
 
 #[test]
 fn figure4_writes_the_grid_json_html_and_metrics() {

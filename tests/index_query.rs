@@ -6,12 +6,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{fc7, json, mixed_folder, model, plain_folder, run_ok};
+use common::{fc7, json, mixed_folder, model, plain_folder, run_ok, s};
 use serde_json::Value;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn index(photos: &Path, idx: &Path, extra: &[&str]) -> Value {
     let mut args = vec![

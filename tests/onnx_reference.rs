@@ -126,13 +126,7 @@ fn reference(cfg: &AlexNetConfig, params: &[Param], image: &[f32]) -> (Vec<f64>,
 }
 
 fn small_config() -> AlexNetConfig {
-    let c = |out, kernel, stride, pad, groups| Conv {
-        out,
-        kernel,
-        stride,
-        pad,
-        groups,
-    };
+    let c = Conv::new;
     AlexNetConfig {
         input: 99,
         convs: [

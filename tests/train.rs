@@ -6,12 +6,8 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::run_ok;
+use common::{run_ok, s};
 use fc7::train::{TrainOptions, TrainProgress};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn quick_preset_learns_generated_classes_and_the_model_indexes() {

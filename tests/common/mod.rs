@@ -11,6 +11,11 @@ use std::sync::OnceLock;
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
+/// A path as the &str a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 test path")
+}
+
 pub fn fc7() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fc7"))
 }
