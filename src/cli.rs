@@ -371,9 +371,6 @@ fn bar(quiet: bool) -> Bar {
     Bar(Some(b))
 }
 
-struct Quiet;
-impl Progress for Quiet {}
-
 fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
     let mut store = Store::open_for_update(&a.index)?;
     let opts = IndexOptions {
@@ -389,8 +386,11 @@ fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
         max_pixels: a.rt.max_pixels,
     };
     let progress = bar(a.quiet || a.json);
-    let quiet = Quiet;
-    let p: &dyn Progress = if a.quiet { &quiet } else { &progress };
+    let p: &dyn Progress = if a.quiet {
+        &fc7::ingest::Silent
+    } else {
+        &progress
+    };
     let sum = fc7::ingest::run(&mut store, &opts, p, stop)?;
     if let Some(b) = &progress.0 {
         b.finish_and_clear();
