@@ -73,8 +73,20 @@ fn frame_colour(row: &Row, tile: &Tile) -> Rgb<u8> {
     }
 }
 
+/// Every tile's thumbnail, row by row (query first): decoded once for both renderings.
+pub fn thumbnails(rows: &[Row]) -> Vec<Vec<RgbImage>> {
+    rows.iter()
+        .map(|r| {
+            std::iter::once(&r.query)
+                .chain(&r.neighbours)
+                .map(|t| thumbnail(&t.path))
+                .collect()
+        })
+        .collect()
+}
+
 /// The grid as an image: rows × (1 + k) cells.
-pub fn render_png(rows: &[Row]) -> RgbImage {
+pub fn render_png(rows: &[Row], thumbs: &[Vec<RgbImage>]) -> RgbImage {
     let cols = 1 + rows.iter().map(|r| r.neighbours.len()).max().unwrap_or(0) as u32;
     let mut img = RgbImage::from_pixel(
         cols * CELL_W + GAP,
@@ -95,7 +107,7 @@ pub fn render_png(rows: &[Row]) -> RgbImage {
             }
             imageops::replace(
                 &mut img,
-                &thumbnail(&tile.path),
+                &thumbs[r][c],
                 (x + BORDER) as i64,
                 (y + BORDER) as i64,
             );
@@ -148,14 +160,17 @@ fn data_uri(img: &RgbImage) -> String {
 }
 
 /// The same grid as one HTML file with the thumbnails inlined.
-pub fn render_html(rows: &[Row], title: &str) -> String {
+pub fn render_html(rows: &[Row], thumbs: &[Vec<RgbImage>], title: &str) -> String {
     let mut h = format!(
         "<!doctype html>\n<meta charset=\"utf-8\">\n<title>{t}</title>\n<style>body{{font-family:sans-serif}}td{{vertical-align:top;text-align:center;font-size:12px;padding:4px}}img{{border:4px solid}}</style>\n<h1>{t}</h1>\n<table>\n",
         t = escape_html(title)
     );
-    for row in rows {
+    for (row, row_thumbs) in rows.iter().zip(thumbs) {
         h.push_str("<tr>");
-        for tile in std::iter::once(&row.query).chain(&row.neighbours) {
+        for (tile, thumb) in std::iter::once(&row.query)
+            .chain(&row.neighbours)
+            .zip(row_thumbs)
+        {
             let Rgb([r, g, b]) = frame_colour(row, tile);
             let name = escape_html(&tile.path.to_string_lossy());
             let label = tile
@@ -163,7 +178,7 @@ pub fn render_html(rows: &[Row], title: &str) -> String {
                 .map_or("query".to_string(), |d| format!("{d:.3}"));
             h.push_str(&format!(
                 "<td><img src=\"{}\" width=\"{THUMB}\" height=\"{THUMB}\" style=\"border-color:rgb({r},{g},{b})\" title=\"{name}\" alt=\"{name}\"><br>{}<br>{}</td>",
-                data_uri(&thumbnail(&tile.path)),
+                data_uri(thumb),
                 escape_html(&tile.class),
                 label
             ));
@@ -177,12 +192,13 @@ pub fn render_html(rows: &[Row], title: &str) -> String {
 pub fn write_all(dir: &Path, rows: &[Row], title: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let png = dir.join("figure4.png");
-    render_png(rows)
+    let thumbs = thumbnails(rows);
+    render_png(rows, &thumbs)
         .save(&png)
         .map_err(|e| Error::Invalid(format!("{}: {e}", png.display())))?;
     crate::onnx::atomic_write(
         &dir.join("figure4.html"),
-        render_html(rows, title).as_bytes(),
+        render_html(rows, &thumbs, title).as_bytes(),
     )?;
     let json = serde_json::to_vec_pretty(&serde_json::json!({ "rows": rows })).expect("json");
     crate::onnx::atomic_write(&dir.join("figure4.json"), &json)
@@ -206,7 +222,7 @@ mod tests {
             query: tile("cat", None),
             neighbours: vec![tile("cat", Some(1.0)), tile("dog", Some(2.0))],
         }];
-        let img = render_png(&rows);
+        let img = render_png(&rows, &thumbnails(&rows));
         assert_eq!(
             (img.width(), img.height()),
             (3 * CELL_W + GAP, CELL_H + GAP)
@@ -219,13 +235,11 @@ mod tests {
     fn html_escapes_names() {
         let mut t = tile("a<b", Some(0.5));
         t.path = PathBuf::from("/x/<script>alert(1)</script>.png");
-        let html = render_html(
-            &[Row {
-                query: tile("q", None),
-                neighbours: vec![t],
-            }],
-            "t",
-        );
+        let rows = [Row {
+            query: tile("q", None),
+            neighbours: vec![t],
+        }];
+        let html = render_html(&rows, &thumbnails(&rows), "t");
         assert!(!html.contains("<script>"));
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;.png") && html.contains("a&lt;b")

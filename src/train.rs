@@ -146,7 +146,8 @@ pub fn evaluate<E: Engine>(
     batch: usize,
 ) -> (f32, f32, f32) {
     let k = cfg.classes;
-    let (mut loss, mut e1, mut e5) = (0.0f64, 0usize, 0usize);
+    let mut loss = 0.0f64;
+    let mut all_probs = Vec::with_capacity(split.len() * k);
     let all: Vec<usize> = (0..split.len()).collect();
     for idx in all.chunks(batch.max(1)) {
         let mut probs = vec![0.0f32; idx.len() * k];
@@ -162,19 +163,13 @@ pub fn evaluate<E: Engine>(
             }
         }
         for (p, &i) in probs.chunks(k).zip(idx) {
-            let label = split.labels[i];
-            loss -= (p[label].max(1e-12) as f64).ln();
-            let better = p.iter().filter(|&&q| q > p[label]).count();
-            e1 += (better >= 1) as usize;
-            e5 += (better >= 5) as usize;
+            loss -= (p[split.labels[i]].max(1e-12) as f64).ln();
         }
+        all_probs.extend(probs);
     }
+    let (e1, e5) = crate::eval::top_errors(&all_probs, &split.labels);
     let n = split.len().max(1) as f64;
-    (
-        (loss / n) as f32,
-        (e1 as f64 / n) as f32,
-        (e5 as f64 / n) as f32,
-    )
+    ((loss / n) as f32, e1 as f32, e5 as f32)
 }
 
 fn fresh(
