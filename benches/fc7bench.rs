@@ -4,7 +4,7 @@
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   decode FILE ITERS          fast preprocess vs plain image decode + resize (time, pixel diff)
 //!   recall INDEX N K           HNSW vs exact top-K over N indexed images, and query times
-//!   train-step PRESET BATCH ITERS   CPU engine training images/s (forward + backward + SGD)
+//!   train-step PRESET BATCH ITERS [cpu|cuda]   training images/s (forward + backward + SGD)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -181,45 +181,24 @@ fn recall(index: &Path, n: usize, k: usize) {
     println!("recall index_size={total} queries={} k={k} recall={recall:.4} hnsw_ms_per_query={ta:.2} exact_ms_per_query={te:.2}", paths.len());
 }
 
-fn train_step(preset: &str, batch: usize, iters: usize) {
+fn train_step(preset: &str, batch: usize, iters: usize, device: &str) {
     let recipe = fc7::train::preset(preset).unwrap();
     let cfg = fc7::train::architecture(&recipe, 1000);
-    let mut params = fc7::model::init_params(&cfg, recipe.init, 0);
-    let mut vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
-    let n = 3 * cfg.input * cfg.input * batch;
-    let x: Vec<f32> = (0..n)
-        .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
-    let labels: Vec<usize> = (0..batch).map(|i| i * 7 % 1000).collect();
-    let step = |params: &mut Vec<fc7::model::Param>, vel: &mut Vec<Vec<f32>>| {
-        use fc7::engine::Engine;
-        let out = fc7::network::forward(
-            &fc7::cpu::Cpu,
-            &cfg,
-            params,
-            x.clone(),
-            batch,
-            fc7::network::Mode::Train {
-                dropout: 0.5,
-                seed: 1,
-            },
-        );
-        let (_, d) = fc7::engine::softmax_cross_entropy(&out.logits, &labels, 1000);
-        let grads = fc7::network::backward(&fc7::cpu::Cpu, &cfg, params, &out.cache, &d);
-        for ((p, v), g) in params.iter_mut().zip(vel.iter_mut()).zip(&grads) {
-            fc7::cpu::Cpu.sgd_step(&mut p.data, v, g, 0.01, 0.9, 5e-4);
+    let (engine, rate) = match device {
+        "cpu" => (
+            fc7::engine::Engine::describe(&fc7::cpu::Cpu),
+            fc7::selftest::step_rate(&fc7::cpu::Cpu, &cfg, batch, iters),
+        ),
+        _ => {
+            let gpu = fc7::cuda::Cuda::new(0).unwrap();
+            let name = fc7::engine::Engine::describe(&gpu);
+            (name, fc7::selftest::step_rate(&gpu, &cfg, batch, iters))
         }
     };
-    step(&mut params, &mut vel);
-    let t = Instant::now();
-    for _ in 0..iters {
-        step(&mut params, &mut vel);
-    }
-    let secs = t.elapsed().as_secs_f64();
     println!(
-        "train-step preset={preset} input={} batch={batch} iters={iters} images/s={:.1}",
+        "train-step preset={preset} input={} batch={batch} iters={iters} engine=\"{engine}\" images/s={:.1}",
         cfg.input,
-        (batch * iters) as f64 / secs
+        rate.unwrap()
     );
 }
 
@@ -236,7 +215,7 @@ fn main() {
         Some("agree") => agree(&p(1), &p(2), n(3)),
         Some("decode") => decode(&p(1), n(2)),
         Some("recall") => recall(&p(1), n(2), n(3)),
-        Some("train-step") => train_step(&a[1], n(2), n(3)),
+        Some("train-step") => train_step(&a[1], n(2), n(3), a.get(4).map_or("cpu", String::as_str)),
         _ => eprintln!("usage: see the header of benches/fc7bench.rs"),
     }
 }

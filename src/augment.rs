@@ -144,23 +144,17 @@ pub fn centre_crop(side: usize, crop: usize) -> Crop {
     }
 }
 
-/// Writes the view of `image` ([side, side, 3] u8) into `out` ([3, crop, crop]) normalised.
-pub fn write_input(
-    image: &[u8],
-    side: usize,
-    crop: usize,
-    view: &Crop,
-    stats: &ColourStats,
-    out: &mut [f32],
-) {
+/// Copies the view of `image` ([side, side, 3] u8) into `out` ([3, crop, crop] u8): the
+/// geometric half of the augmentation; the engine's `input` adds the colour shift and
+/// normalises.
+pub fn write_crop(image: &[u8], side: usize, crop: usize, view: &Crop, out: &mut [u8]) {
     let plane = crop * crop;
     for y in 0..crop {
+        let row = &image[(view.y + y) * side * 3..][..side * 3];
         for x in 0..crop {
             let sx = view.x + if view.flip { crop - 1 - x } else { x };
-            let p = &image[((view.y + y) * side + sx) * 3..][..3];
             for c in 0..3 {
-                out[c * plane + y * crop + x] =
-                    (p[c] as f32 / 255.0 + view.shift[c] - stats.mean[c]) / stats.std[c];
+                out[c * plane + y * crop + x] = row[sx * 3 + c];
             }
         }
     }
@@ -196,28 +190,16 @@ mod tests {
         let image: Vec<u8> = (0..side * side)
             .flat_map(|i| [i as u8 * 10, 0, 0])
             .collect();
-        let stats = ColourStats {
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            eigenvalues: [0.0; 3],
-            eigenvectors: [[0.0; 3]; 3],
+        let mut out = vec![0u8; 3 * 4];
+        let view = Crop {
+            x: 2,
+            y: 0,
+            flip: true,
+            shift: [0.0; 3],
         };
-        let mut out = vec![0.0; 3 * 4];
-        write_input(
-            &image,
-            side,
-            2,
-            &Crop {
-                x: 2,
-                y: 0,
-                flip: true,
-                shift: [0.0; 3],
-            },
-            &stats,
-            &mut out,
-        );
-        let red: Vec<u8> = out[..4].iter().map(|v| (v * 255.0).round() as u8).collect();
-        assert_eq!(red, vec![30, 20, 70, 60]);
+        write_crop(&image, side, 2, &view, &mut out);
+        assert_eq!(out[..4], [30, 20, 70, 60]);
+        assert!(out[4..].iter().all(|&v| v == 0));
         let crops = ten_crops(side, 2);
         assert_eq!(crops.len(), 10);
         assert_eq!((crops[3].x, crops[3].y, crops[9].flip), (2, 2, true));

@@ -65,6 +65,9 @@ pub struct State {
     pub epoch_seen: usize,
     pub history: Vec<EpochRecord>,
     pub seconds: f64,
+    /// The engine that last trained it (older checkpoints lack it).
+    #[serde(default)]
+    pub engine: String,
 }
 
 fn floats(out: &mut Vec<u8>, v: &[f32]) {

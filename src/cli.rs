@@ -48,6 +48,8 @@ pub enum Command {
     /// Evaluations of a model.
     #[command(subcommand)]
     Eval(EvalCmd),
+    /// Check a training engine (the CUDA one) against the CPU engine, op by op.
+    Selftest(crate::selftest_cmd::SelftestArgs),
 }
 
 #[derive(Subcommand)]
@@ -117,8 +119,8 @@ pub struct TrainArgs {
     /// Continue from STEM.ckpt.
     #[arg(long)]
     pub resume: bool,
-    /// Only cpu is implemented so far.
-    #[arg(long, default_value = "cpu")]
+    /// auto (the GPU when the CUDA engine loads, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
     pub device: String,
     #[arg(long, short)]
     pub quiet: bool,
@@ -292,6 +294,7 @@ pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
             Ok(0)
         }
         Command::Eval(EvalCmd::Figure4(a)) => figure4(a),
+        Command::Selftest(a) => crate::selftest_cmd::selftest(a),
         Command::Dataset(DatasetCmd::FashionMnist { out, source, limit }) => {
             let (tr, te) = fc7::dataset::fashion_mnist(&source, &out, limit)?;
             println!(

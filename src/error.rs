@@ -36,6 +36,8 @@ pub enum Error {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("CUDA: {0}")]
+    Cuda(String),
     #[error("{0}")]
     Invalid(String),
 }

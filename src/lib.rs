@@ -10,6 +10,7 @@ pub mod augment;
 pub mod catalog;
 pub mod checkpoint;
 pub mod cpu;
+pub mod cuda;
 pub mod dataset;
 pub mod embed;
 pub mod engine;
@@ -26,6 +27,8 @@ pub mod plot;
 pub mod query;
 pub mod runtime;
 pub mod scan;
+pub mod selftest;
+pub mod session;
 pub mod store;
 pub mod train;
 

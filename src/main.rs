@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 mod cli;
+mod selftest_cmd;
 mod train_cmd;
 
 fn main() {

@@ -5,21 +5,17 @@
 //! (seed, epoch, batch or sample), so a resumed run repeats an uninterrupted one exactly.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rayon::prelude::*;
-
-use crate::augment::{self, ColourStats, Crop};
+use crate::augment;
 use crate::checkpoint::{self, EpochRecord, Recipe, State};
 use crate::cpu::Cpu;
 use crate::dataset::{self, Split};
-use crate::engine::{softmax_cross_entropy, Engine};
+use crate::embed::Device;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{self, AlexNetConfig, Conv, Init, Param, Preprocess};
-use crate::network::{self, Mode};
+use crate::session::{self, HostCopy, Weights};
 
 /// The two documented starting points: the paper's, and a small fast one for 2 CPU cores.
 pub fn preset(name: &str) -> Result<Recipe> {
@@ -85,9 +81,13 @@ pub struct TrainOptions {
     pub out: PathBuf,
     pub recipe: Recipe,
     pub resume: bool,
+    /// Auto uses the CUDA engine when one loads, else the CPU.
+    pub device: Device,
 }
 
 pub trait TrainProgress: Sync {
+    /// Which engine trains, and why if it is not the one asked for.
+    fn engine(&self, _describe: &str) {}
     fn loaded(&self, _train: usize, _val: usize, _classes: usize, _skipped: &[(PathBuf, String)]) {}
     fn epoch_start(&self, _epoch: usize, _batches: usize) {}
     fn batch(&self, _done: usize, _loss: f32, _error: f32, _images_per_second: f32) {}
@@ -108,68 +108,6 @@ fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     let mut s = stem.as_os_str().to_owned();
     s.push(ext);
     PathBuf::from(s)
-}
-
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut x =
-        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    x ^= x >> 31;
-    x.wrapping_mul(0xBF58_476D_1CE4_E5B9)
-}
-
-/// Builds one batch ([n, 3, crop, crop]) from the cache through `views`.
-fn batch_input(
-    split: &Split,
-    idx: &[usize],
-    views: &[Crop],
-    crop: usize,
-    stats: &ColourStats,
-) -> Vec<f32> {
-    let per = 3 * crop * crop;
-    let mut x = vec![0.0; idx.len() * per];
-    x.par_chunks_mut(per)
-        .zip(idx.par_iter().zip(views))
-        .for_each(|(out, (&i, v))| {
-            augment::write_input(split.image(i), split.side, crop, v, stats, out)
-        });
-    x
-}
-
-/// (mean loss, top-1 error, top-5 error) on `split`, averaging softmax over `views`.
-pub fn evaluate<E: Engine>(
-    e: &E,
-    cfg: &AlexNetConfig,
-    params: &[Param],
-    split: &Split,
-    stats: &ColourStats,
-    views: &[Crop],
-    batch: usize,
-) -> (f32, f32, f32) {
-    let k = cfg.classes;
-    let mut loss = 0.0f64;
-    let mut all_probs = Vec::with_capacity(split.len() * k);
-    let all: Vec<usize> = (0..split.len()).collect();
-    for idx in all.chunks(batch.max(1)) {
-        let mut probs = vec![0.0f32; idx.len() * k];
-        for v in views {
-            let x = batch_input(split, idx, &vec![*v; idx.len()], cfg.input, stats);
-            let out = network::forward(e, cfg, params, x, idx.len(), Mode::Eval);
-            for (row, p) in out.logits.chunks(k).zip(probs.chunks_mut(k)) {
-                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-                p.iter_mut()
-                    .zip(row)
-                    .for_each(|(p, v)| *p += (v - max).exp() / sum / views.len() as f32);
-            }
-        }
-        for (p, &i) in probs.chunks(k).zip(idx) {
-            loss -= (p[split.labels[i]].max(1e-12) as f64).ln();
-        }
-        all_probs.extend(probs);
-    }
-    let (e1, e5) = crate::eval::top_errors(&all_probs, &split.labels);
-    let n = split.len().max(1) as f64;
-    ((loss / n) as f32, e1 as f32, e5 as f32)
 }
 
 fn fresh(
@@ -197,101 +135,33 @@ fn fresh(
         epoch_seen: 0,
         history: Vec::new(),
         seconds: 0.0,
+        engine: String::new(),
     };
     Ok((state, params, velocity))
 }
 
-/// One epoch's batches from `st.next_batch` on; returns false when stopped.
-fn run_epoch(
-    st: &mut State,
-    params: &mut [Param],
-    vel: &mut [Vec<f32>],
-    train: &Split,
-    progress: &dyn TrainProgress,
-    stop: &AtomicBool,
-    ckpt: &Path,
-) -> Result<bool> {
-    let r = st.recipe.clone();
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(
-        r.seed,
-        st.epoch as u64,
-        0,
-    )));
-    let batches: Vec<&[usize]> = order.chunks(r.batch).collect();
-    progress.epoch_start(st.epoch, batches.len());
-    let started = Instant::now();
-    let (first, mut seen_here) = (st.next_batch, 0usize);
-    for (b, idx) in batches.iter().enumerate().skip(first) {
-        if stop.load(Ordering::SeqCst) {
-            st.next_batch = b;
-            st.seconds += started.elapsed().as_secs_f64();
-            checkpoint::save(ckpt, st, params, vel)?;
-            return Ok(false);
-        }
-        let views: Vec<Crop> = idx
-            .iter()
-            .map(|&i| {
-                let mut rng =
-                    rand::rngs::StdRng::seed_from_u64(mix(r.seed, st.epoch as u64 + 1, i as u64));
-                augment::random_crop(&mut rng, train.side, r.crop, &st.stats, r.pca_std)
-            })
-            .collect();
-        let x = batch_input(train, idx, &views, r.crop, &st.stats);
-        let labels: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
-        let mode = Mode::Train {
-            dropout: r.dropout,
-            seed: mix(r.seed, st.epoch as u64 + 7, b as u64),
-        };
-        let out = network::forward(&Cpu, &st.config, params, x, idx.len(), mode);
-        let (loss, dlogits) = softmax_cross_entropy(&out.logits, &labels, st.config.classes);
-        let grads = network::backward(&Cpu, &st.config, params, &out.cache, &dlogits);
-        for ((p, v), g) in params.iter_mut().zip(vel.iter_mut()).zip(&grads) {
-            Cpu.sgd_step(&mut p.data, v, g, st.lr, r.momentum, r.weight_decay);
-        }
-        let k = st.config.classes;
-        let correct = out
-            .logits
-            .chunks(k)
-            .zip(&labels)
-            .filter(|(row, &l)| row.iter().all(|&v| v <= row[l]))
-            .count();
-        st.epoch_loss_sum += loss as f64 * idx.len() as f64;
-        st.epoch_correct += correct;
-        st.epoch_seen += idx.len();
-        seen_here += idx.len();
-        let rate = seen_here as f32 / started.elapsed().as_secs_f32().max(1e-6);
-        progress.batch(
-            b + 1,
-            (st.epoch_loss_sum / st.epoch_seen as f64) as f32,
-            1.0 - st.epoch_correct as f32 / st.epoch_seen as f32,
-            rate,
-        );
-    }
-    st.seconds += started.elapsed().as_secs_f64();
-    Ok(true)
-}
+/// The host copy of a run: state, parameters and velocities (what a checkpoint holds).
+type Host = (State, Vec<Param>, Vec<Vec<f32>>);
 
 /// Closes an epoch: validation, the learning-rate schedule, the log and the checkpoint.
-fn end_epoch(
-    st: &mut State,
-    params: &[Param],
-    vel: &[Vec<f32>],
+fn end_epoch<E: Engine>(
+    e: &E,
+    (st, params, vel): &mut Host,
+    w: &Weights<E>,
     val: &Split,
     out: &Path,
-    rate: f32,
-    secs: f32,
+    (rate, secs): (f32, f32),
 ) -> Result<EpochRecord> {
     let centre = [augment::centre_crop(val.side, st.recipe.crop)];
-    let (val_loss, top1, top5) = evaluate(
-        &Cpu,
+    let (val_loss, top1, top5) = session::evaluate(
+        e,
         &st.config,
-        params,
+        &w.params,
         val,
         &st.stats,
         &centre,
         st.recipe.batch,
-    );
+    )?;
     let rec = EpochRecord {
         epoch: st.epoch + 1,
         lr: st.lr,
@@ -320,6 +190,7 @@ fn end_epoch(
         .collect();
     crate::onnx::atomic_write(&with_ext(out, ".log.jsonl"), log.as_bytes())?;
     crate::plot::training_curves(&with_ext(out, ".png"), &st.history)?;
+    w.download(e, params, vel)?;
     checkpoint::save(&with_ext(out, ".ckpt"), st, params, vel)?;
     Ok(rec)
 }
@@ -330,6 +201,29 @@ pub fn train(
     progress: &dyn TrainProgress,
     stop: &AtomicBool,
 ) -> Result<TrainResult> {
+    match opts.device {
+        Device::Cpu => train_on(&Cpu, opts, progress, stop),
+        Device::Cuda(ordinal) => {
+            let gpu = crate::cuda::Cuda::new(ordinal)?;
+            train_on(&gpu, opts, progress, stop)
+        }
+        Device::Auto => match crate::cuda::Cuda::new(0) {
+            Ok(gpu) => train_on(&gpu, opts, progress, stop),
+            Err(why) => {
+                progress.engine(&format!("no CUDA engine ({why}); using the CPU"));
+                train_on(&Cpu, opts, progress, stop)
+            }
+        },
+    }
+}
+
+fn train_on<E: Engine>(
+    e: &E,
+    opts: &TrainOptions,
+    progress: &dyn TrainProgress,
+    stop: &AtomicBool,
+) -> Result<TrainResult> {
+    progress.engine(&e.describe());
     let ckpt = with_ext(&opts.out, ".ckpt");
     let resumed = if opts.resume && ckpt.is_file() {
         Some(checkpoint::load(&ckpt)?)
@@ -344,7 +238,7 @@ pub fn train(
         data.classes.len(),
         &data.skipped,
     );
-    let (mut st, mut params, mut vel) = match resumed {
+    let mut host = match resumed {
         Some(r) if r.0.classes != data.classes => {
             return Err(Error::Invalid(format!(
                 "{}: classes differ from the checkpoint's",
@@ -358,19 +252,15 @@ pub fn train(
         }
         None => fresh(opts, &data)?,
     };
-    while st.epoch < st.recipe.epochs {
+    host.0.engine = e.describe();
+    let mut w = Weights::upload(e, &host.1, &host.2)?;
+    while host.0.epoch < host.0.recipe.epochs {
+        let (st, params, velocity) = &mut host;
         let (t0, seen0) = (st.seconds, st.epoch_seen);
-        if !run_epoch(
-            &mut st,
-            &mut params,
-            &mut vel,
-            &data.train,
-            progress,
-            stop,
-            &ckpt,
-        )? {
+        let copy = HostCopy { params, velocity };
+        if !session::run_epoch(e, st, &mut w, copy, &data.train, progress, stop, &ckpt)? {
             return Ok(TrainResult {
-                state: st,
+                state: host.0,
                 interrupted: true,
                 model: None,
                 ten_crop_top1_error: None,
@@ -378,23 +268,25 @@ pub fn train(
         }
         let secs = (st.seconds - t0) as f32;
         let rate = (st.epoch_seen - seen0) as f32 / secs.max(1e-6);
-        let rec = end_epoch(&mut st, &params, &vel, &data.val, &opts.out, rate, secs)?;
+        let rec = end_epoch(e, &mut host, &w, &data.val, &opts.out, (rate, secs))?;
         progress.epoch_end(&rec);
     }
+    let st = &host.0;
     let ten = augment::ten_crops(data.val.side, st.recipe.crop);
-    let (_, ten_top1, ten_top5) = evaluate(
-        &Cpu,
+    let (_, ten_top1, ten_top5) = session::evaluate(
+        e,
         &st.config,
-        &params,
+        &w.params,
         &data.val,
         &st.stats,
         &ten,
         st.recipe.batch,
-    );
+    )?;
+    w.download(e, &mut host.1, &mut host.2)?;
     let model = with_ext(&opts.out, ".onnx");
-    export(&st, &params, &model, Some((ten_top1, ten_top5)))?;
+    export(&host.0, &host.1, &model, Some((ten_top1, ten_top5)))?;
     Ok(TrainResult {
-        state: st,
+        state: host.0,
         interrupted: false,
         model: Some(model),
         ten_crop_top1_error: Some(ten_top1),
@@ -412,7 +304,8 @@ pub fn export(
     let last = st.history.last();
     let provenance = serde_json::json!({
         "trained": true,
-        "trainer": format!("fc7 {} (CPU engine)", env!("CARGO_PKG_VERSION")),
+        "trainer": format!("fc7 {}", env!("CARGO_PKG_VERSION")),
+        "engine": st.engine,
         "dataset": st.data,
         "epochs": st.epoch,
         "seconds": st.seconds,

@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::TrainArgs;
 use fc7::checkpoint::EpochRecord;
+use fc7::embed::Device;
 use fc7::train::{TrainOptions, TrainProgress};
 
 struct Bar {
@@ -14,6 +15,9 @@ struct Bar {
 }
 
 impl TrainProgress for Bar {
+    fn engine(&self, describe: &str) {
+        eprintln!("engine: {describe}");
+    }
     fn loaded(
         &self,
         train: usize,
@@ -59,12 +63,10 @@ impl TrainProgress for Bar {
 }
 
 pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
-    if a.device != "cpu" {
-        bail!(
-            "--device {}: only the CPU engine exists so far (the CUDA engine is not built yet)",
-            a.device
-        );
-    }
+    let device: Device = match a.device.parse() {
+        Ok(d) => d,
+        Err(why) => bail!("--device: {why}"),
+    };
     let mut r = fc7::train::preset(&a.preset)?;
     r.epochs = a.epochs.unwrap_or(r.epochs);
     r.batch = a.batch.unwrap_or(r.batch);
@@ -77,6 +79,7 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
         out: a.out.clone(),
         recipe: r,
         resume: a.resume,
+        device,
     };
     let bar = (!a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let b = ProgressBar::new(0);

@@ -121,6 +121,7 @@ fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
         out: out.to_path_buf(),
         recipe,
         resume: false,
+        device: fc7::embed::Device::Cpu,
     }
 }
 
@@ -142,14 +143,16 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
     let x: Vec<f32> = (0..n * 3 * cfg.input * cfg.input)
         .map(|i| ((i * 2654435761usize) % 2000) as f32 / 1000.0 - 1.0)
         .collect();
+    let tensors: Vec<Vec<f32>> = params.into_iter().map(|p| p.data).collect();
     let engine = fc7::network::forward(
         &fc7::cpu::Cpu,
         cfg,
-        &params,
+        &tensors,
         x.clone(),
         n,
         fc7::network::Mode::Eval,
-    );
+    )
+    .unwrap();
     let opts = fc7::embed::EmbedOptions {
         device: fc7::embed::Device::Cpu,
         ..Default::default()
@@ -158,7 +161,11 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
     let ort = e.run(&x, n, true).unwrap();
     for (name, a, b) in [
         ("fc7", &engine.fc7, &ort.fc7),
-        ("logits", &engine.logits, ort.logits.as_ref().unwrap()),
+        (
+            "logits",
+            engine.logits.as_ref().unwrap(),
+            ort.logits.as_ref().unwrap(),
+        ),
     ] {
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.0, "{name} all zero");
