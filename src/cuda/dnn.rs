@@ -1,7 +1,7 @@
 //! cuDNN for the CUDA engine: convolutions (forward, backward data, backward filter, bias),
 //! ReLU, cross-channel LRN and overlapping max-pooling on NCHW f32 tensors, through cuDNN 9's
-//! legacy API loaded at run time (cudarc's `sys` bindings). Descriptors are made per call
-//! (host-only, microseconds) and freed on drop; the convolution algorithms are chosen once per
+//! legacy API loaded at run time (cudarc's `sys` bindings). Descriptors (`descriptors`) are
+//! made per call (host-only, microseconds); the convolution algorithms are chosen once per
 //! shape by timing them (`cudnnFind…`, as PyTorch's `cudnn.benchmark`), and one workspace
 //! buffer, grown on demand, serves every call on the engine's single stream.
 
@@ -12,155 +12,16 @@ use std::sync::{Arc, Mutex};
 use cudarc::cudnn::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
+use super::descriptors::{
+    check, conv_descs, find_plan, tensor, ActDesc, ConvDesc, FilterDesc, LrnDesc, Plan, PoolDesc,
+    TensorDesc,
+};
 use crate::engine::Shape;
 use crate::error::{Error, Result};
 use crate::model::{Conv, Lrn, POOL_KERNEL, POOL_STRIDE};
 
-/// The most workspace a convolution algorithm may ask for.
-const WORKSPACE_LIMIT: usize = 1 << 30;
-
 /// A device address as cuDNN takes it.
 pub type Ptr = u64;
-
-fn check(status: sys::cudnnStatus_t, what: &str) -> Result<()> {
-    if status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
-        return Ok(());
-    }
-    // SAFETY: cudnnGetErrorString returns a static NUL-terminated string.
-    let text = unsafe { std::ffi::CStr::from_ptr(sys::cudnnGetErrorString(status)) };
-    Err(Error::Cuda(format!(
-        "cuDNN {what}: {}",
-        text.to_string_lossy()
-    )))
-}
-
-macro_rules! descriptor {
-    ($name:ident, $t:ty, $create:ident, $destroy:ident) => {
-        struct $name($t);
-        impl $name {
-            fn create() -> Result<Self> {
-                let mut d = std::ptr::null_mut();
-                // SAFETY: creates a descriptor owned by the returned value.
-                check(unsafe { sys::$create(&mut d) }, stringify!($create))?;
-                Ok($name(d))
-            }
-        }
-        impl Drop for $name {
-            fn drop(&mut self) {
-                // SAFETY: the descriptor was created by `create` and is destroyed once.
-                unsafe { sys::$destroy(self.0) };
-            }
-        }
-    };
-}
-
-descriptor!(
-    TensorDesc,
-    sys::cudnnTensorDescriptor_t,
-    cudnnCreateTensorDescriptor,
-    cudnnDestroyTensorDescriptor
-);
-descriptor!(
-    FilterDesc,
-    sys::cudnnFilterDescriptor_t,
-    cudnnCreateFilterDescriptor,
-    cudnnDestroyFilterDescriptor
-);
-descriptor!(
-    ConvDesc,
-    sys::cudnnConvolutionDescriptor_t,
-    cudnnCreateConvolutionDescriptor,
-    cudnnDestroyConvolutionDescriptor
-);
-descriptor!(
-    PoolDesc,
-    sys::cudnnPoolingDescriptor_t,
-    cudnnCreatePoolingDescriptor,
-    cudnnDestroyPoolingDescriptor
-);
-descriptor!(
-    LrnDesc,
-    sys::cudnnLRNDescriptor_t,
-    cudnnCreateLRNDescriptor,
-    cudnnDestroyLRNDescriptor
-);
-descriptor!(
-    ActDesc,
-    sys::cudnnActivationDescriptor_t,
-    cudnnCreateActivationDescriptor,
-    cudnnDestroyActivationDescriptor
-);
-
-fn tensor(s: Shape) -> Result<TensorDesc> {
-    let d = TensorDesc::create()?;
-    let i = |v: usize| v as i32;
-    // SAFETY: valid descriptor; dimensions checked by cuDNN.
-    check(
-        unsafe {
-            sys::cudnnSetTensor4dDescriptor(
-                d.0,
-                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-                i(s.n),
-                i(s.c),
-                i(s.h),
-                i(s.w),
-            )
-        },
-        "tensor descriptor",
-    )?;
-    Ok(d)
-}
-
-/// Weights [out, cin/groups, k, k] and the convolution itself.
-fn conv_descs(cin: usize, c: &Conv, math: sys::cudnnMathType_t) -> Result<(FilterDesc, ConvDesc)> {
-    let (f, cd) = (FilterDesc::create()?, ConvDesc::create()?);
-    let (k, p, s) = (c.kernel as i32, c.pad as i32, c.stride as i32);
-    // SAFETY: valid descriptors, plain values.
-    unsafe {
-        check(
-            sys::cudnnSetFilter4dDescriptor(
-                f.0,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                c.out as i32,
-                (cin / c.groups) as i32,
-                k,
-                k,
-            ),
-            "filter descriptor",
-        )?;
-        check(
-            sys::cudnnSetConvolution2dDescriptor(
-                cd.0,
-                p,
-                p,
-                s,
-                s,
-                1,
-                1,
-                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-            ),
-            "convolution descriptor",
-        )?;
-        check(
-            sys::cudnnSetConvolutionGroupCount(cd.0, c.groups as i32),
-            "group count",
-        )?;
-        check(sys::cudnnSetConvolutionMathType(cd.0, math), "math type")?;
-    }
-    Ok((f, cd))
-}
-
-/// The algorithms chosen for one convolution shape and the workspace they need.
-#[derive(Clone, Copy)]
-struct Plan {
-    fwd: sys::cudnnConvolutionFwdAlgo_t,
-    data: sys::cudnnConvolutionBwdDataAlgo_t,
-    filter: sys::cudnnConvolutionBwdFilterAlgo_t,
-    bytes: usize,
-}
 
 /// Everything one convolution call needs.
 struct ConvCall {
@@ -171,19 +32,6 @@ struct ConvCall {
     conv: ConvDesc,
     plan: Plan,
     workspace: (Ptr, usize),
-}
-
-/// The fastest successful algorithm within the workspace limit, from cuDNN's timed list.
-macro_rules! fastest {
-    ($perf:expr, $count:expr, $what:expr) => {{
-        $perf[..$count as usize]
-            .iter()
-            .find(|p| {
-                p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_LIMIT
-            })
-            .map(|p| (p.algo, p.memory))
-            .ok_or_else(|| Error::Cuda(format!("cuDNN found no usable {} algorithm", $what)))
-    }};
 }
 
 pub struct Dnn {
@@ -300,72 +148,6 @@ impl Dnn {
         Ok((ptr, buf.len()))
     }
 
-    fn find(
-        &self,
-        x: &TensorDesc,
-        w: &FilterDesc,
-        conv: &ConvDesc,
-        y: &TensorDesc,
-    ) -> Result<Plan> {
-        let h = self.handle;
-        let mut n = 0i32;
-        // SAFETY: the perf arrays are plain C structs (zero is a valid value of every field)
-        // and cuDNN writes at most the requested count.
-        unsafe {
-            let mut fwd: [sys::cudnnConvolutionFwdAlgoPerf_t; 10] = std::mem::zeroed();
-            check(
-                sys::cudnnFindConvolutionForwardAlgorithm(
-                    h,
-                    x.0,
-                    w.0,
-                    conv.0,
-                    y.0,
-                    10,
-                    &mut n,
-                    fwd.as_mut_ptr(),
-                ),
-                "find forward algorithm",
-            )?;
-            let (fwd, m1) = fastest!(fwd, n, "forward")?;
-            let mut data: [sys::cudnnConvolutionBwdDataAlgoPerf_t; 10] = std::mem::zeroed();
-            check(
-                sys::cudnnFindConvolutionBackwardDataAlgorithm(
-                    h,
-                    w.0,
-                    y.0,
-                    conv.0,
-                    x.0,
-                    10,
-                    &mut n,
-                    data.as_mut_ptr(),
-                ),
-                "find backward-data algorithm",
-            )?;
-            let (data, m2) = fastest!(data, n, "backward-data")?;
-            let mut filter: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; 10] = std::mem::zeroed();
-            check(
-                sys::cudnnFindConvolutionBackwardFilterAlgorithm(
-                    h,
-                    x.0,
-                    y.0,
-                    conv.0,
-                    w.0,
-                    10,
-                    &mut n,
-                    filter.as_mut_ptr(),
-                ),
-                "find backward-filter algorithm",
-            )?;
-            let (filter, m3) = fastest!(filter, n, "backward-filter")?;
-            Ok(Plan {
-                fwd,
-                data,
-                filter,
-                bytes: m1.max(m2).max(m3),
-            })
-        }
-    }
-
     fn conv_call(&self, xs: Shape, c: &Conv, ys: Shape) -> Result<ConvCall> {
         let (x, y) = (tensor(xs)?, tensor(ys)?);
         let bias = tensor(Shape::new(1, c.out, 1, 1))?;
@@ -375,7 +157,7 @@ impl Dnn {
         let plan = match known {
             Some(plan) => plan,
             None => {
-                let plan = self.find(&x, &w, &conv, &y)?;
+                let plan = find_plan(self.handle, &x, &w, &conv, &y)?;
                 self.plans.lock().expect("plan lock").insert(key, plan);
                 plan
             }
@@ -524,11 +306,11 @@ impl Dnn {
         )
     }
 
-    /// dy in place, masked where the ReLU output y is not positive (x is read as y: ReLU's
-    /// input is positive exactly where its output is).
-    pub fn relu_backward(&self, y: Ptr, dy: Ptr, s: Shape) -> Result<()> {
+    /// dx = dy where the ReLU output y is positive, else 0 (x is read as y: ReLU's input is
+    /// positive exactly where its output is).
+    pub fn relu_backward(&self, y: Ptr, dy: Ptr, dx: Ptr, s: Shape) -> Result<()> {
         let d = tensor(s)?;
-        // SAFETY: cuDNN allows dx == dy for activation backward.
+        // SAFETY: device buffers of shape s; dx is distinct from y and dy.
         check(
             unsafe {
                 sys::cudnnActivationBackward(
@@ -543,7 +325,7 @@ impl Dnn {
                     p(y),
                     zero(),
                     d.0,
-                    p(dy),
+                    p(dx),
                 )
             },
             "ReLU backward",

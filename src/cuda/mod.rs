@@ -6,13 +6,18 @@
 //! without CUDA; `Cuda::new` first checks that the driver, cuBLAS, cuDNN 9 and NVRTC can be
 //! opened and says which cannot. All work is queued on one stream; only `download` waits.
 
+mod blas;
+mod descriptors;
 mod dnn;
 pub mod kernels;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::{sys::cublasOperation_t as Op, CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
+    PinnedHostSlice, PushKernelArg, ValidAsZeroBits,
+};
 
 use crate::engine::{dropout_threshold, Engine, Normalise, Shape};
 use crate::error::{Error, Result};
@@ -51,6 +56,26 @@ pub struct Cuda {
     dnn: Dnn,
     k: Kernels,
     name: String,
+    /// Page-locked staging for each batch's pixels and labels: copies from it are true DMA
+    /// and do not make the stream wait, unlike copies from ordinary (pageable) memory.
+    pixels: Mutex<Staging<u8>>,
+    shifts: Mutex<Staging<f32>>,
+    labels: Mutex<Staging<u32>>,
+}
+
+/// A page-locked buffer and the event marking the end of the last copy out of it.
+struct Staging<T> {
+    buf: Option<PinnedHostSlice<T>>,
+    copied: Option<CudaEvent>,
+}
+
+impl<T> Default for Staging<T> {
+    fn default() -> Self {
+        Staging {
+            buf: None,
+            copied: None,
+        }
+    }
 }
 
 fn cuda_err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Error + '_ {
@@ -102,7 +127,43 @@ impl Cuda {
             dnn,
             k,
             name,
+            pixels: Mutex::default(),
+            shifts: Mutex::default(),
+            labels: Mutex::default(),
         })
+    }
+
+    /// Copies `data` to a new device buffer (at least `data.len()` long) through `staging`.
+    fn stage<T: DeviceRepr + ValidAsZeroBits + Copy>(
+        &self,
+        staging: &Mutex<Staging<T>>,
+        data: &[T],
+    ) -> Result<CudaSlice<T>> {
+        let mut st = staging.lock().expect("staging lock");
+        if let Some(done) = &st.copied {
+            // The previous copy out of the buffer must finish before it is overwritten.
+            done.synchronize().map_err(cuda_err("GPU copy"))?;
+        }
+        if st.buf.as_ref().is_none_or(|p| p.len() < data.len()) {
+            // SAFETY: written below before any copy reads it.
+            let fresh = unsafe { self.ctx.alloc_pinned::<T>(data.len().max(1)) };
+            st.buf = Some(fresh.map_err(cuda_err("allocating page-locked memory"))?);
+        }
+        let pinned = st.buf.as_mut().expect("allocated");
+        let host = pinned
+            .as_mut_slice()
+            .map_err(cuda_err("page-locked memory"))?;
+        host[..data.len()].copy_from_slice(data);
+        // SAFETY: every element is written by the copy below before it is read.
+        let mut dev = unsafe { self.stream.alloc::<T>(pinned.len()) }
+            .map_err(cuda_err("allocating GPU memory"))?;
+        self.stream
+            .memcpy_htod(pinned, &mut dev)
+            .map_err(cuda_err("copy to GPU"))?;
+        let done = self.ctx.new_event(None).map_err(cuda_err("GPU event"))?;
+        done.record(&self.stream).map_err(cuda_err("GPU event"))?;
+        st.copied = Some(done);
+        Ok(dev)
     }
 
     fn alloc(&self, len: usize) -> Result<Tensor> {
@@ -130,28 +191,6 @@ impl Cuda {
         b.arg(dy).arg(db).arg(&n32).arg(&o32);
         // SAFETY: dy holds n·o floats, db o.
         launched(unsafe { b.launch(per_item(o)) }, "sum_rows")
-    }
-}
-
-/// Column-major GEMM settings for row-major operands (C = A·B row-major is Cᵀ = Bᵀ·Aᵀ).
-fn gemm_cfg(
-    (ta, tb): (Op, Op),
-    (m, n, k): (usize, usize, usize),
-    lda: usize,
-    ldb: usize,
-    ldc: usize,
-) -> GemmConfig<f32> {
-    GemmConfig {
-        transa: ta,
-        transb: tb,
-        m: m as i32,
-        n: n as i32,
-        k: k as i32,
-        alpha: 1.0,
-        lda: lda as i32,
-        ldb: ldb as i32,
-        beta: 0.0,
-        ldc: ldc as i32,
     }
 }
 
@@ -200,15 +239,9 @@ impl Engine for Cuda {
         self.ctx
             .bind_to_thread()
             .map_err(cuda_err("binding the GPU"))?;
-        let px = self
-            .stream
-            .clone_htod(pixels)
-            .map_err(cuda_err("copy to GPU"))?;
+        let px = self.stage(&self.pixels, pixels)?;
         let flat: Vec<f32> = shifts.iter().flatten().copied().collect();
-        let sh = self
-            .stream
-            .clone_htod(&flat)
-            .map_err(cuda_err("copy to GPU"))?;
+        let sh = self.stage(&self.shifts, &flat)?;
         let mut x = self.alloc(s.len())?;
         let (len, plane) = (s.len() as i64, (s.h * s.w) as i32);
         let ([m0, m1, m2], [s0, s1, s2]) = (norm.mean, norm.std);
@@ -272,7 +305,11 @@ impl Engine for Cuda {
     }
 
     fn relu_backward(&self, y: &Tensor, dy: &mut Tensor, s: Shape) -> Result<()> {
-        self.dnn.relu_backward(self.ptr(y), self.ptr_mut(dy), s)
+        let mut dx = self.alloc(s.len())?;
+        let dxp = self.ptr_mut(&mut dx);
+        self.dnn.relu_backward(self.ptr(y), self.ptr(dy), dxp, s)?;
+        *dy = dx;
+        Ok(())
     }
 
     fn lrn_forward(&self, x: &Tensor, xs: Shape, l: &Lrn) -> Result<(Tensor, ())> {
@@ -334,13 +371,7 @@ impl Engine for Cuda {
     ) -> Result<Tensor> {
         let i = w.len() / o;
         let mut y = self.alloc(n * o)?;
-        // yᵀ [o, n] = w [o, i] · xᵀ [i, n]
-        self.gemm(
-            gemm_cfg((Op::CUBLAS_OP_T, Op::CUBLAS_OP_N), (o, n, i), i, i, o),
-            w,
-            x,
-            &mut y,
-        )?;
+        self.gemm(blas::forward(n, i, o), w, x, &mut y)?;
         let (len, o32) = ((n * o) as i64, o as i32);
         let mut l = self.stream.launch_builder(&self.k.add_bias_rows);
         l.arg(&mut y).arg(b).arg(&len).arg(&o32);
@@ -360,21 +391,9 @@ impl Engine for Cuda {
         db: &mut Tensor,
     ) -> Result<Tensor> {
         let i = w.len() / o;
-        // dwᵀ [i, o] = xᵀ [i, n] · dy [n, o]
-        self.gemm(
-            gemm_cfg((Op::CUBLAS_OP_N, Op::CUBLAS_OP_T), (i, o, n), i, o, i),
-            x,
-            dy,
-            dw,
-        )?;
-        // dxᵀ [i, n] = wᵀ [i, o] · dyᵀ [o, n]
+        self.gemm(blas::weight_grad(n, i, o), x, dy, dw)?;
         let mut dx = self.alloc(n * i)?;
-        self.gemm(
-            gemm_cfg((Op::CUBLAS_OP_N, Op::CUBLAS_OP_N), (i, n, o), i, o, i),
-            w,
-            dy,
-            &mut dx,
-        )?;
+        self.gemm(blas::input_grad(n, i, o), w, dy, &mut dx)?;
         self.sum_rows(dy, db, n, o)?;
         Ok(dx)
     }
@@ -394,10 +413,7 @@ impl Engine for Cuda {
         classes: usize,
     ) -> Result<(Tensor, Tensor)> {
         let n = labels.len();
-        let lab = self
-            .stream
-            .clone_htod(labels)
-            .map_err(cuda_err("copy to GPU"))?;
+        let lab = self.stage(&self.labels, labels)?;
         let (mut loss, mut grad) = (self.alloc(n)?, self.alloc(n * classes)?);
         let (n32, k32) = (n as i32, classes as i32);
         let mut b = self.stream.launch_builder(&self.k.softmax_xent);

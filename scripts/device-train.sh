@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU training check, run on the lent device machine after scripts/pack-device-train.sh
+# (carry .devrun). Needs no ONNX Runtime: the CUDA engine loads cuDNN/cuBLAS from the machine's
+# Python packages and NVRTC from /usr/local/cuda. Prints, into $OUT/train.txt:
+#   1. fc7 selftest --device cuda: every engine operation and two whole training steps against
+#      the CPU engine (FP32), then training images/s (paper network batch 128, quick batch 64);
+#   2. PyTorch's figures for the same network on the same card (torch_anchor.py);
+#   3. the paper preset on Fashion-MNIST upscaled to 224 for EPOCHS epochs (default 3).
+set -u
+out=${OUT:-/tmp/out}
+epochs=${EPOCHS:-3}
+mkdir -p "$out" /tmp/bin
+SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
+export LD_LIBRARY_PATH=$(ls -d "$SP"/nvidia/*/lib "$SP"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')/usr/local/cuda/lib64
+xz -dc .devrun/fc7.xz > /tmp/bin/fc7 && chmod +x /tmp/bin/fc7
+fc7=/tmp/bin/fc7
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  echo "== selftest"
+  timeout 240 $fc7 selftest --device cuda --bench --iters 30
+  echo "== selftest exit $?"
+} 2>&1 | tee "$out/train.txt"
+( echo "== PyTorch anchor"; timeout 150 python3 .devrun/torch_anchor.py "$out/torch.json"; cat "$out/torch.json" ) 2>&1 | tee -a "$out/train.txt"
+{
+  echo "== Fashion-MNIST, paper preset, $epochs epochs"
+  $fc7 dataset fashion-mnist /tmp/fm --source .devrun/fmnist
+  time timeout 400 $fc7 train /tmp/fm --preset paper --epochs "$epochs" --device cuda --out /tmp/m/fm-paper
+  cp /tmp/m/fm-paper.log.jsonl /tmp/m/fm-paper.png /tmp/m/fm-paper.json "$out/" 2>/dev/null
+} 2>&1 | tee -a "$out/train.txt"
