@@ -43,7 +43,7 @@ pub fn relative_error(reference: &[f32], other: &[f32]) -> f32 {
 }
 
 /// Uniform in [−1, 1), from a fixed LCG so every run compares the same numbers.
-fn random(n: usize, seed: u64) -> Vec<f32> {
+pub fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
     (0..n)
         .map(|_| {

@@ -204,10 +204,10 @@ pub fn train(
     match opts.device {
         Device::Cpu => train_on(&Cpu, opts, progress, stop),
         Device::Cuda(ordinal) => {
-            let gpu = crate::cuda::Cuda::new(ordinal)?;
+            let gpu = checked_cuda(ordinal, progress)?;
             train_on(&gpu, opts, progress, stop)
         }
-        Device::Auto => match crate::cuda::Cuda::new(0) {
+        Device::Auto => match checked_cuda(0, progress) {
             Ok(gpu) => train_on(&gpu, opts, progress, stop),
             Err(why) => {
                 progress.engine(&format!("no CUDA engine ({why}); using the CPU"));
@@ -215,6 +215,29 @@ pub fn train(
             }
         },
     }
+}
+
+/// The CUDA engine, after it has agreed with the CPU engine on every `selftest` check (in
+/// FP32; about a second), so that a broken GPU setup cannot train a model silently wrong.
+fn checked_cuda(ordinal: i32, progress: &dyn TrainProgress) -> Result<crate::cuda::Cuda> {
+    let strict = crate::cuda::Cuda::with_tf32(ordinal, false)?;
+    let checks = crate::selftest::compare(&strict)?;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| format!("{} ({:.1e})", c.name, c.error))
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::Cuda(format!(
+            "the engine disagrees with the CPU engine on {} (`fc7 selftest --device cuda` shows the table; --device cpu trains without it)",
+            failed.join(", ")
+        )));
+    }
+    progress.engine(&format!(
+        "CUDA engine agrees with the CPU engine on all {} selftest checks",
+        checks.len()
+    ));
+    crate::cuda::Cuda::new(ordinal)
 }
 
 fn train_on<E: Engine>(

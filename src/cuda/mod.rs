@@ -21,7 +21,7 @@ use cudarc::driver::{
 
 use crate::engine::{dropout_threshold, Engine, Normalise, Shape};
 use crate::error::{Error, Result};
-use crate::model::{Conv, Lrn, POOL_KERNEL, POOL_STRIDE};
+use crate::model::{pool_out, Conv, Lrn};
 use dnn::{Dnn, Ptr};
 use kernels::{elementwise, launched, per_item, Kernels};
 
@@ -195,8 +195,7 @@ impl Cuda {
 }
 
 fn out_shape(xs: Shape, c: &Conv) -> Shape {
-    let o = |v: usize| (v + 2 * c.pad - c.kernel) / c.stride + 1;
-    Shape::new(xs.n, c.out, o(xs.h), o(xs.w))
+    Shape::new(xs.n, c.out, c.out_size(xs.h), c.out_size(xs.w))
 }
 
 impl Engine for Cuda {
@@ -336,8 +335,7 @@ impl Engine for Cuda {
     }
 
     fn pool_forward(&self, x: &Tensor, xs: Shape) -> Result<(Tensor, Shape, ())> {
-        let o = |v: usize| (v - POOL_KERNEL) / POOL_STRIDE + 1;
-        let ys = Shape::new(xs.n, xs.c, o(xs.h), o(xs.w));
+        let ys = Shape::new(xs.n, xs.c, pool_out(xs.h), pool_out(xs.w));
         let mut y = self.alloc(ys.len())?;
         let yp = self.ptr_mut(&mut y);
         self.dnn.pool_forward(self.ptr(x), xs, yp, ys)?;
@@ -352,8 +350,7 @@ impl Engine for Cuda {
         _: &(),
         dy: &Tensor,
     ) -> Result<Tensor> {
-        let o = |v: usize| (v - POOL_KERNEL) / POOL_STRIDE + 1;
-        let ys = Shape::new(xs.n, xs.c, o(xs.h), o(xs.w));
+        let ys = Shape::new(xs.n, xs.c, pool_out(xs.h), pool_out(xs.w));
         let mut dx = self.alloc(xs.len())?;
         let dxp = self.ptr_mut(&mut dx);
         self.dnn
