@@ -6,7 +6,7 @@ use cudarc::cudnn::sys;
 
 use crate::engine::Shape;
 use crate::error::{Error, Result};
-use crate::model::Conv;
+use crate::model::{Conv, Lrn, POOL_KERNEL, POOL_STRIDE};
 
 /// The most workspace a convolution algorithm may ask for.
 const WORKSPACE_LIMIT: usize = 1 << 30;
@@ -146,6 +146,59 @@ pub fn conv_descs(
     Ok((f, cd))
 }
 
+pub fn relu_desc() -> Result<ActDesc> {
+    let d = ActDesc::create()?;
+    // SAFETY: valid descriptor, plain values.
+    check(
+        unsafe {
+            sys::cudnnSetActivationDescriptor(
+                d.0,
+                sys::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU,
+                sys::cudnnNanPropagation_t::CUDNN_PROPAGATE_NAN,
+                0.0,
+            )
+        },
+        "activation descriptor",
+    )?;
+    Ok(d)
+}
+
+/// The overlapping 3×3, stride-2 max-pool, no padding.
+pub fn pool_desc() -> Result<PoolDesc> {
+    let d = PoolDesc::create()?;
+    let (k, s) = (POOL_KERNEL as i32, POOL_STRIDE as i32);
+    // SAFETY: valid descriptor, plain values.
+    check(
+        unsafe {
+            sys::cudnnSetPooling2dDescriptor(
+                d.0,
+                sys::cudnnPoolingMode_t::CUDNN_POOLING_MAX,
+                sys::cudnnNanPropagation_t::CUDNN_PROPAGATE_NAN,
+                k,
+                k,
+                0,
+                0,
+                s,
+                s,
+            )
+        },
+        "pooling descriptor",
+    )?;
+    Ok(d)
+}
+
+pub fn lrn_desc(l: &Lrn) -> Result<LrnDesc> {
+    let d = LrnDesc::create()?;
+    // cuDNN divides alpha by the window size; the paper's α does not.
+    let alpha = l.alpha as f64 * l.size as f64;
+    // SAFETY: valid descriptor, plain values.
+    check(
+        unsafe { sys::cudnnSetLRNDescriptor(d.0, l.size as u32, alpha, l.beta as f64, l.k as f64) },
+        "LRN descriptor",
+    )?;
+    Ok(d)
+}
+
 /// The algorithms chosen for one convolution shape and the workspace they need.
 #[derive(Clone, Copy)]
 pub struct Plan {
@@ -230,5 +283,93 @@ pub fn find_plan(
             filter,
             bytes: m1.max(m2).max(m3),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{pool_out, AlexNetConfig};
+
+    /// Descriptors are host-side: where cuDNN 9 can be loaded (no GPU needed; scripts/test.sh
+    /// installs it and sets FC7_REQUIRE_CUDNN=1), cuDNN's own
+    /// arithmetic on our descriptors must give the shapes the engine allocates for, for every
+    /// layer of the paper's network.
+    #[test]
+    fn cudnn_agrees_with_our_shapes_for_every_alexnet_layer() {
+        // SAFETY: only probes whether the shared library can be opened.
+        if !unsafe { sys::is_culib_present() } {
+            assert!(
+                std::env::var_os("FC7_REQUIRE_CUDNN").is_none(),
+                "FC7_REQUIRE_CUDNN is set but libcudnn.so.9 cannot be loaded (LD_LIBRARY_PATH?)"
+            );
+            eprintln!("cuDNN not installed: descriptor shapes not checked");
+            return;
+        }
+        let cfg = AlexNetConfig::paper(1000, 2);
+        let math = sys::cudnnMathType_t::CUDNN_FMA_MATH;
+        let pool = pool_desc().unwrap();
+        let mut xs = Shape::new(2, 3, cfg.input, cfg.input);
+        for (i, c) in cfg.convs.iter().enumerate() {
+            let x = tensor(xs).unwrap();
+            let (w, conv) = conv_descs(xs.c, c, math).unwrap();
+            let (mut n, mut ch, mut h, mut wd) = (0, 0, 0, 0);
+            // SAFETY: valid descriptors and out-pointers.
+            let st = unsafe {
+                sys::cudnnGetConvolution2dForwardOutputDim(
+                    conv.0, x.0, w.0, &mut n, &mut ch, &mut h, &mut wd,
+                )
+            };
+            check(st, "output dim").unwrap();
+            let ys = Shape::new(xs.n, c.out, c.out_size(xs.h), c.out_size(xs.w));
+            assert_eq!(
+                (n, ch, h, wd),
+                (2, ys.c as i32, ys.h as i32, ys.w as i32),
+                "conv{}",
+                i + 1
+            );
+            let mut groups = 0;
+            // SAFETY: valid descriptor and out-pointer.
+            check(
+                unsafe { sys::cudnnGetConvolutionGroupCount(conv.0, &mut groups) },
+                "groups",
+            )
+            .unwrap();
+            assert_eq!(groups as usize, c.groups);
+            xs = ys;
+            if matches!(i, 0 | 1 | 4) {
+                let y = tensor(xs).unwrap();
+                // SAFETY: valid descriptors and out-pointers.
+                let st = unsafe {
+                    sys::cudnnGetPooling2dForwardOutputDim(
+                        pool.0, y.0, &mut n, &mut ch, &mut h, &mut wd,
+                    )
+                };
+                check(st, "pool dim").unwrap();
+                xs = Shape::new(xs.n, xs.c, pool_out(xs.h), pool_out(xs.w));
+                assert_eq!(
+                    (h, wd),
+                    (xs.h as i32, xs.w as i32),
+                    "pool after conv{}",
+                    i + 1
+                );
+            }
+        }
+        assert_eq!(xs.per_sample(), cfg.flat_features().unwrap());
+        let lrn = lrn_desc(&Lrn::PAPER).unwrap();
+        let (mut size, mut alpha, mut beta, mut k) = (0u32, 0f64, 0f64, 0f64);
+        // SAFETY: valid descriptor and out-pointers.
+        check(
+            unsafe { sys::cudnnGetLRNDescriptor(lrn.0, &mut size, &mut alpha, &mut beta, &mut k) },
+            "lrn",
+        )
+        .unwrap();
+        assert_eq!(size, 5);
+        assert!((alpha / 5e-4 - 1.0).abs() < 1e-6, "cuDNN alpha {alpha}");
+        assert!(
+            (beta - 0.75).abs() < 1e-6 && (k - 2.0).abs() < 1e-6,
+            "{beta} {k}"
+        );
+        relu_desc().unwrap();
     }
 }

@@ -13,12 +13,12 @@ use cudarc::cudnn::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 use super::descriptors::{
-    check, conv_descs, find_plan, tensor, ActDesc, ConvDesc, FilterDesc, LrnDesc, Plan, PoolDesc,
-    TensorDesc,
+    check, conv_descs, find_plan, lrn_desc, pool_desc, relu_desc, tensor, ActDesc, ConvDesc,
+    FilterDesc, Plan, PoolDesc, TensorDesc,
 };
 use crate::engine::Shape;
 use crate::error::{Error, Result};
-use crate::model::{Conv, Lrn, POOL_KERNEL, POOL_STRIDE};
+use crate::model::{Conv, Lrn};
 
 /// A device address as cuDNN takes it.
 pub type Ptr = u64;
@@ -83,35 +83,7 @@ impl Dnn {
                 "set stream",
             )?;
         }
-        let relu = ActDesc::create()?;
-        let pool = PoolDesc::create()?;
-        // SAFETY: valid descriptors, plain values.
-        unsafe {
-            check(
-                sys::cudnnSetActivationDescriptor(
-                    relu.0,
-                    sys::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU,
-                    sys::cudnnNanPropagation_t::CUDNN_PROPAGATE_NAN,
-                    0.0,
-                ),
-                "activation descriptor",
-            )?;
-            let (k, s) = (POOL_KERNEL as i32, POOL_STRIDE as i32);
-            check(
-                sys::cudnnSetPooling2dDescriptor(
-                    pool.0,
-                    sys::cudnnPoolingMode_t::CUDNN_POOLING_MAX,
-                    sys::cudnnNanPropagation_t::CUDNN_PROPAGATE_NAN,
-                    k,
-                    k,
-                    0,
-                    0,
-                    s,
-                    s,
-                ),
-                "pooling descriptor",
-            )?;
-        }
+        let (relu, pool) = (relu_desc()?, pool_desc()?);
         let math = if tf32 {
             sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
         } else {
@@ -332,22 +304,8 @@ impl Dnn {
         )
     }
 
-    fn lrn_desc(l: &Lrn) -> Result<LrnDesc> {
-        let d = LrnDesc::create()?;
-        // cuDNN divides alpha by the window size; the paper's α does not.
-        let alpha = l.alpha as f64 * l.size as f64;
-        // SAFETY: valid descriptor, plain values.
-        check(
-            unsafe {
-                sys::cudnnSetLRNDescriptor(d.0, l.size as u32, alpha, l.beta as f64, l.k as f64)
-            },
-            "LRN descriptor",
-        )?;
-        Ok(d)
-    }
-
     pub fn lrn_forward(&self, x: Ptr, y: Ptr, s: Shape, l: &Lrn) -> Result<()> {
-        let (d, ld) = (tensor(s)?, Self::lrn_desc(l)?);
+        let (d, ld) = (tensor(s)?, lrn_desc(l)?);
         let mode = sys::cudnnLRNMode_t::CUDNN_LRN_CROSS_CHANNEL_DIM1;
         // SAFETY: x and y are distinct device buffers of shape s.
         check(
@@ -376,7 +334,7 @@ impl Dnn {
         s: Shape,
         l: &Lrn,
     ) -> Result<()> {
-        let (d, ld) = (tensor(s)?, Self::lrn_desc(l)?);
+        let (d, ld) = (tensor(s)?, lrn_desc(l)?);
         let mode = sys::cudnnLRNMode_t::CUDNN_LRN_CROSS_CHANNEL_DIM1;
         // SAFETY: all four are device buffers of shape s; dx is distinct from the others.
         check(

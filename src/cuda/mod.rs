@@ -9,6 +9,8 @@
 mod blas;
 mod descriptors;
 mod dnn;
+#[cfg(test)]
+mod emulate;
 pub mod kernels;
 
 use std::sync::{Arc, Mutex};
