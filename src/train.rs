@@ -240,16 +240,14 @@ fn checked_cuda(ordinal: i32, progress: &dyn TrainProgress) -> Result<crate::cud
     crate::cuda::Cuda::new(ordinal)
 }
 
-fn train_on<E: Engine>(
-    e: &E,
+/// The dataset and the run's host copy: from the checkpoint with `--resume`, else fresh.
+fn start(
     opts: &TrainOptions,
+    ckpt: &Path,
     progress: &dyn TrainProgress,
-    stop: &AtomicBool,
-) -> Result<TrainResult> {
-    progress.engine(&e.describe());
-    let ckpt = with_ext(&opts.out, ".ckpt");
+) -> Result<(dataset::Dataset, Host)> {
     let resumed = if opts.resume && ckpt.is_file() {
-        Some(checkpoint::load(&ckpt)?)
+        Some(checkpoint::load(ckpt)?)
     } else {
         None
     };
@@ -261,7 +259,7 @@ fn train_on<E: Engine>(
         data.classes.len(),
         &data.skipped,
     );
-    let mut host = match resumed {
+    let host = match resumed {
         Some(r) if r.0.classes != data.classes => {
             return Err(Error::Invalid(format!(
                 "{}: classes differ from the checkpoint's",
@@ -275,6 +273,18 @@ fn train_on<E: Engine>(
         }
         None => fresh(opts, &data)?,
     };
+    Ok((data, host))
+}
+
+fn train_on<E: Engine>(
+    e: &E,
+    opts: &TrainOptions,
+    progress: &dyn TrainProgress,
+    stop: &AtomicBool,
+) -> Result<TrainResult> {
+    progress.engine(&e.describe());
+    let ckpt = with_ext(&opts.out, ".ckpt");
+    let (data, mut host) = start(opts, &ckpt, progress)?;
     host.0.engine = e.describe();
     let mut w = Weights::upload(e, &host.1, &host.2)?;
     while host.0.epoch < host.0.recipe.epochs {
