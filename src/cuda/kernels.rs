@@ -97,6 +97,41 @@ const NAMES: [&str; 6] = [
     "sgd",
 ];
 
+/// Machine code (a cubin) of `SOURCE` for compute capability `major.minor`. Preferred to PTX:
+/// a driver older than NVRTC cannot JIT NVRTC's newer PTX, but runs cubins of the same major
+/// CUDA version.
+pub fn compile_cubin((major, minor): (i32, i32)) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result, sys};
+    let fail = |what: &str, e: result::NvrtcError| Error::Cuda(format!("NVRTC {what}: {e:?}"));
+    let src = std::ffi::CString::new(SOURCE).expect("no NUL in the source");
+    let prog = result::create_program(&src, None).map_err(|e| fail("create", e))?;
+    let arch = format!("--gpu-architecture=sm_{major}{minor}");
+    // SAFETY: `prog` is a live program until destroyed at the end; buffers are sized by NVRTC.
+    let out = unsafe {
+        let built = result::compile_program(prog, &[arch.as_str()]).map_err(|e| {
+            let log = result::get_program_log(prog).unwrap_or_default();
+            let log: String = log.iter().map(|&c| c as u8 as char).collect();
+            Error::Cuda(format!(
+                "NVRTC compile for sm_{major}{minor} ({e:?}): {log}"
+            ))
+        });
+        let cubin = built.and_then(|_| {
+            let mut size = 0usize;
+            sys::nvrtcGetCUBINSize(prog, &mut size)
+                .result()
+                .map_err(|e| fail("cubin size", e))?;
+            let mut buf = vec![0u8; size];
+            sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut std::ffi::c_char)
+                .result()
+                .map_err(|e| fail("cubin", e))?;
+            Ok(buf)
+        });
+        let _ = result::destroy_program(prog);
+        cubin
+    };
+    out
+}
+
 /// NVRTC's PTX for `SOURCE`, for the default virtual architecture of the installed NVRTC.
 pub fn compile() -> Result<Ptx> {
     let opts = CompileOptions {
@@ -185,6 +220,13 @@ mod tests {
                 ptx.contains(&format!(".entry {name}(")),
                 "{name} missing from PTX"
             );
+        }
+        // Machine code for the H100/H200 (sm_90): an ELF image naming every kernel.
+        let cubin = compile_cubin((9, 0)).expect("sm_90 cubin");
+        assert_eq!(&cubin[..4], b"\x7fELF");
+        for name in NAMES {
+            let found = cubin.windows(name.len()).any(|w| w == name.as_bytes());
+            assert!(found, "{name} missing from the cubin");
         }
     }
 }
