@@ -9,5 +9,5 @@ mkdir -p .devrun/fmnist
 strip -o .devrun/fc7 target/release/fc7
 xz -f -6 .devrun/fc7
 cp /usr/share/datasets/fashion-mnist/*.gz .devrun/fmnist/
-cp ../shared/device/torch_anchor.py .devrun/
+cp -f ../shared/device/torch_anchor.py .devrun/
 du -sh .devrun

@@ -219,9 +219,14 @@ pub fn train(
 
 /// The CUDA engine, after it has agreed with the CPU engine on every `selftest` check (in
 /// FP32; about a second), so that a broken GPU setup cannot train a model silently wrong.
+/// FC7_SKIP_ENGINE_CHECK=1 trains without the check (when a tolerance, not the engine, is off).
 fn checked_cuda(ordinal: i32, progress: &dyn TrainProgress) -> Result<crate::cuda::Cuda> {
+    if std::env::var_os("FC7_SKIP_ENGINE_CHECK").is_some() {
+        progress.engine("FC7_SKIP_ENGINE_CHECK is set: the CUDA engine is not checked");
+        return crate::cuda::Cuda::new(ordinal);
+    }
     let strict = crate::cuda::Cuda::with_tf32(ordinal, false)?;
-    let checks = crate::selftest::compare(&strict)?;
+    let checks = crate::selftest::compare(&strict);
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.passed())
