@@ -5,14 +5,12 @@
 # the whole wheel (or a CUDA install). Idempotent; prints the library folder on its last line.
 set -euo pipefail
 ver=9.28.1.4
-cache=${FC7_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fc7}
+. "$(dirname "$0")/wheel-cache.sh"
 dest=$cache/cudnn-$ver-descriptors
 if [ -f "$dest/libcudnn.so.9" ]; then echo "$dest"; exit 0; fi
-command -v python3 >/dev/null || { echo "setup-cudnn-check: python3 is needed" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "setup-cudnn-check: downloading nvidia-cudnn-cu13==$ver from PyPI (~520 MB)..." >&2
-python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "nvidia-cudnn-cu13==$ver" >&2
+fetch_wheel "nvidia-cudnn-cu13==$ver" "$tmp"  # ~520 MB
 mkdir -p "$dest.part"
 python3 - "$tmp" "$dest.part" <<'PY'
 import glob, os, sys, zipfile
