@@ -1,7 +1,9 @@
-//! The CPU engine: `Engine` on host vectors, delegating to the slice kernels in `ops`
+//! The CPU engine: `Engine` on host vectors, delegating to the slice kernels in `conv` and `ops`
 //! (im2col + GEMM, rayon over the batch, results independent of the thread count). It is also
 //! the reference the CUDA engine is checked against (`fc7 selftest`).
 
+mod conv;
+mod gemm;
 pub mod ops;
 
 use rayon::prelude::*;
@@ -182,5 +184,35 @@ impl Engine for Cpu {
     ) -> Result<()> {
         ops::sgd_step(w, v, g, lr, momentum, decay);
         Ok(())
+    }
+}
+
+/// Helpers for the kernels' gradient tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        crate::selftest::random(n, seed)
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+    }
+
+    /// Central differences of L(v) = Σ r·f(v) at a spread of entries of v, against `analytic`.
+    pub fn check(name: &str, v: &[f32], analytic: &[f32], loss: impl Fn(&[f32]) -> f64) {
+        let eps = 1e-2f32;
+        let step = (v.len() / 23).max(1);
+        for i in (0..v.len()).step_by(step) {
+            let (mut p, mut m) = (v.to_vec(), v.to_vec());
+            p[i] += eps;
+            m[i] -= eps;
+            let num = (loss(&p) - loss(&m)) / (2.0 * eps as f64);
+            let err = (num - analytic[i] as f64).abs();
+            assert!(
+                err <= 2e-2 * num.abs().max(analytic[i].abs() as f64).max(0.1),
+                "{name}[{i}]: numeric {num} vs analytic {}",
+                analytic[i]
+            );
+        }
     }
 }
