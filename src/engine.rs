@@ -167,8 +167,9 @@ pub trait Engine: Sync {
 
 /// The dropout mask as a pure function of (seed, element), identical on every engine
 /// (the CUDA kernel computes the same splitmix64 hash), so masks need no storage.
-pub fn dropout_keeps(seed: u64, i: u64, p: f32) -> bool {
-    dropout_hash(seed, i) >= dropout_threshold(p)
+/// `threshold` is `dropout_threshold(p)`, computed once per call site.
+pub fn dropout_keeps(seed: u64, i: u64, threshold: u32) -> bool {
+    dropout_hash(seed, i) >= threshold
 }
 
 /// 24 uniform bits for element `i`.
@@ -190,20 +191,21 @@ mod tests {
 
     #[test]
     fn dropout_mask_is_seeded_and_drops_the_right_fraction() {
+        let half = dropout_threshold(0.5);
         let kept = |seed| {
             (0..100_000)
-                .filter(|&i| dropout_keeps(seed, i, 0.5))
+                .filter(|&i| dropout_keeps(seed, i, half))
                 .count()
         };
         let a = kept(3);
         assert_eq!(a, kept(3));
         assert!((a as f64 / 1e5 - 0.5).abs() < 0.01, "{a}");
         let same = (0..1000)
-            .filter(|&i| dropout_keeps(3, i, 0.5) == dropout_keeps(4, i, 0.5))
+            .filter(|&i| dropout_keeps(3, i, half) == dropout_keeps(4, i, half))
             .count();
         assert!((400..600).contains(&same), "{same}");
         assert_eq!(dropout_threshold(0.0), 0);
-        assert!((0..1000).all(|i| dropout_keeps(1, i, 0.0)));
+        assert!((0..1000).all(|i| dropout_keeps(1, i, dropout_threshold(0.0))));
         // splitmix64 of seed 0, element 0: the reference value the CUDA kernel must match.
         assert_eq!(dropout_hash(0, 0), (0xE220_A839_7B1D_CDAF_u64 >> 40) as u32);
     }

@@ -61,11 +61,12 @@ pub fn selftest(a: SelftestArgs) -> Result<i32> {
         Ok(Device::Cpu) => check(&Cpu, &a),
         Ok(Device::Cuda(n)) => {
             // Full FP32 so that a difference is a bug rather than TF32 rounding.
-            let strict = fc7::cuda::Cuda::with_tf32(n, false)?;
-            let code = check(&strict, &a)?;
+            let mut gpu = fc7::cuda::Cuda::with_tf32(n, false)?;
+            let code = check(&gpu, &a)?;
             if a.bench {
                 println!("with TF32 convolutions (training's default):");
-                bench(&fc7::cuda::Cuda::new(n)?, a.iters)?;
+                gpu.set_tf32(true);
+                bench(&gpu, a.iters)?;
             }
             Ok(code)
         }

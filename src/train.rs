@@ -225,8 +225,8 @@ fn checked_cuda(ordinal: i32, progress: &dyn TrainProgress) -> Result<crate::cud
         progress.engine("FC7_SKIP_ENGINE_CHECK is set: the CUDA engine is not checked");
         return crate::cuda::Cuda::new(ordinal);
     }
-    let strict = crate::cuda::Cuda::with_tf32(ordinal, false)?;
-    let checks = crate::selftest::compare(&strict);
+    let mut gpu = crate::cuda::Cuda::with_tf32(ordinal, false)?;
+    let checks = crate::selftest::compare(&gpu);
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.passed())
@@ -242,7 +242,8 @@ fn checked_cuda(ordinal: i32, progress: &dyn TrainProgress) -> Result<crate::cud
         "CUDA engine agrees with the CPU engine on all {} selftest checks",
         checks.len()
     ));
-    crate::cuda::Cuda::new(ordinal)
+    gpu.set_tf32(true);
+    Ok(gpu)
 }
 
 /// The dataset and the run's host copy: from the checkpoint with `--resume`, else fresh.

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 pub use ops::dot_rows;
 
-use crate::engine::{dropout_keeps, Engine, Normalise, Shape};
+use crate::engine::{dropout_keeps, dropout_threshold, Engine, Normalise, Shape};
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
 
@@ -148,13 +148,13 @@ impl Engine for Cpu {
     }
 
     fn dropout(&self, h: &mut Vec<f32>, p: f32, seed: u64) -> Result<()> {
-        let scale = 1.0 / (1.0 - p);
+        let (scale, threshold) = (1.0 / (1.0 - p), dropout_threshold(p));
         h.par_chunks_mut(1 << 14)
             .enumerate()
             .for_each(|(c, chunk)| {
                 for (j, v) in chunk.iter_mut().enumerate() {
                     let i = (c << 14) + j;
-                    *v = if dropout_keeps(seed, i as u64, p) {
+                    *v = if dropout_keeps(seed, i as u64, threshold) {
                         *v * scale
                     } else {
                         0.0

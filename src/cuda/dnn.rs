@@ -56,6 +56,15 @@ impl Drop for Dnn {
     }
 }
 
+/// DEFAULT lets cuDNN use TF32 tensor cores (PyTorch's default); FMA keeps full FP32.
+fn math_type(tf32: bool) -> sys::cudnnMathType_t {
+    if tf32 {
+        sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
+    } else {
+        sys::cudnnMathType_t::CUDNN_FMA_MATH
+    }
+}
+
 const ONE: f32 = 1.0;
 const ZERO: f32 = 0.0;
 
@@ -84,20 +93,22 @@ impl Dnn {
             )?;
         }
         let (relu, pool) = (relu_desc()?, pool_desc()?);
-        let math = if tf32 {
-            sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
-        } else {
-            sys::cudnnMathType_t::CUDNN_FMA_MATH
-        };
         Ok(Dnn {
             handle,
             stream,
             relu,
             pool,
-            math,
+            math: math_type(tf32),
             plans: Mutex::new(HashMap::new()),
             workspace: Mutex::new(None),
         })
+    }
+
+    /// Switches convolutions between TF32 and full FP32; algorithms timed under the other
+    /// math type are forgotten.
+    pub fn set_tf32(&mut self, tf32: bool) {
+        self.math = math_type(tf32);
+        self.plans.lock().expect("plan lock").clear();
     }
 
     /// cuDNN's version as major.minor.patch.

@@ -57,7 +57,9 @@ pub struct Cuda {
     blas: CudaBlas,
     dnn: Dnn,
     k: Kernels,
-    name: String,
+    /// The GPU, its architecture and cuDNN's version.
+    device: String,
+    tf32: bool,
     /// Page-locked staging for each batch's pixels and labels: copies from it are true DMA
     /// and do not make the stream wait, unlike copies from ordinary (pageable) memory.
     pixels: Mutex<Staging<u8>>,
@@ -116,11 +118,10 @@ impl Cuda {
         let dnn = Dnn::new(stream.clone(), tf32)?;
         let k = Kernels::load(&ctx)?;
         let (major, minor) = ctx.compute_capability().map_err(cuda_err("device query"))?;
-        let name = format!(
-            "{} (GPU {ordinal}, sm_{major}{minor}, cuDNN {}, {})",
+        let device = format!(
+            "{} (GPU {ordinal}, sm_{major}{minor}, cuDNN {}",
             ctx.name().map_err(cuda_err("device query"))?,
             Dnn::version(),
-            if tf32 { "TF32 convolutions" } else { "FP32" }
         );
         Ok(Cuda {
             ctx,
@@ -128,7 +129,8 @@ impl Cuda {
             blas,
             dnn,
             k,
-            name,
+            device,
+            tf32,
             pixels: Mutex::default(),
             shifts: Mutex::default(),
             labels: Mutex::default(),
@@ -166,6 +168,12 @@ impl Cuda {
         done.record(&self.stream).map_err(cuda_err("GPU event"))?;
         st.copied = Some(done);
         Ok(dev)
+    }
+
+    /// Switches the convolutions between TF32 and full FP32 on the same GPU context.
+    pub fn set_tf32(&mut self, tf32: bool) {
+        self.dnn.set_tf32(tf32);
+        self.tf32 = tf32;
     }
 
     fn alloc(&self, len: usize) -> Result<Tensor> {
@@ -206,7 +214,12 @@ impl Engine for Cuda {
     type LrnSaved = ();
 
     fn describe(&self) -> String {
-        self.name.clone()
+        let math = if self.tf32 {
+            "TF32 convolutions"
+        } else {
+            "FP32"
+        };
+        format!("{}, {math})", self.device)
     }
 
     fn upload(&self, data: &[f32]) -> Result<Tensor> {
