@@ -304,90 +304,85 @@ fn hnsw_hits(
     })
 }
 
-/// Runs the evaluation; writes DIR/figure4.{png,html,json} and DIR/metrics.json.
-pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
-    let started = Instant::now();
-    let classes = crate::dataset::subdirs(&opts.train)?;
-    let mut e = Embedder::open(&opts.model, &opts.embed)?;
-    let store = match &opts.index {
-        Some(dir) => {
-            let s = crate::store::Store::open_read(dir)?;
-            if s.catalog.meta("model_sha256")?.as_deref() != Some(e.manifest.onnx_sha256.as_str()) {
-                return Err(Error::Index {
-                    path: dir.clone(),
-                    reason: format!("was built with another model than {}", opts.model.display()),
-                });
-            }
-            Some(s)
-        }
-        None => None,
+/// The index given with `--index`, refused when it was built with another model.
+fn open_index(opts: &Figure4Options, e: &Embedder) -> Result<Option<crate::store::Store>> {
+    let Some(dir) = &opts.index else {
+        return Ok(None);
     };
-    let train = embed_all(
-        &mut e,
-        labelled(&opts.train, &classes)?,
-        false,
-        store.as_ref().map(|s| &s.catalog),
-    )?;
-    let mut test_files = labelled(&opts.test, &classes)?;
-    test_files.shuffle(&mut rand::rngs::StdRng::seed_from_u64(opts.seed));
-    if opts.max_test > 0 {
-        test_files.truncate(opts.max_test.max(opts.queries));
+    let s = crate::store::Store::open_read(dir)?;
+    if s.catalog.meta("model_sha256")?.as_deref() != Some(e.manifest.onnx_sha256.as_str()) {
+        return Err(Error::Index {
+            path: dir.clone(),
+            reason: format!("was built with another model than {}", opts.model.display()),
+        });
     }
-    let wanted: Vec<PathBuf> = opts
-        .query_files
-        .iter()
-        .map(|p| std::path::absolute(p).unwrap_or(p.clone()))
-        .collect();
-    let has_logits =
-        e.manifest.logits_output.is_some() && e.manifest.classes.len() == classes.len();
-    let test = embed_all(&mut e, test_files, has_logits, None)?;
-    let dim = e.dim();
-    let k = opts.k;
-    let knn = exact_knn(&test.fc7, &train.fc7, dim, k);
-    let pix = exact_knn(
-        &test.pixels,
-        &train.pixels,
-        (3 * PIXEL_SIDE * PIXEL_SIDE) as usize,
-        k,
-    );
+    Ok(Some(s))
+}
+
+/// The test images behind the metrics: shuffled with the seed, at most `max_test` (but never
+/// fewer than the figure's queries).
+fn test_files(opts: &Figure4Options, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
+    let mut files = labelled(&opts.test, classes)?;
+    files.shuffle(&mut rand::rngs::StdRng::seed_from_u64(opts.seed));
+    if opts.max_test > 0 {
+        files.truncate(opts.max_test.max(opts.queries));
+    }
+    Ok(files)
+}
+
+/// The metrics table from both embedded sets and the exact fc7 neighbours.
+fn metrics(
+    store: Option<&crate::store::Store>,
+    (train, test): (&Embedded, &Embedded),
+    dim: usize,
+    knn: &[Vec<(usize, f32)>],
+    k: usize,
+) -> Result<Metrics> {
+    let pixel_dim = (3 * PIXEL_SIDE * PIXEL_SIDE) as usize;
+    let pix = exact_knn(&test.pixels, &train.pixels, pixel_dim, k);
     let labels: Vec<usize> = test.files.iter().map(|f| f.1).collect();
-    let lab = |nn: &Vec<Vec<(usize, f32)>>| {
+    let lab = |nn: &[Vec<(usize, f32)>]| -> Vec<Vec<usize>> {
         nn.iter()
             .map(|r| r.iter().map(|(i, _)| train.files[*i].1).collect())
-            .collect::<Vec<Vec<usize>>>()
+            .collect()
     };
     let recall_n = test.files.len().min(1000);
-    let hits = hnsw_hits(
-        store.as_ref(),
-        &train,
-        &test.fc7[..recall_n * dim],
-        dim,
-        &knn,
-        k,
-    )?;
+    let hits = hnsw_hits(store, train, &test.fc7[..recall_n * dim], dim, knn, k)?;
     let errs = |l: &[f32]| (!l.is_empty()).then(|| top_errors(l, &labels));
     let (c, t) = (errs(&test.logits), errs(&test.logits10));
-    let metrics = Metrics {
+    Ok(Metrics {
         k,
         train_images: train.files.len(),
         test_images: test.files.len(),
-        fc7_precision_at_k: precision_at_k(&labels, &lab(&knn)),
+        fc7_precision_at_k: precision_at_k(&labels, &lab(knn)),
         pixel_precision_at_k: precision_at_k(&labels, &lab(&pix)),
         hnsw_recall_at_k: hits as f64 / (recall_n * k).max(1) as f64,
         top1_error_centre: c.map(|x| x.0),
         top5_error_centre: c.map(|x| x.1),
         top1_error_10crop: t.map(|x| x.0),
         top5_error_10crop: t.map(|x| x.1),
-        seconds: started.elapsed().as_secs_f64(),
-    };
+        seconds: 0.0,
+    })
+}
+
+/// The figure's rows: the named query files when given, else the first `queries` test images
+/// (already in seeded random order), each with its exact nearest training images.
+fn figure_rows(
+    opts: &Figure4Options,
+    classes: &[String],
+    (train, test): (&Embedded, &Embedded),
+    knn: &[Vec<(usize, f32)>],
+) -> Vec<Row> {
+    let wanted: Vec<PathBuf> = opts
+        .query_files
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or(p.clone()))
+        .collect();
     let picks: Vec<usize> = if wanted.is_empty() {
         (0..opts.queries.min(test.files.len())).collect()
     } else {
-        test.files
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted.contains(&f.0))
-            .map(|(i, _)| i)
+        (0..test.files.len())
+            .filter(|&i| wanted.contains(&test.files[i].0))
             .collect()
     };
     let tile = |f: &(PathBuf, usize), d: Option<f32>| Tile {
@@ -395,7 +390,7 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
         class: classes[f.1].clone(),
         distance: d,
     };
-    let rows: Vec<Row> = picks
+    picks
         .iter()
         .map(|&q| Row {
             query: tile(&test.files[q], None),
@@ -404,7 +399,25 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
                 .map(|(i, d)| tile(&train.files[*i], Some(*d)))
                 .collect(),
         })
-        .collect();
+        .collect()
+}
+
+/// Runs the evaluation; writes DIR/figure4.{png,html,json} and DIR/metrics.json.
+pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
+    let started = Instant::now();
+    let classes = crate::dataset::subdirs(&opts.train)?;
+    let mut e = Embedder::open(&opts.model, &opts.embed)?;
+    let store = open_index(opts, &e)?;
+    let stored = store.as_ref().map(|s| &s.catalog);
+    let train = embed_all(&mut e, labelled(&opts.train, &classes)?, false, stored)?;
+    let has_logits =
+        e.manifest.logits_output.is_some() && e.manifest.classes.len() == classes.len();
+    let test = embed_all(&mut e, test_files(opts, &classes)?, has_logits, None)?;
+    let (dim, k) = (e.dim(), opts.k);
+    let knn = exact_knn(&test.fc7, &train.fc7, dim, k);
+    let mut m = metrics(store.as_ref(), (&train, &test), dim, &knn, k)?;
+    m.seconds = started.elapsed().as_secs_f64();
+    let rows = figure_rows(opts, &classes, (&train, &test), &knn);
     crate::figure::write_all(
         &opts.out,
         &rows,
@@ -412,9 +425,9 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
     )?;
     crate::onnx::atomic_write(
         &opts.out.join("metrics.json"),
-        &serde_json::to_vec_pretty(&metrics).expect("json"),
+        &serde_json::to_vec_pretty(&m).expect("json"),
     )?;
-    Ok((rows, metrics))
+    Ok((rows, m))
 }
 
 #[cfg(test)]

@@ -3,8 +3,15 @@
 //!
 //! `model` defines the network, `onnx` writes it, `embed` runs it through ONNX Runtime
 //! (`runtime` finds the library), `imaging` turns files into inputs, `scan` finds them,
-//! `catalog` (SQLite) stores vectors, `index` (HNSW) searches them, `store` ties an index folder
-//! together, `ingest` runs `fc7 index`, and `query` answers `fc7 query`.
+//! `catalog` (SQLite) stores vectors, `fingerprint` recognises moved files, `index` (HNSW)
+//! searches them, `store` ties an index folder together, `ingest` runs `fc7 index`, and `query`
+//! answers `fc7 query`.
+//!
+//! Training: `engine` is the trait of layer operations that `cpu` (im2col + GEMM) and `cuda`
+//! (cuDNN, cuBLAS, NVRTC) implement; `network` is AlexNet's forward/backward written once
+//! against it; `session` keeps a run's weights on an engine; `dataset` and `augment` feed it;
+//! `train` runs the recipe, `checkpoint` saves it, `plot` draws its curves; `selftest` compares
+//! an engine with the CPU one. `eval` and `figure` reproduce the paper's Figure 4.
 
 pub mod augment;
 pub mod catalog;
@@ -17,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod figure;
+pub mod fingerprint;
 pub mod imaging;
 pub mod index;
 pub mod ingest;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::Parser;
 
 mod cli;
+mod eval_cmd;
 mod selftest_cmd;
+mod store_cmd;
 mod train_cmd;
 
 fn main() {

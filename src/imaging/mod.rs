@@ -117,30 +117,10 @@ fn reader(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> ImageReader<Cur
     r
 }
 
-/// Walks a JPEG's marker structure from the start (skipping segment payloads, so an EXIF
-/// thumbnail's end marker is not mistaken for the image's) and reports whether the main image's
-/// end-of-image marker is there. Decoders fill a truncated scan with grey instead of failing;
-/// data after the end marker (motion-photo trailers) is allowed.
-pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let mut i = 2;
-    while i + 1 < bytes.len() {
-        if bytes[i] != 0xFF {
-            i += 1;
-            continue;
-        }
-        match bytes[i + 1] {
-            0xD9 => return true,
-            0xFF | 0x00 | 0x01 | 0xD0..=0xD7 => i += if bytes[i + 1] == 0xFF { 1 } else { 2 },
-            _ => {
-                if i + 3 >= bytes.len() {
-                    return false;
-                }
-                i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
-            }
-        }
-    }
-    false
-}
+mod jpeg;
+
+pub use jpeg::jpeg_is_complete;
+use jpeg::{scaled_jpeg, turbo_jpeg};
 
 type DecodeResult = std::result::Result<DynamicImage, String>;
 
@@ -170,96 +150,6 @@ fn to_rgb8(img: DynamicImage) -> RgbImage {
         }
     }
     out
-}
-
-/// Decodes a JPEG at the smallest DCT scale (1/8, 1/4, 1/2) whose shorter side is still at
-/// least `shorter`, then applies the EXIF orientation.
-fn scaled_jpeg(bytes: &[u8], w: u32, h: u32, shorter: u32) -> DecodeResult {
-    let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    d.read_info().map_err(|e| e.to_string())?;
-    let m = w.min(h) as u64;
-    let want = |side: u32| {
-        (side as u64 * shorter as u64)
-            .div_ceil(m)
-            .min(u16::MAX as u64) as u16
-    };
-    let (sw, sh) = d.scale(want(w), want(h)).map_err(|e| e.to_string())?;
-    let pixels = d.decode().map_err(|e| e.to_string())?;
-    let info = d.info().ok_or("no JPEG header")?;
-    let (sw, sh) = (sw as u32, sh as u32);
-    let rgb: Vec<u8> = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => pixels,
-        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|v| [v[0]; 3]).collect(),
-        jpeg_decoder::PixelFormat::CMYK32 => pixels.chunks_exact(4).flat_map(cmyk_to_rgb).collect(),
-    };
-    let img = RgbImage::from_raw(sw, sh, rgb).ok_or("JPEG decoder returned a short buffer")?;
-    let mut img = DynamicImage::ImageRgb8(img);
-    if let Some(o) = d.exif_data().and_then(Orientation::from_exif_chunk) {
-        img.apply_orientation(o);
-    }
-    Ok(img)
-}
-
-/// The EXIF chunk (from its TIFF header) of a JPEG's APP1 segment, found by walking the markers.
-fn jpeg_exif(bytes: &[u8]) -> Option<&[u8]> {
-    let mut i = 2;
-    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
-        let marker = bytes[i + 1];
-        if marker == 0xDA || marker == 0xD9 {
-            return None;
-        }
-        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
-        let payload = bytes.get(i + 4..i + 2 + len)?;
-        if marker == 0xE1 && payload.starts_with(b"Exif\0\0") {
-            return Some(&payload[6..]);
-        }
-        i += 2 + len;
-    }
-    None
-}
-
-/// Decodes a (non-CMYK) JPEG with libjpeg-turbo at the smallest m/8 scale whose shorter side is
-/// still at least `shorter`, then applies the EXIF orientation.
-fn turbo_jpeg(bytes: &[u8], shorter: u32) -> DecodeResult {
-    let mut d = turbojpeg::Decompressor::new().map_err(|e| e.to_string())?;
-    let header = d.read_header(bytes).map_err(|e| e.to_string())?;
-    if matches!(
-        header.colorspace,
-        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
-    ) {
-        return Err("CMYK: not through libjpeg-turbo".into());
-    }
-    let m = header.width.min(header.height);
-    let factor = (1..=8)
-        .map(|num| turbojpeg::ScalingFactor::new(num, 8))
-        .find(|f| f.scale(m) >= shorter as usize)
-        .unwrap_or(turbojpeg::ScalingFactor::ONE);
-    d.set_scaling_factor(factor).map_err(|e| e.to_string())?;
-    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
-    let mut pixels = vec![0u8; w * h * 3];
-    let out = turbojpeg::Image {
-        pixels: pixels.as_mut_slice(),
-        width: w,
-        pitch: w * 3,
-        height: h,
-        format: turbojpeg::PixelFormat::RGB,
-    };
-    d.decompress(bytes, out).map_err(|e| e.to_string())?;
-    let img = RgbImage::from_raw(w as u32, h as u32, pixels)
-        .ok_or("libjpeg-turbo returned a short buffer")?;
-    let mut img = DynamicImage::ImageRgb8(img);
-    if let Some(o) = jpeg_exif(bytes).and_then(Orientation::from_exif_chunk) {
-        img.apply_orientation(o);
-    }
-    Ok(img)
-}
-
-/// Naive CMYK → RGB (no colour profile), as libjpeg-based viewers do without one.
-fn cmyk_to_rgb(p: &[u8]) -> [u8; 3] {
-    let k = 255 - p[3] as u32;
-    let f = |c: u8| ((255 - c as u32) * k / 255) as u8;
-    [f(p[0]), f(p[1]), f(p[2])]
 }
 
 /// The centre square of `view` in source coordinates: the image resized so its shorter side
@@ -334,10 +224,10 @@ pub fn to_chw(img: &RgbImage, pre: &Preprocess, out: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn gradient(w: u32, h: u32) -> RgbImage {
+    pub(crate) fn gradient(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
             image::Rgb([
                 (x * 255 / w) as u8,
@@ -347,7 +237,7 @@ mod tests {
         })
     }
 
-    fn encode(img: &DynamicImage, f: ImageFormat) -> Vec<u8> {
+    pub(crate) fn encode(img: &DynamicImage, f: ImageFormat) -> Vec<u8> {
         let mut c = Cursor::new(Vec::new());
         img.write_to(&mut c, f).unwrap();
         c.into_inner()
@@ -435,25 +325,6 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_completeness_follows_the_marker_structure() {
-        let full = encode(
-            &DynamicImage::ImageRgb8(gradient(96, 64)),
-            ImageFormat::Jpeg,
-        );
-        assert!(jpeg_is_complete(&full));
-        let mut trailer = full.clone();
-        trailer.extend_from_slice(b"motion photo trailer \xff\x00");
-        assert!(jpeg_is_complete(&trailer));
-        for cut in [full.len() - 2, full.len() / 2, 40] {
-            assert!(!jpeg_is_complete(&full[..cut]), "cut at {cut}");
-        }
-        // An end marker inside a segment payload (an EXIF thumbnail) does not count.
-        let mut with_app = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0x00, 0x00];
-        with_app.extend_from_slice(&full[2..full.len() / 2]);
-        assert!(!jpeg_is_complete(&with_app));
-    }
-
-    #[test]
     fn scaled_jpeg_path_agrees_with_the_reference() {
         let img = DynamicImage::ImageRgb8(gradient(1600, 1200));
         let bytes = encode(&img, ImageFormat::Jpeg);
@@ -473,49 +344,6 @@ mod tests {
             .sum::<f64>()
             / fast.as_raw().len() as f64;
         assert!(diff < 2.0, "mean abs difference {diff}");
-    }
-
-    #[test]
-    fn turbo_and_pure_rust_scaled_decodes_agree() {
-        let img = DynamicImage::ImageRgb8(gradient(1024, 768));
-        let bytes = encode(&img, ImageFormat::Jpeg);
-        let a = turbo_jpeg(&bytes, 256).unwrap();
-        let b = scaled_jpeg(&bytes, 1024, 768, 256).unwrap();
-        assert_eq!(
-            (a.width(), a.height()),
-            (384, 288),
-            "3/8 is the smallest scale keeping 256"
-        );
-        assert_eq!(
-            (b.width(), b.height()),
-            (512, 384),
-            "jpeg-decoder only has 1/2, 1/4, 1/8"
-        );
-        let view = View {
-            resize: 256,
-            crop: 224,
-        };
-        let (va, vb) = (
-            centre_view(&a, view).unwrap(),
-            centre_view(&b, view).unwrap(),
-        );
-        let diff = va
-            .as_raw()
-            .iter()
-            .zip(vb.as_raw())
-            .map(|(x, y)| (*x as f64 - *y as f64).abs())
-            .sum::<f64>()
-            / va.as_raw().len() as f64;
-        assert!(diff < 2.0, "mean abs difference {diff}");
-    }
-
-    #[test]
-    fn exif_chunk_is_found_before_the_scan() {
-        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2, 0xFF, 0xE1, 0, 12];
-        jpeg.extend_from_slice(b"Exif\0\0MM\0*");
-        jpeg.extend_from_slice(&[0xFF, 0xDA, 0, 2]);
-        assert_eq!(jpeg_exif(&jpeg), Some(&b"MM\0*"[..]));
-        assert_eq!(jpeg_exif(&jpeg[..14]), None);
     }
 
     #[test]
