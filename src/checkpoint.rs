@@ -24,6 +24,10 @@ pub struct Recipe {
     pub weight_decay: f32,
     pub dropout: f32,
     pub max_lr_drops: usize,
+    /// The last this many epochs of the planned run use at most a tenth of `lr`, so that a
+    /// short run ends annealed even if validation error never stalled (0: the paper's rule only).
+    #[serde(default)]
+    pub anneal_epochs: usize,
     pub pca_std: f32,
     pub seed: u64,
     /// Cached image side (shorter side resized to it, centre square) and the crop fed in.

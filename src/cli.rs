@@ -65,7 +65,7 @@ pub struct TrainArgs {
     /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png.
     #[arg(long, default_value = "models/default")]
     pub out: PathBuf,
-    /// paper (the 2012 recipe, 224×224, 90 epochs) or quick (small convolutions, 63×63, 4 epochs).
+    /// paper (the 2012 recipe, 224×224, 90 epochs) or quick (small convolutions, 63×63, 4 epochs, the last at lr/10).
     #[arg(long, default_value = "paper")]
     pub preset: String,
     #[arg(long)]
@@ -81,6 +81,9 @@ pub struct TrainArgs {
     pub columns: Option<usize>,
     #[arg(long)]
     pub val_fraction: Option<f32>,
+    /// Run the last N epochs at a tenth of --lr (paper: 0, the plateau rule alone; quick: 1).
+    #[arg(long)]
+    pub anneal_epochs: Option<usize>,
     /// Continue from STEM.ckpt.
     #[arg(long)]
     pub resume: bool,

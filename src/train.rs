@@ -28,6 +28,7 @@ pub fn preset(name: &str) -> Result<Recipe> {
         weight_decay: 5e-4,
         dropout: 0.5,
         max_lr_drops: 3,
+        anneal_epochs: 0,
         pca_std: 0.1,
         seed: 0,
         side: 256,
@@ -48,6 +49,7 @@ pub fn preset(name: &str) -> Result<Recipe> {
             side: 72,
             crop: 63,
             init: Init::He,
+            anneal_epochs: 1,
             ..paper
         }),
         _ => Err(Error::Invalid(format!(
@@ -195,6 +197,18 @@ fn end_epoch<E: Engine>(
     Ok(rec)
 }
 
+/// The learning rate of the epoch about to run: the plateau rule's, capped at a tenth of the
+/// recipe's for the last `anneal_epochs` epochs.
+fn scheduled_lr(st: &State) -> f32 {
+    let r = &st.recipe;
+    let cap = r.lr / 10.0;
+    if st.epoch + r.anneal_epochs >= r.epochs && st.lr > cap {
+        cap
+    } else {
+        st.lr
+    }
+}
+
 /// Trains (or resumes) and exports. Ctrl-C (`stop`) saves a checkpoint and returns early.
 pub fn train(
     opts: &TrainOptions,
@@ -295,6 +309,7 @@ fn train_on<E: Engine>(
     let mut w = Weights::upload(e, &host.1, &host.2)?;
     while host.0.epoch < host.0.recipe.epochs {
         let (st, params, velocity) = &mut host;
+        st.lr = scheduled_lr(st);
         let (t0, seen0) = (st.seconds, st.epoch_seen);
         let copy = HostCopy { params, velocity };
         if !session::run_epoch(e, st, &mut w, copy, &data.train, progress, stop, &ckpt)? {

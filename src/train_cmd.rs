@@ -74,6 +74,7 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
     r.seed = a.seed.unwrap_or(r.seed);
     r.columns = a.columns.unwrap_or(r.columns);
     r.val_fraction = a.val_fraction.unwrap_or(r.val_fraction);
+    r.anneal_epochs = a.anneal_epochs.unwrap_or(r.anneal_epochs);
     let opts = TrainOptions {
         data: a.data,
         out: a.out.clone(),

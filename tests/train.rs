@@ -235,6 +235,9 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
         "weights after resume differ from the uninterrupted run"
     );
     assert_eq!(straight.state.history.len(), resumed.state.history.len());
+    // The quick preset anneals its last epoch, also across the interruption.
+    let lrs: Vec<f32> = resumed.state.history.iter().map(|r| r.lr).collect();
+    assert_eq!(lrs, [0.01, 0.01 / 10.0]);
     assert_eq!(
         straight.state.history[1].val_loss,
         resumed.state.history[1].val_loss
