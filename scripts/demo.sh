@@ -3,10 +3,10 @@
 #   build fc7 and set up ONNX Runtime; get Fashion-MNIST (Debian package dataset-fashion-mnist,
 #   or, if it cannot be installed, a generated dataset, said clearly); train AlexNet with
 #   `--preset quick`; index the training images; render the paper's Figure 4 with its metrics.
-# Usage: scripts/demo.sh          (FC7_DEMO_EPOCHS=N to train longer or shorter; default 5)
+# Usage: scripts/demo.sh          (FC7_DEMO_EPOCHS=N to train longer or shorter; default 4, the quick preset's own)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-epochs=${FC7_DEMO_EPOCHS:-5}
+epochs=${FC7_DEMO_EPOCHS:-4}
 work=target/demo
 echo "== build tools, ONNX Runtime, fc7"
 scripts/setup-build.sh
