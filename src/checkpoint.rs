@@ -38,6 +38,48 @@ pub struct Recipe {
     pub val_fraction: f32,
 }
 
+impl Recipe {
+    /// Refuses values the update rule or the data cannot use, naming the flag.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let checks = [
+            (self.batch >= 1, "--batch must be at least 1"),
+            (
+                self.lr > 0.0 && self.lr.is_finite(),
+                "--lr must be positive",
+            ),
+            (
+                (0.0..1.0).contains(&self.momentum),
+                "--momentum must be in [0, 1)",
+            ),
+            (
+                self.weight_decay >= 0.0,
+                "--weight-decay must not be negative",
+            ),
+            (
+                (0.0..1.0).contains(&self.dropout),
+                "--dropout must be in [0, 1)",
+            ),
+            (self.pca_std >= 0.0, "--pca-std must not be negative"),
+            (
+                self.columns == 1 || self.columns == 2,
+                "--columns must be 1 or 2",
+            ),
+            (
+                self.val_fraction > 0.0 && self.val_fraction < 1.0,
+                "--val-fraction must be in (0, 1)",
+            ),
+            (
+                self.crop <= self.side,
+                "the crop must fit in the cached image",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err(why.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,

@@ -84,6 +84,21 @@ pub struct TrainArgs {
     /// Run the last N epochs at a tenth of --lr (paper: 0, the plateau rule alone; quick: 1).
     #[arg(long)]
     pub anneal_epochs: Option<usize>,
+    /// SGD momentum (paper: 0.9).
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Weight decay in the paper's update v ← m·v − wd·ε·w − ε·∂L/∂w (paper: 5e-4).
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Dropout probability on fc6 and fc7 (paper: 0.5).
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Standard deviation of the PCA colour shift's α (paper: 0.1; 0 turns it off).
+    #[arg(long)]
+    pub pca_std: Option<f32>,
+    /// How many times the plateau rule may divide the learning rate by 10 (paper: 3).
+    #[arg(long)]
+    pub max_lr_drops: Option<usize>,
     /// Continue from STEM.ckpt.
     #[arg(long)]
     pub resume: bool,

@@ -215,6 +215,7 @@ pub fn train(
     progress: &dyn TrainProgress,
     stop: &AtomicBool,
 ) -> Result<TrainResult> {
+    opts.recipe.validate().map_err(Error::Invalid)?;
     match opts.device {
         Device::Cpu => train_on(&Cpu, opts, progress, stop),
         Device::Cuda(ordinal) => {

@@ -75,6 +75,11 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
     r.columns = a.columns.unwrap_or(r.columns);
     r.val_fraction = a.val_fraction.unwrap_or(r.val_fraction);
     r.anneal_epochs = a.anneal_epochs.unwrap_or(r.anneal_epochs);
+    r.momentum = a.momentum.unwrap_or(r.momentum);
+    r.weight_decay = a.weight_decay.unwrap_or(r.weight_decay);
+    r.dropout = a.dropout.unwrap_or(r.dropout);
+    r.pca_std = a.pca_std.unwrap_or(r.pca_std);
+    r.max_lr_drops = a.max_lr_drops.unwrap_or(r.max_lr_drops);
     let opts = TrainOptions {
         data: a.data,
         out: a.out.clone(),

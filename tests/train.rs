@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{run_ok, s};
+use common::{fc7, run_ok, s};
 use fc7::train::{TrainOptions, TrainProgress};
 
 #[test]
@@ -242,4 +242,66 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
         straight.state.history[1].val_loss,
         resumed.state.history[1].val_loss
     );
+}
+
+#[test]
+fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    small_data(&data);
+    let stem = d.path().join("m");
+    for (flag, value) in [("--dropout", "1"), ("--momentum", "1"), ("--batch", "0")] {
+        let out = fc7()
+            .args(["train", s(&data), "--preset", "quick", "--out", s(&stem)])
+            .args([flag, value, "--device", "cpu", "--quiet"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
+        assert!(err.contains(flag), "the error should name {flag}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!d.path().join("m.ckpt").exists());
+    }
+    run_ok(&[
+        "train",
+        s(&data),
+        "--preset",
+        "quick",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--dropout",
+        "0.25",
+        "--momentum",
+        "0.8",
+        "--weight-decay",
+        "0.001",
+        "--pca-std",
+        "0",
+        "--max-lr-drops",
+        "1",
+        "--anneal-epochs",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        s(&stem),
+        "--quiet",
+    ]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("m.json")).unwrap()).unwrap();
+    let r = &manifest["provenance"]["recipe"];
+    assert_eq!(r["dropout"], 0.25);
+    assert_eq!(r["momentum"].as_f64().unwrap() as f32, 0.8);
+    assert_eq!(r["weight_decay"].as_f64().unwrap() as f32, 0.001);
+    assert_eq!(
+        (r["pca_std"].as_f64(), r["max_lr_drops"].as_u64()),
+        (Some(0.0), Some(1))
+    );
+    assert_eq!(r["anneal_epochs"], 0);
+    // Without annealing, the single epoch ran at the full learning rate.
+    let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["lr"].as_f64().unwrap() as f32, 0.01);
 }
