@@ -94,6 +94,8 @@ pub trait TrainProgress: Sync {
     fn epoch_start(&self, _epoch: usize, _batches: usize) {}
     fn batch(&self, _done: usize, _loss: f32, _error: f32, _images_per_second: f32) {}
     fn epoch_end(&self, _record: &EpochRecord) {}
+    /// A one-line remark about the run (e.g. flags a resumed run does not apply).
+    fn note(&self, _line: &str) {}
 }
 
 pub struct Quiet;
@@ -288,13 +290,48 @@ fn start(
             )))
         }
         Some(mut r) => {
-            // A resumed run may be given more epochs than it first planned.
+            // A resumed run may be given more epochs than it first planned; the rest of its
+            // recipe is the checkpoint's, so that it goes on as it started.
             r.0.recipe.epochs = opts.recipe.epochs;
+            let changed = recipe_changes(&r.0.recipe, &opts.recipe);
+            if !changed.is_empty() {
+                progress.note(&format!(
+                    "--resume keeps the checkpoint's recipe: {} (asked for {}) not applied",
+                    changed
+                        .iter()
+                        .map(|c| c.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    changed
+                        .iter()
+                        .map(|c| c.1.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ));
+            }
             r
         }
         None => fresh(opts, &data)?,
     };
     Ok((data, host))
+}
+
+/// Recipe values (other than epochs) that differ between a checkpoint and the command line:
+/// (`name=checkpoint value`, `asked value`).
+fn recipe_changes(kept: &Recipe, asked: &Recipe) -> Vec<(String, String)> {
+    let (serde_json::Value::Object(k), serde_json::Value::Object(a)) = (
+        serde_json::to_value(kept).expect("recipe serialises"),
+        serde_json::to_value(asked).expect("recipe serialises"),
+    ) else {
+        return Vec::new();
+    };
+    k.iter()
+        .filter(|(name, v)| name.as_str() != "epochs" && a.get(*name) != Some(*v))
+        .map(|(name, v)| {
+            let asked = a.get(name).map_or("-".into(), |x| x.to_string());
+            (format!("{name}={v}"), asked)
+        })
+        .collect()
 }
 
 fn train_on<E: Engine>(
@@ -399,4 +436,31 @@ pub fn export_checkpoint(ckpt: &Path, out: &Path) -> Result<State> {
     let (st, params, _) = checkpoint::load(ckpt)?;
     export(&st, &params, out, None)?;
     Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_run_names_the_recipe_values_it_does_not_apply() {
+        let kept = preset("quick").unwrap();
+        let mut asked = kept.clone();
+        asked.epochs = 9;
+        assert!(
+            recipe_changes(&kept, &asked).is_empty(),
+            "epochs may change"
+        );
+        asked.dropout = 0.25;
+        asked.anneal_epochs = 0;
+        let mut got = recipe_changes(&kept, &asked);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("anneal_epochs=1".to_string(), "0".to_string()),
+                ("dropout=0.5".to_string(), "0.25".to_string())
+            ]
+        );
+    }
 }

@@ -18,6 +18,9 @@ impl TrainProgress for Bar {
     fn engine(&self, describe: &str) {
         eprintln!("engine: {describe}");
     }
+    fn note(&self, line: &str) {
+        eprintln!("note: {line}");
+    }
     fn loaded(
         &self,
         train: usize,
