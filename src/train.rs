@@ -296,17 +296,8 @@ fn start(
             let changed = recipe_changes(&r.0.recipe, &opts.recipe);
             if !changed.is_empty() {
                 progress.note(&format!(
-                    "--resume keeps the checkpoint's recipe: {} (asked for {}) not applied",
-                    changed
-                        .iter()
-                        .map(|c| c.0.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    changed
-                        .iter()
-                        .map(|c| c.1.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    "--resume keeps the checkpoint's recipe, so these are not applied: {}",
+                    changed.join(", ")
                 ));
             }
             r
@@ -316,20 +307,25 @@ fn start(
     Ok((data, host))
 }
 
-/// Recipe values (other than epochs) that differ between a checkpoint and the command line:
-/// (`name=checkpoint value`, `asked value`).
-fn recipe_changes(kept: &Recipe, asked: &Recipe) -> Vec<(String, String)> {
+/// Recipe values (other than epochs) that differ between a checkpoint and the command line,
+/// as `name VALUE (asked ASKED)`.
+fn recipe_changes(kept: &Recipe, asked: &Recipe) -> Vec<String> {
     let (serde_json::Value::Object(k), serde_json::Value::Object(a)) = (
         serde_json::to_value(kept).expect("recipe serialises"),
         serde_json::to_value(asked).expect("recipe serialises"),
     ) else {
         return Vec::new();
     };
+    // f32 fields come out of serde_json widened to f64; print them as the f32 they are.
+    let show = |v: &serde_json::Value| match v.as_f64() {
+        Some(x) if v.is_f64() => format!("{}", x as f32),
+        _ => v.to_string(),
+    };
     k.iter()
         .filter(|(name, v)| name.as_str() != "epochs" && a.get(*name) != Some(*v))
         .map(|(name, v)| {
-            let asked = a.get(name).map_or("-".into(), |x| x.to_string());
-            (format!("{name}={v}"), asked)
+            let asked = a.get(name).map_or("-".into(), show);
+            format!("{name} {} (asked {asked})", show(v))
         })
         .collect()
 }
@@ -453,13 +449,15 @@ mod tests {
         );
         asked.dropout = 0.25;
         asked.anneal_epochs = 0;
+        asked.momentum = 0.3;
         let mut got = recipe_changes(&kept, &asked);
         got.sort();
         assert_eq!(
             got,
             [
-                ("anneal_epochs=1".to_string(), "0".to_string()),
-                ("dropout=0.5".to_string(), "0.25".to_string())
+                "anneal_epochs 1 (asked 0)",
+                "dropout 0.5 (asked 0.25)",
+                "momentum 0.9 (asked 0.3)"
             ]
         );
     }
