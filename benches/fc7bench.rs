@@ -182,8 +182,8 @@ fn recall(index: &Path, n: usize, k: usize) {
 }
 
 fn train_step(preset: &str, batch: usize, iters: usize, device: &str) {
-    let recipe = fc7::train::preset(preset).unwrap();
-    let cfg = fc7::train::architecture(&recipe, 1000);
+    let recipe = fc7::recipe::preset(preset).unwrap();
+    let cfg = fc7::recipe::architecture(&recipe, 1000);
     let (engine, rate) = match device {
         "cpu" => (
             fc7::engine::Engine::describe(&fc7::cpu::Cpu),

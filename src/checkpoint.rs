@@ -10,75 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::augment::ColourStats;
 use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Param};
+use crate::recipe::Recipe;
 
 const MAGIC: &[u8; 8] = b"FC7CKPT1";
-
-/// The training recipe (§5 of the paper by default); saved beside every model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Recipe {
-    pub preset: String,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f32,
-    pub momentum: f32,
-    pub weight_decay: f32,
-    pub dropout: f32,
-    pub max_lr_drops: usize,
-    /// The last this many epochs of the planned run use at most a tenth of `lr`, so that a
-    /// short run ends annealed even if validation error never stalled (0: the paper's rule only).
-    #[serde(default)]
-    pub anneal_epochs: usize,
-    pub pca_std: f32,
-    pub seed: u64,
-    /// Cached image side (shorter side resized to it, centre square) and the crop fed in.
-    pub side: usize,
-    pub crop: usize,
-    pub init: crate::model::Init,
-    pub columns: usize,
-    pub val_fraction: f32,
-}
-
-impl Recipe {
-    /// Refuses values the update rule or the data cannot use, naming the flag.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let checks = [
-            (self.batch >= 1, "--batch must be at least 1"),
-            (
-                self.lr > 0.0 && self.lr.is_finite(),
-                "--lr must be positive",
-            ),
-            (
-                (0.0..1.0).contains(&self.momentum),
-                "--momentum must be in [0, 1)",
-            ),
-            (
-                self.weight_decay >= 0.0,
-                "--weight-decay must not be negative",
-            ),
-            (
-                (0.0..1.0).contains(&self.dropout),
-                "--dropout must be in [0, 1)",
-            ),
-            (self.pca_std >= 0.0, "--pca-std must not be negative"),
-            (
-                self.columns == 1 || self.columns == 2,
-                "--columns must be 1 or 2",
-            ),
-            (
-                self.val_fraction > 0.0 && self.val_fraction < 1.0,
-                "--val-fraction must be in (0, 1)",
-            ),
-            (
-                self.crop <= self.side,
-                "the crop must fit in the cached image",
-            ),
-        ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err(why.to_string()),
-            None => Ok(()),
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {

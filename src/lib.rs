@@ -10,8 +10,9 @@
 //! Training: `engine` is the trait of layer operations that `cpu` (im2col + GEMM) and `cuda`
 //! (cuDNN, cuBLAS, NVRTC) implement; `network` is AlexNet's forward/backward written once
 //! against it; `session` keeps a run's weights on an engine; `dataset` and `augment` feed it;
-//! `train` runs the recipe, `checkpoint` saves it, `plot` draws its curves; `selftest` compares
-//! an engine with the CPU one. `eval` and `figure` reproduce the paper's Figure 4.
+//! `recipe` holds the recipe and its presets, `train` runs it, `checkpoint` saves it, `plot`
+//! draws its curves; `selftest` compares an engine with the CPU one. `eval` and `figure`
+//! reproduce the paper's Figure 4.
 
 pub mod augment;
 pub mod catalog;
@@ -33,6 +34,7 @@ pub mod network;
 pub mod onnx;
 pub mod plot;
 pub mod query;
+pub mod recipe;
 pub mod runtime;
 pub mod scan;
 pub mod selftest;

@@ -41,7 +41,7 @@ fn table(engine: &str, checks: &[Check]) -> usize {
 
 fn bench<E: Engine>(e: &E, iters: usize) -> Result<()> {
     for (preset, batch) in [("paper", 128), ("quick", 64)] {
-        let cfg = fc7::train::architecture(&fc7::train::preset(preset)?, 1000);
+        let cfg = fc7::recipe::architecture(&fc7::recipe::preset(preset)?, 1000);
         let rate = selftest::step_rate(e, &cfg, batch, iters)?;
         println!("training {preset} network, batch {batch}: {rate:.1} images/s");
     }

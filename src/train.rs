@@ -8,73 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::augment;
-use crate::checkpoint::{self, EpochRecord, Recipe, State};
+use crate::checkpoint::{self, EpochRecord, State};
 use crate::cpu::Cpu;
 use crate::dataset::{self, Split};
 use crate::embed::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{self, AlexNetConfig, Conv, Init, Param, Preprocess};
+use crate::model::{self, Param, Preprocess};
+use crate::recipe::{architecture, changes, Recipe};
 use crate::session::{self, HostCopy, Weights};
-
-/// The two documented starting points: the paper's, and a small fast one for 2 CPU cores.
-pub fn preset(name: &str) -> Result<Recipe> {
-    let paper = Recipe {
-        preset: "paper".into(),
-        epochs: 90,
-        batch: 128,
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        dropout: 0.5,
-        max_lr_drops: 3,
-        anneal_epochs: 0,
-        pca_std: 0.1,
-        seed: 0,
-        side: 256,
-        crop: 224,
-        init: Init::Paper,
-        columns: 2,
-        val_fraction: 0.1,
-    };
-    match name {
-        "paper" => Ok(paper),
-        // Narrow convolutions on 63×63 crops of 72×72 images; fc7 stays 4096-d. (A gentler
-        // conv1, 5×5 stride 2, keeping 3×3 positions after pool5, was tried: no better on
-        // Fashion-MNIST after an epoch, 1.8× slower, and slower to learn the generated set.)
-        "quick" => Ok(Recipe {
-            preset: "quick".into(),
-            epochs: 4,
-            batch: 64,
-            side: 72,
-            crop: 63,
-            init: Init::He,
-            anneal_epochs: 1,
-            ..paper
-        }),
-        _ => Err(Error::Invalid(format!(
-            "unknown preset '{name}' (expected paper or quick)"
-        ))),
-    }
-}
-
-/// The network a recipe trains for `classes` classes.
-pub fn architecture(recipe: &Recipe, classes: usize) -> AlexNetConfig {
-    let g = recipe.columns;
-    let c = Conv::new;
-    let mut cfg = AlexNetConfig::paper(classes, g);
-    if recipe.preset == "quick" {
-        cfg.convs = [
-            c(32, 11, 4, 2, 1),
-            c(64, 5, 1, 2, g),
-            c(96, 3, 1, 1, 1),
-            c(96, 3, 1, 1, g),
-            c(64, 3, 1, 1, g),
-        ];
-    }
-    cfg.input = recipe.crop;
-    cfg
-}
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -293,7 +235,7 @@ fn start(
             // A resumed run may be given more epochs than it first planned; the rest of its
             // recipe is the checkpoint's, so that it goes on as it started.
             r.0.recipe.epochs = opts.recipe.epochs;
-            let changed = recipe_changes(&r.0.recipe, &opts.recipe);
+            let changed = changes(&r.0.recipe, &opts.recipe);
             if !changed.is_empty() {
                 progress.note(&format!(
                     "--resume keeps the checkpoint's recipe, so these are not applied: {}",
@@ -305,29 +247,6 @@ fn start(
         None => fresh(opts, &data)?,
     };
     Ok((data, host))
-}
-
-/// Recipe values (other than epochs) that differ between a checkpoint and the command line,
-/// as `name VALUE (asked ASKED)`.
-fn recipe_changes(kept: &Recipe, asked: &Recipe) -> Vec<String> {
-    let (serde_json::Value::Object(k), serde_json::Value::Object(a)) = (
-        serde_json::to_value(kept).expect("recipe serialises"),
-        serde_json::to_value(asked).expect("recipe serialises"),
-    ) else {
-        return Vec::new();
-    };
-    // f32 fields come out of serde_json widened to f64; print them as the f32 they are.
-    let show = |v: &serde_json::Value| match v.as_f64() {
-        Some(x) if v.is_f64() => format!("{}", x as f32),
-        _ => v.to_string(),
-    };
-    k.iter()
-        .filter(|(name, v)| name.as_str() != "epochs" && a.get(*name) != Some(*v))
-        .map(|(name, v)| {
-            let asked = a.get(name).map_or("-".into(), show);
-            format!("{name} {} (asked {asked})", show(v))
-        })
-        .collect()
 }
 
 fn train_on<E: Engine>(
@@ -432,33 +351,4 @@ pub fn export_checkpoint(ckpt: &Path, out: &Path) -> Result<State> {
     let (st, params, _) = checkpoint::load(ckpt)?;
     export(&st, &params, out, None)?;
     Ok(st)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_resumed_run_names_the_recipe_values_it_does_not_apply() {
-        let kept = preset("quick").unwrap();
-        let mut asked = kept.clone();
-        asked.epochs = 9;
-        assert!(
-            recipe_changes(&kept, &asked).is_empty(),
-            "epochs may change"
-        );
-        asked.dropout = 0.25;
-        asked.anneal_epochs = 0;
-        asked.momentum = 0.3;
-        let mut got = recipe_changes(&kept, &asked);
-        got.sort();
-        assert_eq!(
-            got,
-            [
-                "anneal_epochs 1 (asked 0)",
-                "dropout 0.5 (asked 0.25)",
-                "momentum 0.9 (asked 0.3)"
-            ]
-        );
-    }
 }

@@ -70,7 +70,7 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
         Ok(d) => d,
         Err(why) => bail!("--device: {why}"),
     };
-    let mut r = fc7::train::preset(&a.preset)?;
+    let mut r = fc7::recipe::preset(&a.preset)?;
     r.epochs = a.epochs.unwrap_or(r.epochs);
     r.batch = a.batch.unwrap_or(r.batch);
     r.lr = a.lr.unwrap_or(r.lr);

@@ -113,7 +113,7 @@ fn small_data(dir: &Path) {
 }
 
 fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
-    let mut recipe = fc7::train::preset("quick").unwrap();
+    let mut recipe = fc7::recipe::preset("quick").unwrap();
     recipe.epochs = epochs;
     recipe.batch = 16;
     TrainOptions {
