@@ -126,7 +126,7 @@ fn cmyk_to_rgb(p: &[u8]) -> [u8; 3] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{encode, gradient};
+    use super::super::tests::{encode, gradient, mean_abs_diff};
     use super::super::{centre_view, View};
     use super::*;
     use image::ImageFormat;
@@ -174,13 +174,7 @@ mod tests {
             centre_view(&a, view).unwrap(),
             centre_view(&b, view).unwrap(),
         );
-        let diff = va
-            .as_raw()
-            .iter()
-            .zip(vb.as_raw())
-            .map(|(x, y)| (*x as f64 - *y as f64).abs())
-            .sum::<f64>()
-            / va.as_raw().len() as f64;
+        let diff = mean_abs_diff(&va, &vb);
         assert!(diff < 2.0, "mean abs difference {diff}");
     }
 

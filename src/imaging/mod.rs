@@ -237,6 +237,18 @@ pub(crate) mod tests {
         })
     }
 
+    /// Mean absolute difference of two images' samples (0..255).
+    pub(crate) fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+        let (a, b) = (a.as_raw(), b.as_raw());
+        assert_eq!(a.len(), b.len(), "images of different sizes");
+        let sum: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .sum();
+        sum / a.len() as f64
+    }
+
     pub(crate) fn encode(img: &DynamicImage, f: ImageFormat) -> Vec<u8> {
         let mut c = Cursor::new(Vec::new());
         img.write_to(&mut c, f).unwrap();
@@ -336,13 +348,7 @@ pub(crate) mod tests {
             .unwrap()
             .rgb;
         let slow = reference_view(&bytes, view).unwrap();
-        let diff: f64 = fast
-            .as_raw()
-            .iter()
-            .zip(slow.as_raw())
-            .map(|(a, b)| (*a as f64 - *b as f64).abs())
-            .sum::<f64>()
-            / fast.as_raw().len() as f64;
+        let diff = mean_abs_diff(&fast, &slow);
         assert!(diff < 2.0, "mean abs difference {diff}");
     }
 
