@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{run_ok, s};
+use common::{json_file, run_ok, s};
 
 #[test]
 fn figure4_writes_the_grid_json_html_and_metrics() {
@@ -85,12 +85,10 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
             .unwrap_or_else(|| panic!("{key} missing: {metrics}"));
         assert!((0.0..=1.0).contains(&v), "{key} = {v}");
     }
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let saved = json_file(&out.join("metrics.json"));
     assert_eq!(saved, metrics);
 
-    let fig: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("figure4.json")).unwrap()).unwrap();
+    let fig = json_file(&out.join("figure4.json"));
     let rows = fig["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for row in rows {

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{fc7, run_ok, s};
+use common::{fc7, json_file, run_ok, s};
 use fc7::train::{TrainOptions, TrainProgress};
 
 #[test]
@@ -54,8 +54,7 @@ fn quick_preset_learns_generated_classes_and_the_model_indexes() {
         1.0 - best
     );
 
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("m.json")).unwrap()).unwrap();
+    let manifest = json_file(&d.path().join("m.json"));
     assert_eq!(manifest["embedding_dim"], 4096);
     assert_eq!(manifest["classes"].as_array().unwrap().len(), 5);
     assert_eq!(manifest["provenance"]["recipe"]["preset"], "quick");
@@ -224,9 +223,7 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     opts.resume = true;
     let resumed = fc7::train::train(&opts, &fc7::train::Quiet, &AtomicBool::new(false)).unwrap();
     let sha = |stem: &str| {
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(d.path().join(format!("{stem}.json"))).unwrap())
-                .unwrap();
+        let m = json_file(&d.path().join(format!("{stem}.json")));
         m["onnx_sha256"].as_str().unwrap().to_string()
     };
     assert_eq!(
@@ -289,8 +286,7 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         s(&stem),
         "--quiet",
     ]);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("m.json")).unwrap()).unwrap();
+    let manifest = json_file(&d.path().join("m.json"));
     let r = &manifest["provenance"]["recipe"];
     assert_eq!(r["dropout"], 0.25);
     assert_eq!(r["momentum"].as_f64().unwrap() as f32, 0.8);

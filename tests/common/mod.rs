@@ -37,6 +37,12 @@ pub fn json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// A JSON file the binary wrote (a manifest, metrics, a figure's rows).
+pub fn json_file(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: bad JSON ({e})", path.display()))
+}
+
 /// A He-initialised paper AlexNet, written once per test binary.
 pub fn model() -> &'static Path {
     static M: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
