@@ -2,14 +2,17 @@
 # The GPU training check, run on the lent device machine after scripts/pack-device-train.sh
 # (carry .devrun). Needs no ONNX Runtime: the CUDA engine loads cuDNN/cuBLAS from the machine's
 # Python packages and NVRTC from /usr/local/cuda. Prints, into $OUT/train.txt:
-#   1. fc7 selftest --device cuda: every engine operation and two whole training steps against
-#      the CPU engine (FP32), then training images/s (paper network batch 128, quick batch 64);
-#   2. PyTorch's figures for the same network on the same card (torch_anchor.py);
-#   3. the paper preset on Fashion-MNIST upscaled to 224 for EPOCHS epochs (default 3).
+#   1. fc7 selftest --device cuda --bench: every engine operation and two whole training steps
+#      against the CPU engine (FP32), then training images/s (paper b128, quick b64);
+#   2. PyTorch's figures for the same network on the same card (torch_anchor.py; TORCH=0 skips);
+#   3. the initialisations compared: one epoch of --preset paper on Fashion-MNIST upscaled to
+#      224 with --init paper, caffe and he (the stall guard's line where one stays at chance);
+#   4. --preset paper (He init) for EPOCHS epochs (default 20, the last ANNEAL at lr/10).
 set -u
 out=${OUT:-/tmp/out}
-epochs=${EPOCHS:-3}
-mkdir -p "$out" /tmp/bin
+epochs=${EPOCHS:-20}
+anneal=${ANNEAL:-3}
+mkdir -p "$out" /tmp/bin /tmp/m
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=$(ls -d "$SP"/nvidia/*/lib "$SP"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')/usr/local/cuda/lib64
 xz -dc .devrun/fc7.xz > /tmp/bin/fc7 && chmod +x /tmp/bin/fc7
@@ -20,12 +23,25 @@ fc7=/tmp/bin/fc7
   timeout 240 $fc7 selftest --device cuda --bench --iters 30
   echo "== selftest exit $?"
 } 2>&1 | tee "$out/train.txt"
-( echo "== PyTorch anchor"; timeout 150 python3 .devrun/torch_anchor.py "$out/torch.json"; cat "$out/torch.json" ) 2>&1 | tee -a "$out/train.txt"
+if [ "${TORCH:-1}" = 1 ]; then
+  ( echo "== PyTorch anchor"; timeout 150 python3 .devrun/torch_anchor.py "$out/torch.json"; cat "$out/torch.json" ) 2>&1 | tee -a "$out/train.txt"
+fi
+$fc7 dataset fashion-mnist /tmp/fm --source .devrun/fmnist | tee -a "$out/train.txt"
+for init in paper caffe he; do
+  {
+    echo "== init $init: one epoch (the stall guard judges at its end)"
+    FC7_SKIP_ENGINE_CHECK=1 timeout 120 $fc7 train /tmp/fm --preset paper --init "$init" --epochs 1 \
+      --device cuda --out /tmp/m/init-$init --quiet
+    echo "exit $?"
+    cat /tmp/m/init-$init.log.jsonl 2>/dev/null
+  } 2>&1 | tee -a "$out/train.txt"
+done
 {
-  echo "== Fashion-MNIST, paper preset, $epochs epochs"
-  $fc7 dataset fashion-mnist /tmp/fm --source .devrun/fmnist
+  echo "== Fashion-MNIST, paper preset (He init), $epochs epochs, last $anneal at lr/10"
   # Trains even if a selftest check failed above, so that one device call shows everything;
   # the selftest table says whether to trust these numbers.
-  time FC7_SKIP_ENGINE_CHECK=1 timeout 400 $fc7 train /tmp/fm --preset paper --epochs "$epochs" --device cuda --out /tmp/m/fm-paper
+  time FC7_SKIP_ENGINE_CHECK=1 timeout "${TRAIN_TIMEOUT:-420}" $fc7 train /tmp/fm --preset paper \
+    --epochs "$epochs" --anneal-epochs "$anneal" --device cuda --out /tmp/m/fm-paper --quiet
   cp /tmp/m/fm-paper.log.jsonl /tmp/m/fm-paper.png /tmp/m/fm-paper.json "$out/" 2>/dev/null
+  cat /tmp/m/fm-paper.log.jsonl
 } 2>&1 | tee -a "$out/train.txt"

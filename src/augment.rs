@@ -17,23 +17,18 @@ pub struct ColourStats {
     pub eigenvectors: [[f32; 3]; 3],
 }
 
-/// Mean, std and covariance of RGB over every pixel of the split.
+/// Mean, std and covariance of RGB over every pixel of the split, from the pack's exact
+/// integer moments (so the same for any order of the images).
 pub fn colour_stats(split: &Split) -> ColourStats {
-    let (mut s, mut ss) = ([0f64; 3], [[0f64; 3]; 3]);
-    let n = (split.pixels.len() / 3).max(1) as f64;
-    for p in split.pixels.chunks_exact(3) {
-        let v = [
-            p[0] as f64 / 255.0,
-            p[1] as f64 / 255.0,
-            p[2] as f64 / 255.0,
-        ];
-        for i in 0..3 {
-            s[i] += v[i];
-            for j in 0..3 {
-                ss[i][j] += v[i] * v[j];
-            }
-        }
-    }
+    let (m, pixels) = split.moments();
+    let n = pixels.max(1) as f64;
+    let s = [m[0], m[1], m[2]].map(|v| v as f64 / 255.0);
+    let sq = |v: u64| v as f64 / (255.0 * 255.0);
+    let ss = [
+        [sq(m[3]), sq(m[4]), sq(m[5])],
+        [sq(m[4]), sq(m[6]), sq(m[7])],
+        [sq(m[5]), sq(m[7]), sq(m[8])],
+    ];
     let mean = s.map(|x| x / n);
     let mut cov = [[0f64; 3]; 3];
     for i in 0..3 {

@@ -39,15 +39,24 @@ pub struct State {
     pub next_batch: usize,
     pub lr: f32,
     pub lr_drops: usize,
+    /// Infinite before the first validation; JSON has no infinity, so it is written as null.
+    #[serde(deserialize_with = "null_as_infinity")]
     pub best_val_error: f32,
     pub epoch_loss_sum: f64,
     pub epoch_correct: usize,
     pub epoch_seen: usize,
     pub history: Vec<EpochRecord>,
     pub seconds: f64,
+    /// SGD steps taken since the run began (older checkpoints lack it).
+    #[serde(default)]
+    pub steps: usize,
     /// The engine that last trained it (older checkpoints lack it).
     #[serde(default)]
     pub engine: String,
+}
+
+fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::INFINITY))
 }
 
 fn floats(out: &mut Vec<u8>, v: &[f32]) {

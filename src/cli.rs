@@ -99,6 +99,16 @@ pub struct TrainArgs {
     /// How many times the plateau rule may divide the learning rate by 10 (paper: 3).
     #[arg(long)]
     pub max_lr_drops: Option<usize>,
+    /// Initial weights: he (Kaiming-normal, zero biases; both presets' default), paper
+    /// (N(0, 0.01), biases 1: stays at chance on Fashion-MNIST) or caffe (biases 0.1).
+    #[arg(long)]
+    pub init: Option<Init>,
+    /// Stop after this many SGD steps, saving a checkpoint (smoke runs, benchmarks).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Folder for the dataset's packed cache (default: $FC7_CACHE, else ~/.cache/fc7/packs).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
     /// Continue from STEM.ckpt.
     #[arg(long)]
     pub resume: bool,
@@ -118,6 +128,18 @@ pub struct ExportArgs {
 
 #[derive(Subcommand)]
 pub enum DatasetCmd {
+    /// Decode a class-folder dataset once into its packed training cache (what `fc7 train`
+    /// builds on first use), at the side of a preset or of --side.
+    Pack {
+        data: PathBuf,
+        /// paper (256) or quick (72).
+        #[arg(long, default_value = "paper")]
+        preset: String,
+        #[arg(long)]
+        side: Option<usize>,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
     /// Fashion-MNIST from the Debian package dataset-fashion-mnist, as OUT/{train,test}/<class>/.
     FashionMnist {
         out: PathBuf,
@@ -126,6 +148,17 @@ pub enum DatasetCmd {
         /// At most this many images per split (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,
+    },
+    /// An ImageNet-shaped generated dataset: CLASSES folders of ~500×375 JPEGs (for rehearsing
+    /// training at scale).
+    ImagenetLike {
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        classes: usize,
+        #[arg(long, default_value_t = 128)]
+        per_class: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Generated pictures, one pattern per class (no download needed).
     Synthetic {
@@ -218,6 +251,26 @@ pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
         }
         Command::Eval(EvalCmd::Figure4(a)) => crate::eval_cmd::figure4(a),
         Command::Selftest(a) => crate::selftest_cmd::selftest(a),
+        Command::Dataset(DatasetCmd::Pack {
+            data,
+            preset,
+            side,
+            cache,
+        }) => crate::train_cmd::pack(&data, &preset, side, cache),
+        Command::Dataset(DatasetCmd::ImagenetLike {
+            out,
+            classes,
+            per_class,
+            seed,
+        }) => {
+            fc7::scenes::imagenet_like(&out, classes, per_class, seed)?;
+            println!(
+                "wrote {} generated JPEGs in {classes} classes to {}",
+                classes * per_class,
+                out.display()
+            );
+            Ok(0)
+        }
         Command::Dataset(DatasetCmd::FashionMnist { out, source, limit }) => {
             let (tr, te) = fc7::dataset::fashion_mnist(&source, &out, limit)?;
             println!(

@@ -1,23 +1,25 @@
 //! Training data: a folder of class folders (`DATA/train/<class>/…` with `DATA/val/<class>/…`
-//! or `DATA/test/<class>/…`, or `DATA/<class>/…` split by `val_fraction`), decoded once in
-//! parallel through `imaging` (shorter side → `side`, centre `side`×`side` crop) into an 8-bit
-//! cache. Also writes the two datasets fc7 knows: Fashion-MNIST from the Debian package's IDX
-//! files, and a generated one (no download, for tests and the demo's fallback).
+//! or `DATA/test/<class>/…`, or `DATA/<class>/…` split by `val_fraction`), read from its packed
+//! on-disk cache (`pack`; built on first use) so that memory does not grow with the dataset.
+//! Also writes the two datasets fc7 knows: Fashion-MNIST from the Debian package's IDX files,
+//! and a generated one (no download, for tests and the demo's fallback).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::imaging::{self, View};
+use crate::pack::{self, Pack};
 
-/// Decoded images of one split: `pixels` is [n, side, side, 3] (HWC, RGB).
-#[derive(Clone, Debug, Default)]
+/// The images of one split: rows of the pack, each [side, side, 3] (HWC, RGB).
+#[derive(Clone)]
 pub struct Split {
-    pub pixels: Vec<u8>,
+    pack: Arc<Pack>,
+    rows: Vec<u64>,
     pub labels: Vec<usize>,
     pub paths: Vec<PathBuf>,
     pub side: usize,
@@ -30,9 +32,17 @@ impl Split {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.side * self.side * 3;
-        &self.pixels[i * n..(i + 1) * n]
+    /// Bytes of one image.
+    pub fn image_bytes(&self) -> usize {
+        self.side * self.side * 3
+    }
+    /// Reads image `i` into `out` (at least `image_bytes()` long).
+    pub fn read(&self, i: usize, out: &mut [u8]) -> Result<()> {
+        self.pack.read_row(self.rows[i], out)
+    }
+    /// The exact colour moments of every pixel of the split (see `pack`).
+    pub fn moments(&self) -> ([u64; 9], u64) {
+        self.pack.moments(self.rows.iter().copied())
     }
 }
 
@@ -42,6 +52,7 @@ pub struct Dataset {
     pub val: Split,
     /// Files that could not be decoded, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    pub pack: Arc<Pack>,
 }
 
 /// Visible sub-folder names, sorted: the class names of a class-folder dataset.
@@ -75,75 +86,105 @@ pub fn listing(dir: &Path, classes: &[String]) -> Vec<(PathBuf, usize)> {
     out
 }
 
-fn decode(
-    files: Vec<(PathBuf, usize)>,
-    side: usize,
-    skipped: &mut Vec<(PathBuf, String)>,
-) -> Split {
-    let view = View {
-        resize: side as u32,
-        crop: side as u32,
-    };
-    let decoded: Vec<_> = files
-        .par_iter()
-        .map(|(p, _)| imaging::prepare_file(p, view, imaging::DEFAULT_MAX_PIXELS))
-        .collect();
+/// The split of `indices` into pack rows (skipped files left out).
+fn split_of(pack: &Arc<Pack>, root: &Path, indices: &[usize]) -> Split {
     let mut split = Split {
-        side,
-        ..Default::default()
+        pack: pack.clone(),
+        rows: Vec::new(),
+        labels: Vec::new(),
+        paths: Vec::new(),
+        side: pack.side,
     };
-    for ((path, label), d) in files.into_iter().zip(decoded) {
-        match d {
-            Ok(img) => {
-                split.pixels.extend_from_slice(img.rgb.as_raw());
-                split.labels.push(label);
-                split.paths.push(path);
-            }
-            Err(e) => skipped.push((path, e.reason())),
+    for &i in indices {
+        let e = &pack.entries[i];
+        if let Some(row) = e.row {
+            split.rows.push(row);
+            split.labels.push(e.label);
+            split.paths.push(root.join(&e.path));
         }
     }
     split
 }
 
-/// Loads `root` as described in the module header.
-pub fn load(root: &Path, side: usize, val_fraction: f32, seed: u64) -> Result<Dataset> {
+/// Where a dataset's pack lives and how its building is reported.
+pub struct Source<'a> {
+    pub root: &'a Path,
+    pub cache: &'a Path,
+    pub progress: pack::Progress<'a>,
+}
+
+/// Class names, (path, label) of every file, and the number of training files.
+type Listing = (Vec<String>, Vec<(PathBuf, usize)>, Option<usize>);
+
+/// Class names and (path, label) of every file: the training listing then the validation
+/// listing, and how many of them are training files (None: no validation images, so
+/// `val_fraction` of the training files are drawn for it).
+fn list(root: &Path) -> Result<Listing> {
     let train_dir = root.join("train");
-    let (classes, mut train_files, val_files) = if train_dir.is_dir() {
+    let (classes, files, n_train) = if train_dir.is_dir() {
         let classes = subdirs(&train_dir)?;
+        let mut files = listing(&train_dir, &classes);
+        let n_train = files.len();
         let val_dir = ["val", "test"]
             .iter()
             .map(|d| root.join(d))
             .find(|d| d.is_dir());
-        let val = val_dir.map(|d| listing(&d, &classes)).unwrap_or_default();
-        (classes.clone(), listing(&train_dir, &classes), val)
+        files.extend(val_dir.map(|d| listing(&d, &classes)).unwrap_or_default());
+        let has_val = files.len() > n_train;
+        (classes, files, has_val.then_some(n_train))
     } else {
         let classes = subdirs(root)?;
-        (classes.clone(), listing(root, &classes), Vec::new())
+        let files = listing(root, &classes);
+        (classes, files, None)
     };
-    if classes.len() < 2 || train_files.is_empty() {
+    if classes.len() < 2 || n_train == Some(0) || files.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: expected class folders (DATA/train/<class>/ or DATA/<class>/) with images, found {} classes",
             root.display(),
             classes.len()
         )));
     }
-    let val_files = if val_files.is_empty() {
-        train_files.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-        let n_val = ((train_files.len() as f32 * val_fraction).round() as usize).max(1);
-        let val = train_files.split_off(train_files.len() - n_val);
-        train_files.sort();
-        val
-    } else {
-        val_files
+    Ok((classes, files, n_train))
+}
+
+/// Loads the dataset at `src.root` (module header) at `side`, packing it first if needed.
+pub fn load(src: &Source, side: usize, val_fraction: f32, seed: u64) -> Result<Dataset> {
+    let (classes, files, n_train) = list(src.root)?;
+    let pack = Arc::new(Pack::open_or_build(
+        src.cache,
+        src.root,
+        &files,
+        side,
+        src.progress,
+    )?);
+    let (train_idx, val_idx): (Vec<usize>, Vec<usize>) = match n_train {
+        Some(n) => ((0..n).collect(), (n..files.len()).collect()),
+        None => {
+            // The same seeded draw of validation files as the shuffle of the file list it
+            // replaces: the permutation depends only on the length and the seed.
+            let mut order: Vec<usize> = (0..files.len()).collect();
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let n_val = ((files.len() as f32 * val_fraction).round() as usize).max(1);
+            let val = order.split_off(files.len() - n_val);
+            order.sort();
+            (order, val)
+        }
     };
-    let mut skipped = Vec::new();
-    let train = decode(train_files, side, &mut skipped);
-    let val = decode(val_files, side, &mut skipped);
+    let skipped = pack
+        .entries
+        .iter()
+        .filter_map(|e| {
+            e.skipped
+                .as_ref()
+                .map(|r| (src.root.join(&e.path), r.clone()))
+        })
+        .collect();
     Ok(Dataset {
         classes,
-        train,
-        val,
+        train: split_of(&pack, src.root, &train_idx),
+        val: split_of(&pack, src.root, &val_idx),
         skipped,
+        pack,
     })
 }
 

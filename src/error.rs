@@ -40,6 +40,9 @@ pub enum Error {
     Cuda(String),
     #[error("{0}")]
     Invalid(String),
+    /// A run that diverged or does not learn: stopped, with what to try.
+    #[error("training stopped: {0}")]
+    Training(String),
 }
 
 impl Error {

@@ -9,7 +9,8 @@
 //!
 //! Training: `engine` is the trait of layer operations that `cpu` (im2col + GEMM) and `cuda`
 //! (cuDNN, cuBLAS, NVRTC) implement; `network` is AlexNet's forward/backward written once
-//! against it; `session` keeps a run's weights on an engine; `dataset` and `augment` feed it;
+//! against it; `session` keeps a run's weights on an engine; `dataset` reads class folders
+//! through `pack` (the packed on-disk cache), and `feed` and `augment` turn them into batches;
 //! `recipe` holds the recipe and its presets, `train` runs it, `checkpoint` saves it, `plot`
 //! draws its curves; `selftest` compares an engine with the CPU one. `eval` and `figure`
 //! reproduce the paper's Figure 4.
@@ -24,6 +25,7 @@ pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod feed;
 pub mod figure;
 pub mod fingerprint;
 pub mod imaging;
@@ -32,11 +34,13 @@ pub mod ingest;
 pub mod model;
 pub mod network;
 pub mod onnx;
+pub mod pack;
 pub mod plot;
 pub mod query;
 pub mod recipe;
 pub mod runtime;
 pub mod scan;
+pub mod scenes;
 pub mod selftest;
 pub mod session;
 pub mod store;

@@ -174,6 +174,9 @@ pub enum Init {
     /// Kaiming-normal weights (std = sqrt(2 / fan_in)), zero biases: random features that
     /// still tell images apart.
     He,
+    /// Caffe's reference AlexNet (BVLC `bvlc_alexnet`): N(0, 0.01) weights (0.005 in fc6 and
+    /// fc7) and biases of 0.1 where the paper has 1, "as initialization to 1 gave flat loss".
+    Caffe,
 }
 
 impl std::str::FromStr for Init {
@@ -182,7 +185,8 @@ impl std::str::FromStr for Init {
         match s {
             "paper" => Ok(Init::Paper),
             "he" => Ok(Init::He),
-            _ => Err(format!("unknown init '{s}' (expected paper or he)")),
+            "caffe" => Ok(Init::Caffe),
+            _ => Err(format!("unknown init '{s}' (expected he, paper or caffe)")),
         }
     }
 }
@@ -198,11 +202,18 @@ pub fn init_params(config: &AlexNetConfig, init: Init, seed: u64) -> Vec<Param> 
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
             let data = if name.ends_with(".b") {
-                let one = init == Init::Paper && PAPER_ONE_BIASES.contains(&name.as_str());
-                vec![if one { 1.0 } else { 0.0 }; n]
+                let value = match init {
+                    _ if !PAPER_ONE_BIASES.contains(&name.as_str()) => 0.0,
+                    Init::Paper => 1.0,
+                    Init::Caffe => 0.1,
+                    Init::He => 0.0,
+                };
+                vec![value; n]
             } else {
                 let std = match init {
                     Init::Paper => 0.01,
+                    Init::Caffe if name == "fc6.w" || name == "fc7.w" => 0.005,
+                    Init::Caffe => 0.01,
                     Init::He => (2.0 / shape[1..].iter().product::<usize>() as f32).sqrt(),
                 };
                 let normal = Normal::new(0.0f32, std).expect("finite std");
@@ -302,5 +313,22 @@ mod tests {
         let std = (w1.iter().map(|v| v * v).sum::<f32>() / w1.len() as f32).sqrt();
         let want = (2.0f32 / 363.0).sqrt();
         assert!((std - want).abs() < 0.05 * want, "std {std} want {want}");
+    }
+
+    #[test]
+    fn caffe_init_has_biases_of_a_tenth_and_narrower_fully_connected_weights() {
+        let mut c = AlexNetConfig::paper(3, 2);
+        c.input = 67;
+        let p = init_params(&c, Init::Caffe, 1);
+        let get = |n: &str| p.iter().find(|x| x.name == n).unwrap();
+        let std = |n: &str| {
+            let w = &get(n).data;
+            (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt()
+        };
+        assert!(get("fc7.b").data.iter().all(|&v| v == 0.1));
+        assert!(get("conv4.b").data.iter().all(|&v| v == 0.1));
+        assert!(get("conv1.b").data.iter().all(|&v| v == 0.0));
+        assert!((std("fc6.w") - 0.005).abs() < 0.0005, "{}", std("fc6.w"));
+        assert!((std("conv3.w") - 0.01).abs() < 0.001, "{}", std("conv3.w"));
     }
 }

@@ -1,8 +1,9 @@
 //! One training run's work on one engine: the weights, velocities and gradients kept where the
 //! engine computes (host vectors or GPU buffers), batches assembled on the host as 8-bit crops
 //! (the geometric augmentation) and turned into network input by the engine, the SGD step,
-//! and validation. The host prepares batch b+1 while the engine works on batch b.
+//! and validation. `feed` prepares the next batches while the engine works on this one.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,7 +16,8 @@ use crate::augment::{self, ColourStats, Crop};
 use crate::checkpoint::{self, State};
 use crate::dataset::Split;
 use crate::engine::{Engine, Normalise, Shape};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::feed;
 use crate::model::{AlexNetConfig, Param};
 use crate::network::{self, Mode};
 use crate::train::TrainProgress;
@@ -66,21 +68,27 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(split: &Split, idx: &[usize], views: &[Crop], crop: usize) -> Batch {
+    /// Reads images `idx` of `split` from its pack and cuts `views` out of them.
+    pub fn new(split: &Split, idx: &[usize], views: &[Crop], crop: usize) -> Result<Batch> {
         let per = 3 * crop * crop;
         let mut pixels = vec![0u8; idx.len() * per];
         pixels
             .par_chunks_mut(per)
             .zip(idx.par_iter().zip(views))
-            .for_each(|(out, (&i, v))| {
-                augment::write_crop(split.image(i), split.side, crop, v, out)
-            });
-        Batch {
+            .try_for_each_init(
+                || vec![0u8; split.image_bytes()],
+                |image, (out, (&i, v))| {
+                    split.read(i, image)?;
+                    augment::write_crop(image, split.side, crop, v, out);
+                    Ok::<_, Error>(())
+                },
+            )?;
+        Ok(Batch {
             pixels,
             shifts: views.iter().map(|v| v.shift).collect(),
             labels: idx.iter().map(|&i| split.labels[i] as u32).collect(),
             crop,
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -102,7 +110,18 @@ impl Batch {
     }
 }
 
-/// (mean loss, top-1 error, top-5 error) on `split`, averaging softmax over `views`.
+/// A split's scores under one set of views.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub top1: f32,
+    pub top5: f32,
+    /// The share of images predicted as the most predicted class (near 1/C for a network that
+    /// tells classes apart, near 1 for one that has collapsed onto a class).
+    pub top_class_share: f32,
+}
+
+/// Mean loss, top-1 and top-5 error on `split`, averaging softmax over `views`.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate<E: Engine>(
     e: &E,
@@ -112,7 +131,7 @@ pub fn evaluate<E: Engine>(
     stats: &ColourStats,
     views: &[Crop],
     batch: usize,
-) -> Result<(f32, f32, f32)> {
+) -> Result<Evaluation> {
     let k = cfg.classes;
     let mut loss = 0.0f64;
     let mut all_probs = Vec::with_capacity(split.len() * k);
@@ -120,7 +139,7 @@ pub fn evaluate<E: Engine>(
     for idx in all.chunks(batch.max(1)) {
         let mut probs = vec![0.0f32; idx.len() * k];
         for v in views {
-            let b = Batch::new(split, idx, &vec![*v; idx.len()], cfg.input);
+            let b = Batch::new(split, idx, &vec![*v; idx.len()], cfg.input)?;
             let out = network::forward(e, cfg, params, b.input(e, stats)?, idx.len(), Mode::Eval)?;
             let logits = e.download(out.logits.as_ref().expect("a classifier"))?;
             for (row, p) in logits.chunks(k).zip(probs.chunks_mut(k)) {
@@ -138,7 +157,23 @@ pub fn evaluate<E: Engine>(
     }
     let (e1, e5) = crate::eval::top_errors(&all_probs, &split.labels);
     let n = split.len().max(1) as f64;
-    Ok(((loss / n) as f32, e1 as f32, e5 as f32))
+    Ok(Evaluation {
+        loss: (loss / n) as f32,
+        top1: e1 as f32,
+        top5: e5 as f32,
+        top_class_share: top_class_share(&all_probs, k),
+    })
+}
+
+/// The share of rows whose arg-max is the most frequent arg-max.
+fn top_class_share(probs: &[f32], k: usize) -> f32 {
+    let mut counts = vec![0usize; k];
+    for row in probs.chunks(k) {
+        let best = (0..k).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+        counts[best] += 1;
+    }
+    let rows = (probs.len() / k.max(1)).max(1);
+    *counts.iter().max().unwrap_or(&0) as f32 / rows as f32
 }
 
 pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
@@ -148,18 +183,27 @@ pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
     x.wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
-/// Batch `b` of the epoch: random views seeded by (seed, epoch, sample).
-fn training_batch(st: &State, train: &Split, idx: &[usize]) -> Batch {
-    let r = &st.recipe;
+/// What the feed needs to make an epoch's batches (a copy, so the engine's side may change
+/// the run's state meanwhile).
+struct Plan {
+    seed: u64,
+    epoch: usize,
+    crop: usize,
+    pca_std: f32,
+    stats: ColourStats,
+}
+
+/// A batch of the epoch: random views seeded by (seed, epoch, sample).
+fn training_batch(p: &Plan, train: &Split, idx: &[usize]) -> Result<Batch> {
     let views: Vec<Crop> = idx
         .iter()
         .map(|&i| {
             let mut rng =
-                rand::rngs::StdRng::seed_from_u64(mix(r.seed, st.epoch as u64 + 1, i as u64));
-            augment::random_crop(&mut rng, train.side, r.crop, &st.stats, r.pca_std)
+                rand::rngs::StdRng::seed_from_u64(mix(p.seed, p.epoch as u64 + 1, i as u64));
+            augment::random_crop(&mut rng, train.side, p.crop, &p.stats, p.pca_std)
         })
         .collect();
-    Batch::new(train, idx, &views, r.crop)
+    Batch::new(train, idx, &views, p.crop)
 }
 
 /// The recipe's per-step numbers.
@@ -221,7 +265,22 @@ pub struct HostCopy<'a> {
     pub velocity: &'a mut [Vec<f32>],
 }
 
-/// One epoch's batches from `st.next_batch` on; returns false when stopped (after saving).
+/// When a run stops before its planned epochs: Ctrl-C, or a number of steps (`--max-steps`).
+pub struct Halt<'a> {
+    pub stop: &'a AtomicBool,
+    pub steps_left: Option<usize>,
+}
+
+/// How an epoch's loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    Interrupted,
+    StepLimit,
+}
+
+/// One epoch's batches from `st.next_batch` on; a halt saves a checkpoint first. A
+/// non-finite loss stops the run with an error and leaves the last checkpoint as it was.
 #[allow(clippy::too_many_arguments)]
 pub fn run_epoch<E: Engine>(
     e: &E,
@@ -230,9 +289,9 @@ pub fn run_epoch<E: Engine>(
     host: HostCopy,
     train: &Split,
     progress: &dyn TrainProgress,
-    stop: &AtomicBool,
+    halt: &mut Halt,
     ckpt: &Path,
-) -> Result<bool> {
+) -> Result<Outcome> {
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(
         st.recipe.seed,
@@ -243,29 +302,41 @@ pub fn run_epoch<E: Engine>(
     progress.epoch_start(st.epoch, batches.len());
     let started = Instant::now();
     let (first, mut seen_here) = (st.next_batch, 0usize);
-    let mut next = batches.get(first).map(|idx| training_batch(st, train, idx));
-    for b in first..batches.len() {
-        if stop.load(Ordering::SeqCst) {
+    let plan = Plan {
+        seed: st.recipe.seed,
+        epoch: st.epoch,
+        crop: st.recipe.crop,
+        pca_std: st.recipe.pca_std,
+        stats: st.stats.clone(),
+    };
+    let jobs: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().skip(first).collect();
+    let make = |(b, idx): (usize, &[usize])| Ok((b, training_batch(&plan, train, idx)?));
+    let halted = feed::prefetch(jobs, feed::DEPTH, make, |(b, batch)| {
+        let outcome = if halt.stop.load(Ordering::SeqCst) {
+            Outcome::Interrupted
+        } else if halt.steps_left == Some(0) {
+            Outcome::StepLimit
+        } else {
+            Outcome::Finished
+        };
+        if outcome != Outcome::Finished {
             st.next_batch = b;
-            st.seconds += started.elapsed().as_secs_f64();
-            w.download(e, host.params, host.velocity)?;
-            checkpoint::save(ckpt, st, host.params, host.velocity)?;
-            return Ok(false);
+            return Ok(ControlFlow::Break(outcome));
         }
-        let batch = next.take().expect("prepared batch");
+        if let Some(left) = &mut halt.steps_left {
+            *left -= 1;
+        }
         let (losses, logits) = step(e, st, w, &batch, b)?;
-        // The engine may still be computing: build the next batch meanwhile.
-        next = batches.get(b + 1).map(|idx| training_batch(st, train, idx));
         let (losses, logits) = (e.download(&losses)?, e.download(&logits)?);
-        let k = st.config.classes;
-        let correct = logits
-            .chunks(k)
-            .zip(&batch.labels)
-            .filter(|(row, &l)| row.iter().all(|&v| v <= row[l as usize]))
-            .count();
-        st.epoch_loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>();
-        st.epoch_correct += correct;
-        st.epoch_seen += batch.len();
+        if let Some(l) = losses.iter().find(|l| !l.is_finite()) {
+            return Err(Error::Training(format!(
+                "the loss became {l} at epoch {}, batch {} (the run diverged); {} keeps the last good state; try a lower --lr",
+                st.epoch + 1,
+                b + 1,
+                ckpt.display()
+            )));
+        }
+        count(st, &batch, &logits, &losses);
         seen_here += batch.len();
         let rate = seen_here as f32 / started.elapsed().as_secs_f32().max(1e-6);
         progress.batch(
@@ -274,7 +345,54 @@ pub fn run_epoch<E: Engine>(
             1.0 - st.epoch_correct as f32 / st.epoch_seen as f32,
             rate,
         );
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     st.seconds += started.elapsed().as_secs_f64();
-    Ok(true)
+    if let Some(outcome) = halted {
+        w.download(e, host.params, host.velocity)?;
+        checkpoint::save(ckpt, st, host.params, host.velocity)?;
+        return Ok(outcome);
+    }
+    Ok(Outcome::Finished)
+}
+
+/// Adds one step's losses and correct predictions to the epoch's running sums.
+fn count(st: &mut State, batch: &Batch, logits: &[f32], losses: &[f32]) {
+    let k = st.config.classes;
+    let correct = logits
+        .chunks(k)
+        .zip(&batch.labels)
+        .filter(|(row, &l)| row.iter().all(|&v| v <= row[l as usize]))
+        .count();
+    st.epoch_loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>();
+    st.epoch_correct += correct;
+    st.epoch_seen += batch.len();
+    st.steps += 1;
+}
+
+/// The feed alone (no engine): crops per second of `batches` training batches of `batch`
+/// random `crop`² views read from `train`'s pack, made as training makes them.
+pub fn feed_rate(train: &Split, crop: usize, batch: usize, batches: usize) -> Result<f64> {
+    let plan = Plan {
+        seed: 1,
+        epoch: 0,
+        crop,
+        pca_std: 0.1,
+        stats: augment::colour_stats(train),
+    };
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(1));
+    let jobs: Vec<&[usize]> = order.chunks(batch).cycle().take(batches).collect();
+    let started = Instant::now();
+    let mut crops = 0usize;
+    feed::prefetch(
+        jobs,
+        feed::DEPTH,
+        |idx| training_batch(&plan, train, idx),
+        |b| {
+            crops += b.len();
+            Ok(ControlFlow::<()>::Continue(()))
+        },
+    )?;
+    Ok(crops as f64 / started.elapsed().as_secs_f64())
 }

@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{self, Param, Preprocess};
 use crate::recipe::{architecture, changes, Recipe};
-use crate::session::{self, HostCopy, Weights};
+use crate::session::{self, Halt, HostCopy, Outcome, Weights};
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -27,11 +27,17 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Auto uses the CUDA engine when one loads, else the CPU.
     pub device: Device,
+    /// Stop after this many SGD steps (with a checkpoint), e.g. for smoke runs and benchmarks.
+    pub max_steps: Option<usize>,
+    /// Where the dataset's pack is kept (None: `pack::default_cache_dir()`).
+    pub cache: Option<PathBuf>,
 }
 
 pub trait TrainProgress: Sync {
     /// Which engine trains, and why if it is not the one asked for.
     fn engine(&self, _describe: &str) {}
+    /// The dataset's pack being built: images decoded so far, of all.
+    fn packing(&self, _done: usize, _total: usize) {}
     fn loaded(&self, _train: usize, _val: usize, _classes: usize, _skipped: &[(PathBuf, String)]) {}
     fn epoch_start(&self, _epoch: usize, _batches: usize) {}
     fn batch(&self, _done: usize, _loss: f32, _error: f32, _images_per_second: f32) {}
@@ -45,7 +51,8 @@ impl TrainProgress for Quiet {}
 
 pub struct TrainResult {
     pub state: State,
-    pub interrupted: bool,
+    /// `Finished`, or why the run stopped early (its checkpoint saved).
+    pub outcome: Outcome,
     pub model: Option<PathBuf>,
     pub ten_crop_top1_error: Option<f32>,
 }
@@ -81,6 +88,7 @@ fn fresh(
         epoch_seen: 0,
         history: Vec::new(),
         seconds: 0.0,
+        steps: 0,
         engine: String::new(),
     };
     Ok((state, params, velocity))
@@ -89,7 +97,35 @@ fn fresh(
 /// The host copy of a run: state, parameters and velocities (what a checkpoint holds).
 type Host = (State, Vec<Param>, Vec<Vec<f32>>);
 
-/// Closes an epoch: validation, the learning-rate schedule, the log and the checkpoint.
+/// A training loss within this fraction of ln C is at chance.
+const CHANCE_LOSS_MARGIN: f32 = 0.03;
+/// One class taking this share of the validation predictions: collapsed.
+const COLLAPSED_SHARE: f32 = 0.95;
+/// The stall guard judges a run from the first epoch end after this many steps, so that a
+/// tiny dataset's first few steps are not mistaken for a stall.
+const STALL_CHECK_STEPS: usize = 100;
+
+/// Why a network is at chance, if it is: its training loss near ln C, or its validation
+/// predictions collapsed onto one class.
+fn at_chance(rec: &EpochRecord, top_class_share: f32, classes: usize) -> Option<String> {
+    let ln_c = (classes.max(2) as f32).ln();
+    if (rec.train_loss - ln_c).abs() <= CHANCE_LOSS_MARGIN * ln_c {
+        Some(format!(
+            "its training loss {:.3} is chance's ln {classes} = {ln_c:.3}",
+            rec.train_loss
+        ))
+    } else if classes > 1 && top_class_share >= COLLAPSED_SHARE {
+        Some(format!(
+            "{:.0}% of its validation predictions are one class",
+            top_class_share * 100.0
+        ))
+    } else {
+        None
+    }
+}
+
+/// Closes an epoch: validation, the learning-rate schedule, the log and the checkpoint. A
+/// network still at chance after `STALL_CHECK_STEPS` stops the run (nothing is written).
 fn end_epoch<E: Engine>(
     e: &E,
     (st, params, vel): &mut Host,
@@ -99,7 +135,7 @@ fn end_epoch<E: Engine>(
     (rate, secs): (f32, f32),
 ) -> Result<EpochRecord> {
     let centre = [augment::centre_crop(val.side, st.recipe.crop)];
-    let (val_loss, top1, top5) = session::evaluate(
+    let ev = session::evaluate(
         e,
         &st.config,
         &w.params,
@@ -108,6 +144,13 @@ fn end_epoch<E: Engine>(
         &centre,
         st.recipe.batch,
     )?;
+    let (val_loss, top1, top5) = (ev.loss, ev.top1, ev.top5);
+    if !val_loss.is_finite() {
+        return Err(Error::Training(format!(
+            "the validation loss became {val_loss} after epoch {} (the run diverged); try a lower --lr",
+            st.epoch + 1
+        )));
+    }
     let rec = EpochRecord {
         epoch: st.epoch + 1,
         lr: st.lr,
@@ -119,9 +162,19 @@ fn end_epoch<E: Engine>(
         images_per_second: rate,
         seconds: secs,
     };
+    let chance = at_chance(&rec, ev.top_class_share, st.classes.len());
+    if let (Some(why), true) = (&chance, st.steps >= STALL_CHECK_STEPS) {
+        return Err(Error::Training(format!(
+            "the network is still at chance after {} steps ({} epochs): {why}; no model was written. Try --init he (the default), a lower --lr, or check that the class folders differ",
+            st.steps,
+            st.epoch + 1
+        )));
+    }
+    // The plateau rule: a tenth of the rate when validation error stops falling, but never
+    // for a network at chance, whose rate is not what holds it back.
     if top1 < st.best_val_error {
         st.best_val_error = top1;
-    } else if st.lr_drops < st.recipe.max_lr_drops {
+    } else if st.lr_drops < st.recipe.max_lr_drops && chance.is_none() {
         st.lr /= 10.0;
         st.lr_drops += 1;
     }
@@ -214,10 +267,36 @@ fn start(
     let resumed = if opts.resume && ckpt.is_file() {
         Some(checkpoint::load(ckpt)?)
     } else {
+        if opts.resume {
+            progress.note(&format!(
+                "--resume: there is no checkpoint {} to resume, so this run starts fresh",
+                ckpt.display()
+            ));
+        }
         None
     };
     let recipe = resumed.as_ref().map_or(&opts.recipe, |(s, _, _)| &s.recipe);
-    let data = dataset::load(&opts.data, recipe.side, recipe.val_fraction, recipe.seed)?;
+    let cache = opts
+        .cache
+        .clone()
+        .unwrap_or_else(crate::pack::default_cache_dir);
+    let source = dataset::Source {
+        root: &opts.data,
+        cache: &cache,
+        progress: &|done, total| progress.packing(done, total),
+    };
+    let data = dataset::load(&source, recipe.side, recipe.val_fraction, recipe.seed)?;
+    progress.note(&format!(
+        "training pack {} ({}: {:.2} GB, {} bytes an image)",
+        data.pack.dir.display(),
+        if data.pack.built {
+            "built now"
+        } else {
+            "reused"
+        },
+        data.pack.disk_bytes() as f64 / 1e9,
+        data.pack.row_bytes()
+    ));
     progress.loaded(
         data.train.len(),
         data.val.len(),
@@ -260,15 +339,21 @@ fn train_on<E: Engine>(
     let (data, mut host) = start(opts, &ckpt, progress)?;
     host.0.engine = e.describe();
     let mut w = Weights::upload(e, &host.1, &host.2)?;
+    let mut halt = Halt {
+        stop,
+        steps_left: opts.max_steps,
+    };
     while host.0.epoch < host.0.recipe.epochs {
         let (st, params, velocity) = &mut host;
         st.lr = scheduled_lr(st);
         let (t0, seen0) = (st.seconds, st.epoch_seen);
         let copy = HostCopy { params, velocity };
-        if !session::run_epoch(e, st, &mut w, copy, &data.train, progress, stop, &ckpt)? {
+        let outcome =
+            session::run_epoch(e, st, &mut w, copy, &data.train, progress, &mut halt, &ckpt)?;
+        if outcome != Outcome::Finished {
             return Ok(TrainResult {
                 state: host.0,
-                interrupted: true,
+                outcome,
                 model: None,
                 ten_crop_top1_error: None,
             });
@@ -280,7 +365,7 @@ fn train_on<E: Engine>(
     }
     let st = &host.0;
     let ten = augment::ten_crops(data.val.side, st.recipe.crop);
-    let (_, ten_top1, ten_top5) = session::evaluate(
+    let ten_crop = session::evaluate(
         e,
         &st.config,
         &w.params,
@@ -289,12 +374,13 @@ fn train_on<E: Engine>(
         &ten,
         st.recipe.batch,
     )?;
+    let (ten_top1, ten_top5) = (ten_crop.top1, ten_crop.top5);
     w.download(e, &mut host.1, &mut host.2)?;
     let model = with_ext(&opts.out, ".onnx");
     export(&host.0, &host.1, &model, Some((ten_top1, ten_top5)))?;
     Ok(TrainResult {
         state: host.0,
-        interrupted: false,
+        outcome: Outcome::Finished,
         model: Some(model),
         ten_crop_top1_error: Some(ten_top1),
     })

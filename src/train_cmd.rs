@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::TrainArgs;
 use fc7::checkpoint::EpochRecord;
 use fc7::embed::Device;
+use fc7::session::Outcome;
 use fc7::train::{TrainOptions, TrainProgress};
 
 struct Bar {
@@ -20,6 +21,9 @@ impl TrainProgress for Bar {
     }
     fn note(&self, line: &str) {
         eprintln!("note: {line}");
+    }
+    fn packing(&self, done: usize, total: usize) {
+        packing_line(done, total);
     }
     fn loaded(
         &self,
@@ -83,12 +87,15 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
     r.dropout = a.dropout.unwrap_or(r.dropout);
     r.pca_std = a.pca_std.unwrap_or(r.pca_std);
     r.max_lr_drops = a.max_lr_drops.unwrap_or(r.max_lr_drops);
+    r.init = a.init.unwrap_or(r.init);
     let opts = TrainOptions {
         data: a.data,
         out: a.out.clone(),
         recipe: r,
         resume: a.resume,
         device,
+        max_steps: a.max_steps,
+        cache: a.cache,
     };
     let bar = (!a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let b = ProgressBar::new(0);
@@ -103,13 +110,25 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
     if let Some(b) = &progress.bar {
         b.finish_and_clear();
     }
-    if res.interrupted {
-        eprintln!(
-            "interrupted at epoch {}, batch {}: checkpoint saved; rerun with --resume",
-            res.state.epoch + 1,
-            res.state.next_batch
-        );
-        return Ok(130);
+    let st = &res.state;
+    let at = format!(
+        "epoch {}, batch {} (step {}; {:.0} images/s over {:.0} s of training)",
+        st.epoch + 1,
+        st.next_batch,
+        st.steps,
+        (st.steps * st.recipe.batch) as f64 / st.seconds.max(1e-9),
+        st.seconds
+    );
+    match res.outcome {
+        Outcome::Interrupted => {
+            eprintln!("interrupted at {at}: checkpoint saved; rerun with --resume");
+            return Ok(130);
+        }
+        Outcome::StepLimit => {
+            eprintln!("stopped at {at} (--max-steps): checkpoint saved; --resume continues");
+            return Ok(0);
+        }
+        Outcome::Finished => {}
     }
     if let (Some(m), Some(e)) = (&res.model, res.ten_crop_top1_error) {
         eprintln!(
@@ -119,5 +138,44 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
             e * 100.0
         );
     }
+    Ok(0)
+}
+
+/// One line per tenth of a pack's images (and its last), on stderr.
+fn packing_line(done: usize, total: usize) {
+    let tenth = (total / 10).max(1);
+    if done == total || done / tenth != (done - done.min(256)) / tenth {
+        eprintln!("packing: {done} of {total} images decoded");
+    }
+}
+
+/// `fc7 dataset pack DATA`: builds (or checks) the dataset's pack without training.
+pub fn pack(
+    data: &std::path::Path,
+    preset: &str,
+    side: Option<usize>,
+    cache: Option<std::path::PathBuf>,
+) -> Result<i32> {
+    let side = side.unwrap_or(fc7::recipe::preset(preset)?.side);
+    let cache = cache.unwrap_or_else(fc7::pack::default_cache_dir);
+    let started = std::time::Instant::now();
+    let source = fc7::dataset::Source {
+        root: data,
+        cache: &cache,
+        progress: &packing_line,
+    };
+    let d = fc7::dataset::load(&source, side, 0.1, 0)?;
+    for (p, r) in &d.skipped {
+        eprintln!("skipped {}: {r}", p.display());
+    }
+    let images = d.pack.entries.iter().filter(|e| e.row.is_some()).count();
+    println!(
+        "{} {}: {images} images ({} skipped) at {side}x{side}, {:.2} GB, {:.1} s",
+        if d.pack.built { "packed" } else { "up to date" },
+        d.pack.dir.display(),
+        d.skipped.len(),
+        d.pack.disk_bytes() as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
     Ok(0)
 }

@@ -16,8 +16,13 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 test path")
 }
 
+/// The real binary, with its training packs in a folder of this test process.
 pub fn fc7() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fc7"))
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fc7"));
+    c.env("FC7_PACKS", cache.path());
+    c
 }
 
 /// Runs fc7 with `args`, returning the output; panics with stderr if the exit code differs.
