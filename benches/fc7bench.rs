@@ -5,6 +5,8 @@
 //!   decode FILE ITERS          fast preprocess vs plain image decode + resize (time, pixel diff)
 //!   recall INDEX N K           HNSW vs exact top-K over N indexed images, and query times
 //!   train-step PRESET BATCH ITERS [cpu|cuda]   training images/s (forward + backward + SGD)
+//!   feed DATA SIDE CROP BATCH BATCHES CACHE    the training feed alone: crops/s from the pack
+//!                                              (built first if missing, its time printed)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,6 +42,30 @@ fn make_photos(dir: &Path, n: u32, w: u32, h: u32) {
         let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88);
         img.write_with_encoder(enc).unwrap();
     });
+}
+
+fn feed(data: &Path, side: usize, crop: usize, batch: usize, batches: usize, cache: &Path) {
+    let t = Instant::now();
+    let source = fc7::dataset::Source {
+        root: data,
+        cache,
+        progress: &|_, _| {},
+    };
+    let d = fc7::dataset::load(&source, side, 0.1, 0).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "pack {} ({}): {} training images, {:.2} GB, {:.1} s",
+        d.pack.dir.display(),
+        if d.pack.built { "built" } else { "reused" },
+        d.train.len(),
+        d.pack.disk_bytes() as f64 / 1e9,
+        t.elapsed().as_secs_f64()
+    );
+    let threads = rayon::current_num_threads();
+    let rate = fc7::session::feed_rate(&d.train, crop, batch, batches).unwrap();
+    println!(
+        "feed: {rate:.0} crops/s of {crop}x{crop} from {side}x{side} ({threads} threads, {:.0} per thread), batch {batch}",
+        rate / threads as f64
+    );
 }
 
 fn open(model: &Path, device: &str) -> Embedder {
@@ -216,6 +242,7 @@ fn main() {
         Some("decode") => decode(&p(1), n(2)),
         Some("recall") => recall(&p(1), n(2), n(3)),
         Some("train-step") => train_step(&a[1], n(2), n(3), a.get(4).map_or("cpu", String::as_str)),
+        Some("feed") => feed(&p(1), n(2), n(3), n(4), n(5), &p(6)),
         _ => eprintln!("usage: see the header of benches/fc7bench.rs"),
     }
 }

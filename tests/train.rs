@@ -340,6 +340,8 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         "1",
         "--anneal-epochs",
         "0",
+        "--init",
+        "caffe",
         "--device",
         "cpu",
         "--out",
@@ -347,6 +349,7 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         "--quiet",
     ]);
     let manifest = json_file(&d.path().join("m.json"));
+    assert_eq!(manifest["provenance"]["recipe"]["init"], "caffe");
     let r = &manifest["provenance"]["recipe"];
     assert_eq!(r["dropout"], 0.25);
     assert_eq!(r["momentum"].as_f64().unwrap() as f32, 0.8);
