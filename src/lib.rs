@@ -11,7 +11,8 @@
 //! (cuDNN, cuBLAS, NVRTC) implement; `network` is AlexNet's forward/backward written once
 //! against it; `session` keeps a run's weights on an engine; `dataset` reads class folders
 //! through `pack` (the packed on-disk cache), and `feed` and `augment` turn them into batches;
-//! `recipe` holds the recipe and its presets, `train` runs it, `checkpoint` saves it, `plot`
+//! `recipe` holds the recipe and its presets, `train` runs it, `guard` stops it when it
+//! diverges or stays at chance, `checkpoint` saves it, `plot`
 //! draws its curves; `selftest` compares an engine with the CPU one. `eval` and `figure`
 //! reproduce the paper's Figure 4.
 
@@ -28,6 +29,7 @@ pub mod eval;
 pub mod feed;
 pub mod figure;
 pub mod fingerprint;
+pub mod guard;
 pub mod imaging;
 pub mod index;
 pub mod ingest;

@@ -296,39 +296,41 @@ mod tests {
         assert!(c.validate().is_err());
     }
 
-    #[test]
-    fn paper_init_sets_the_papers_biases() {
+    /// A small two-column network's parameters under `init`.
+    fn drawn(init: Init) -> Vec<Param> {
         let mut c = AlexNetConfig::paper(3, 2);
         c.input = 67;
-        let p = init_params(&c, Init::Paper, 1);
-        let get = |n: &str| p.iter().find(|x| x.name == n).unwrap();
-        assert!(get("conv2.b").data.iter().all(|&v| v == 1.0));
-        assert!(get("conv3.b").data.iter().all(|&v| v == 0.0));
-        assert!(get("fc8.b").data.iter().all(|&v| v == 0.0));
-        let w = &get("fc6.w").data;
-        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        init_params(&c, init, 1)
+    }
+
+    /// Parameter `name`'s values and their root mean square.
+    fn get(p: &[Param], name: &str) -> (Vec<f32>, f32) {
+        let d = p.iter().find(|x| x.name == name).unwrap().data.clone();
+        let rms = (d.iter().map(|v| v * v).sum::<f32>() / d.len() as f32).sqrt();
+        (d, rms)
+    }
+
+    #[test]
+    fn paper_init_sets_the_papers_biases() {
+        let p = drawn(Init::Paper);
+        assert!(get(&p, "conv2.b").0.iter().all(|&v| v == 1.0));
+        assert!(get(&p, "conv3.b").0.iter().all(|&v| v == 0.0));
+        assert!(get(&p, "fc8.b").0.iter().all(|&v| v == 0.0));
+        let std = get(&p, "fc6.w").1;
         assert!((std - 0.01).abs() < 0.001, "std {std}");
-        let he = init_params(&c, Init::He, 1);
-        let w1 = &he.iter().find(|x| x.name == "conv1.w").unwrap().data;
-        let std = (w1.iter().map(|v| v * v).sum::<f32>() / w1.len() as f32).sqrt();
-        let want = (2.0f32 / 363.0).sqrt();
+        let he = drawn(Init::He);
+        let (std, want) = (get(&he, "conv1.w").1, (2.0f32 / 363.0).sqrt());
         assert!((std - want).abs() < 0.05 * want, "std {std} want {want}");
     }
 
     #[test]
     fn caffe_init_has_biases_of_a_tenth_and_narrower_fully_connected_weights() {
-        let mut c = AlexNetConfig::paper(3, 2);
-        c.input = 67;
-        let p = init_params(&c, Init::Caffe, 1);
-        let get = |n: &str| p.iter().find(|x| x.name == n).unwrap();
-        let std = |n: &str| {
-            let w = &get(n).data;
-            (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt()
-        };
-        assert!(get("fc7.b").data.iter().all(|&v| v == 0.1));
-        assert!(get("conv4.b").data.iter().all(|&v| v == 0.1));
-        assert!(get("conv1.b").data.iter().all(|&v| v == 0.0));
-        assert!((std("fc6.w") - 0.005).abs() < 0.0005, "{}", std("fc6.w"));
-        assert!((std("conv3.w") - 0.01).abs() < 0.001, "{}", std("conv3.w"));
+        let p = drawn(Init::Caffe);
+        assert!(get(&p, "fc7.b").0.iter().all(|&v| v == 0.1));
+        assert!(get(&p, "conv4.b").0.iter().all(|&v| v == 0.1));
+        assert!(get(&p, "conv1.b").0.iter().all(|&v| v == 0.0));
+        let (fc6, conv3) = (get(&p, "fc6.w").1, get(&p, "conv3.w").1);
+        assert!((fc6 - 0.005).abs() < 0.0005, "{fc6}");
+        assert!((conv3 - 0.01).abs() < 0.001, "{conv3}");
     }
 }

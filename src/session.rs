@@ -328,14 +328,7 @@ pub fn run_epoch<E: Engine>(
         }
         let (losses, logits) = step(e, st, w, &batch, b)?;
         let (losses, logits) = (e.download(&losses)?, e.download(&logits)?);
-        if let Some(l) = losses.iter().find(|l| !l.is_finite()) {
-            return Err(Error::Training(format!(
-                "the loss became {l} at epoch {}, batch {} (the run diverged); {} keeps the last good state; try a lower --lr",
-                st.epoch + 1,
-                b + 1,
-                ckpt.display()
-            )));
-        }
+        crate::guard::finite_losses(&losses, st.epoch + 1, b + 1, ckpt)?;
         count(st, &batch, &logits, &losses);
         seen_here += batch.len();
         let rate = seen_here as f32 / started.elapsed().as_secs_f32().max(1e-6);

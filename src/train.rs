@@ -14,6 +14,7 @@ use crate::dataset::{self, Split};
 use crate::embed::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::guard;
 use crate::model::{self, Param, Preprocess};
 use crate::recipe::{architecture, changes, Recipe};
 use crate::session::{self, Halt, HostCopy, Outcome, Weights};
@@ -97,33 +98,6 @@ fn fresh(
 /// The host copy of a run: state, parameters and velocities (what a checkpoint holds).
 type Host = (State, Vec<Param>, Vec<Vec<f32>>);
 
-/// A training loss within this fraction of ln C is at chance.
-const CHANCE_LOSS_MARGIN: f32 = 0.03;
-/// One class taking this share of the validation predictions: collapsed.
-const COLLAPSED_SHARE: f32 = 0.95;
-/// The stall guard judges a run from the first epoch end after this many steps, so that a
-/// tiny dataset's first few steps are not mistaken for a stall.
-const STALL_CHECK_STEPS: usize = 100;
-
-/// Why a network is at chance, if it is: its training loss near ln C, or its validation
-/// predictions collapsed onto one class.
-fn at_chance(rec: &EpochRecord, top_class_share: f32, classes: usize) -> Option<String> {
-    let ln_c = (classes.max(2) as f32).ln();
-    if (rec.train_loss - ln_c).abs() <= CHANCE_LOSS_MARGIN * ln_c {
-        Some(format!(
-            "its training loss {:.3} is chance's ln {classes} = {ln_c:.3}",
-            rec.train_loss
-        ))
-    } else if classes > 1 && top_class_share >= COLLAPSED_SHARE {
-        Some(format!(
-            "{:.0}% of its validation predictions are one class",
-            top_class_share * 100.0
-        ))
-    } else {
-        None
-    }
-}
-
 /// Closes an epoch: validation, the learning-rate schedule, the log and the checkpoint. A
 /// network still at chance after `STALL_CHECK_STEPS` stops the run (nothing is written).
 fn end_epoch<E: Engine>(
@@ -145,12 +119,7 @@ fn end_epoch<E: Engine>(
         st.recipe.batch,
     )?;
     let (val_loss, top1, top5) = (ev.loss, ev.top1, ev.top5);
-    if !val_loss.is_finite() {
-        return Err(Error::Training(format!(
-            "the validation loss became {val_loss} after epoch {} (the run diverged); try a lower --lr",
-            st.epoch + 1
-        )));
-    }
+    guard::finite_validation(val_loss, st.epoch + 1)?;
     let rec = EpochRecord {
         epoch: st.epoch + 1,
         lr: st.lr,
@@ -162,14 +131,8 @@ fn end_epoch<E: Engine>(
         images_per_second: rate,
         seconds: secs,
     };
-    let chance = at_chance(&rec, ev.top_class_share, st.classes.len());
-    if let (Some(why), true) = (&chance, st.steps >= STALL_CHECK_STEPS) {
-        return Err(Error::Training(format!(
-            "the network is still at chance after {} steps ({} epochs): {why}; no model was written. Try --init he (the default), a lower --lr, or check that the class folders differ",
-            st.steps,
-            st.epoch + 1
-        )));
-    }
+    let chance = guard::at_chance(&rec, ev.top_class_share, st.classes.len());
+    guard::judge_stall(chance.as_deref(), st.steps, st.epoch + 1)?;
     // The plateau rule: a tenth of the rate when validation error stops falling, but never
     // for a network at chance, whose rate is not what holds it back.
     if top1 < st.best_val_error {

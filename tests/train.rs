@@ -116,6 +116,14 @@ fn small_data(dir: &Path) {
     fc7::dataset::synthetic(dir, 3, 20, 72, 4).unwrap();
 }
 
+/// A temporary folder with `small_data` in data/, and the output stem m.
+fn small_fixture() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let (data, stem) = (d.path().join("data"), d.path().join("m"));
+    small_data(&data);
+    (d, data, stem)
+}
+
 fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
     let mut recipe = fc7::recipe::preset("quick").unwrap();
     recipe.epochs = epochs;
@@ -220,9 +228,7 @@ impl TrainProgress for Counter {
 
 #[test]
 fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    small_data(&data);
+    let (d, data, _) = small_fixture();
     let mut opts = options(&data, &d.path().join("m"), 2);
     opts.resume = true;
     opts.max_steps = Some(2);
@@ -249,9 +255,7 @@ fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one
 
 #[test]
 fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    small_data(&data);
+    let (d, data, _) = small_fixture();
     let straight = fc7::train::train(
         &options(&data, &d.path().join("a"), 2),
         &fc7::train::Quiet,
@@ -303,10 +307,7 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
 
 #[test]
 fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    small_data(&data);
-    let stem = d.path().join("m");
+    let (d, data, stem) = small_fixture();
     for (flag, value) in [("--dropout", "1"), ("--momentum", "1"), ("--batch", "0")] {
         let out = fc7()
             .args(["train", s(&data), "--preset", "quick", "--out", s(&stem)])
@@ -387,10 +388,7 @@ fn error_line(stderr: &str) -> &str {
 
 #[test]
 fn a_network_at_chance_stops_the_run_and_leaves_no_model() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    small_data(&data);
-    let stem = d.path().join("m");
+    let (d, data, stem) = small_fixture();
     // The paper's initialisation gives every image nearly the same fc7, so every prediction is
     // one class; at this rate nothing moves. 48 training images at batch 4: 12 steps an epoch,
     // so the guard (from 100 steps on) judges at the end of epoch 9.
@@ -419,10 +417,7 @@ fn a_network_at_chance_stops_the_run_and_leaves_no_model() {
 
 #[test]
 fn a_diverging_run_stops_on_its_first_non_finite_loss_and_keeps_its_checkpoint() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    small_data(&data);
-    let stem = d.path().join("m");
+    let (d, data, stem) = small_fixture();
     // Step 1's loss is computed before its update, so it is finite; the update at this rate
     // makes step 2's infinite.
     let args = ["--lr", "1e30", "--batch", "4", "--epochs", "1"];
