@@ -1,7 +1,9 @@
 //! Training checkpoints: everything a run needs to continue exactly where it stopped (recipe,
 //! schedule state, history, colour statistics, parameters and momentum), in one file written
-//! atomically. Layout: b"FC7CKPT1", u64 header length, JSON header, then every parameter and
-//! then every momentum buffer as little-endian f32 in `param_shapes()` order.
+//! atomically. Layout: b"FC7CKPT2", u64 header length, JSON header, every parameter and then
+//! every momentum buffer as little-endian f32 in `param_shapes()` order, and last the SHA-256
+//! of everything before it, so a damaged file is refused instead of resuming from bad weights.
+//! (b"FC7CKPT1" files, without the checksum, still load.)
 
 use std::path::Path;
 
@@ -12,7 +14,13 @@ use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Param};
 use crate::recipe::Recipe;
 
-const MAGIC: &[u8; 8] = b"FC7CKPT1";
+const MAGIC: &[u8; 8] = b"FC7CKPT2";
+const MAGIC_V1: &[u8; 8] = b"FC7CKPT1";
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -72,6 +80,8 @@ pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>])
     out.extend_from_slice(&header);
     params.iter().for_each(|p| floats(&mut out, &p.data));
     velocity.iter().for_each(|v| floats(&mut out, v));
+    let sum = sha256(&out);
+    out.extend_from_slice(&sum);
     crate::onnx::atomic_write(path, &out)
 }
 
@@ -81,9 +91,17 @@ pub fn load(path: &Path) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
         path: path.to_path_buf(),
         reason: format!("not a usable fc7 checkpoint: {why}"),
     };
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
-        return Err(bad("wrong magic"));
-    }
+    let bytes = match bytes.get(..8) {
+        Some(m) if m == MAGIC && bytes.len() >= 48 => {
+            let (body, sum) = bytes.split_at(bytes.len() - 32);
+            if sha256(body) != sum {
+                return Err(bad("checksum mismatch (the file is damaged or truncated)"));
+            }
+            body
+        }
+        Some(m) if m == MAGIC_V1 && bytes.len() >= 16 => &bytes[..],
+        _ => return Err(bad("wrong magic")),
+    };
     let hlen = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
     let header = bytes
         .get(16..16 + hlen)

@@ -447,3 +447,90 @@ fn a_diverging_run_stops_on_its_first_non_finite_loss_and_keeps_its_checkpoint()
     );
     assert!(!d.path().join("m.onnx").exists());
 }
+
+#[test]
+fn a_damaged_checkpoint_is_refused_in_one_line_naming_it() {
+    let (d, data, stem) = small_fixture();
+    let args = ["--batch", "4", "--epochs", "2"];
+    run_ok(
+        &[
+            &["train", s(&data), "--preset", "quick", "--device", "cpu"][..],
+            &["--out", s(&stem), "--quiet", "--max-steps", "3"],
+            &args,
+        ]
+        .concat(),
+    );
+    let ckpt = d.path().join("m.ckpt");
+    let good = std::fs::read(&ckpt).unwrap();
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    let truncated = good[..good.len() - 100].to_vec();
+    for damaged in [flipped, truncated] {
+        std::fs::write(&ckpt, &damaged).unwrap();
+        let err = train_fails(&data, &stem, &[&args[..], &["--resume"]].concat());
+        let line = error_line(&err);
+        assert!(
+            line.contains("m.ckpt") && line.contains("checksum"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&ckpt).unwrap(), damaged, "left as found");
+    }
+    std::fs::write(&ckpt, &good).unwrap();
+    run_ok(
+        &[
+            &["train", s(&data), "--preset", "quick", "--device", "cpu"][..],
+            &["--out", s(&stem), "--quiet", "--resume"],
+            &args,
+        ]
+        .concat(),
+    );
+    assert!(d.path().join("m.onnx").is_file());
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
+    use std::io::BufRead;
+    let (d, data, stem) = small_fixture();
+    let args = [
+        "--preset", "quick", "--device", "cpu", "--batch", "4", "--epochs", "3",
+    ];
+    let mut child = fc7()
+        .args(["train", s(&data), "--out", s(&stem), "--quiet"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in &mut lines {
+        if line.unwrap().starts_with("epoch   1") {
+            break;
+        }
+    }
+    // SIGINT, as Ctrl-C sends it, while epoch 2 runs (an epoch here takes about a second).
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("interrupted at epoch 2")),
+        "{rest:?}"
+    );
+    assert!(d.path().join("m.ckpt").is_file() && !d.path().join("m.onnx").exists());
+    let out = run_ok(
+        &[
+            &["train", s(&data), "--out", s(&stem), "--quiet", "--resume"][..],
+            &args,
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("starts fresh"), "{err}");
+    let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(d.path().join("m.onnx").is_file());
+}
