@@ -64,18 +64,13 @@ pub struct Pack {
 /// Reports packing progress as (images done, images in all).
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
-/// The default place for packs: $FC7_CACHE, else $XDG_CACHE_HOME/fc7, else ~/.cache/fc7.
+/// The default place for packs: $FC7_PACKS, else `packs/` in fc7's cache folder
+/// (`runtime::cache_dir`: $FC7_CACHE, else ~/.cache/fc7).
 pub fn default_cache_dir() -> PathBuf {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("FC7_CACHE")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("fc7")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache/fc7")))
-        .unwrap_or_else(|| PathBuf::from(".fc7-cache"))
-        .join("packs")
+    match std::env::var_os("FC7_PACKS").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::runtime::cache_dir().join("packs"),
+    }
 }
 
 /// The pack folder of dataset `root` at `side` inside `cache`: the root's name, the side and

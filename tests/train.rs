@@ -460,6 +460,12 @@ fn a_damaged_checkpoint_is_refused_in_one_line_naming_it() {
         ]
         .concat(),
     );
+    // The dataset's pack went where $FC7_PACKS says.
+    let packs: Vec<String> = std::fs::read_dir(common::pack_cache())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(packs.iter().any(|p| p.starts_with("data-72-")), "{packs:?}");
     let ckpt = d.path().join("m.ckpt");
     let good = std::fs::read(&ckpt).unwrap();
     let mut flipped = good.clone();

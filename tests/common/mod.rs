@@ -16,12 +16,16 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 test path")
 }
 
-/// The real binary, with its training packs in a folder of this test process.
-pub fn fc7() -> Command {
+/// The folder of this test process's training packs ($FC7_PACKS for the binary).
+pub fn pack_cache() -> &'static Path {
     static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
+    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The real binary, with its training packs in `pack_cache()`.
+pub fn fc7() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fc7"));
-    c.env("FC7_PACKS", cache.path());
+    c.env("FC7_PACKS", pack_cache());
     c
 }
 
