@@ -37,8 +37,17 @@ impl Split {
         self.side * self.side * 3
     }
     /// Reads image `i` into `out` (at least `image_bytes()` long).
-    pub fn read(&self, i: usize, out: &mut [u8]) -> Result<()> {
+    fn read(&self, i: usize, out: &mut [u8]) -> Result<()> {
         self.pack.read_row(self.rows[i], out)
+    }
+    /// Images `idx`, read in parallel: [idx.len(), side, side, 3].
+    pub fn read_images(&self, idx: &[usize]) -> Result<Vec<u8>> {
+        let n = self.image_bytes();
+        let mut out = vec![0u8; idx.len() * n];
+        out.par_chunks_mut(n)
+            .zip(idx.par_iter())
+            .try_for_each(|(o, &i)| self.read(i, o))?;
+        Ok(out)
     }
     /// The exact colour moments of every pixel of the split (see `pack`).
     pub fn moments(&self) -> ([u64; 9], u64) {

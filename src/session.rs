@@ -16,7 +16,7 @@ use crate::augment::{self, ColourStats, Crop};
 use crate::checkpoint::{self, State};
 use crate::dataset::Split;
 use crate::engine::{Engine, Normalise, Shape};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::feed;
 use crate::model::{AlexNetConfig, Param};
 use crate::network::{self, Mode};
@@ -70,25 +70,24 @@ pub struct Batch {
 impl Batch {
     /// Reads images `idx` of `split` from its pack and cuts `views` out of them.
     pub fn new(split: &Split, idx: &[usize], views: &[Crop], crop: usize) -> Result<Batch> {
+        let images = split.read_images(idx)?;
+        Ok(Batch::cut(&images, split, idx, views, crop))
+    }
+
+    /// Cuts `views` out of `images` (images `idx` of `split`, as `Split::read_images` gives).
+    fn cut(images: &[u8], split: &Split, idx: &[usize], views: &[Crop], crop: usize) -> Batch {
         let per = 3 * crop * crop;
         let mut pixels = vec![0u8; idx.len() * per];
         pixels
             .par_chunks_mut(per)
-            .zip(idx.par_iter().zip(views))
-            .try_for_each_init(
-                || vec![0u8; split.image_bytes()],
-                |image, (out, (&i, v))| {
-                    split.read(i, image)?;
-                    augment::write_crop(image, split.side, crop, v, out);
-                    Ok::<_, Error>(())
-                },
-            )?;
-        Ok(Batch {
+            .zip(images.par_chunks(split.image_bytes()).zip(views))
+            .for_each(|(out, (image, v))| augment::write_crop(image, split.side, crop, v, out));
+        Batch {
             pixels,
             shifts: views.iter().map(|v| v.shift).collect(),
             labels: idx.iter().map(|&i| split.labels[i] as u32).collect(),
             crop,
-        })
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -138,8 +137,10 @@ pub fn evaluate<E: Engine>(
     let all: Vec<usize> = (0..split.len()).collect();
     for idx in all.chunks(batch.max(1)) {
         let mut probs = vec![0.0f32; idx.len() * k];
+        // Read once, cut once per view (10 views: the 10-crop evaluation).
+        let images = split.read_images(idx)?;
         for v in views {
-            let b = Batch::new(split, idx, &vec![*v; idx.len()], cfg.input)?;
+            let b = Batch::cut(&images, split, idx, &vec![*v; idx.len()], cfg.input);
             let out = network::forward(e, cfg, params, b.input(e, stats)?, idx.len(), Mode::Eval)?;
             let logits = e.download(out.logits.as_ref().expect("a classifier"))?;
             for (row, p) in logits.chunks(k).zip(probs.chunks_mut(k)) {
