@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fc7::embed::{Device, EmbedOptions, Embedder};
 use fc7::imaging::{self, View};
+use fc7::infer::embed::{Device, EmbedOptions, Embedder};
 use rayon::prelude::*;
 
 fn photo(seed: u32, w: u32, h: u32) -> image::RgbImage {
@@ -46,12 +46,12 @@ fn make_photos(dir: &Path, n: u32, w: u32, h: u32) {
 
 fn feed(data: &Path, side: usize, crop: usize, batch: usize, batches: usize, cache: &Path) {
     let t = Instant::now();
-    let source = fc7::dataset::Source {
+    let source = fc7::train::dataset::Source {
         root: data,
         cache,
         progress: &|_, _| {},
     };
-    let d = fc7::dataset::load(&source, side, 0.1, 0).unwrap_or_else(|e| panic!("{e}"));
+    let d = fc7::train::dataset::load(&source, side, 0.1, 0).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "pack {} ({}): {} training images, {:.2} GB, {:.1} s",
         d.pack.dir.display(),
@@ -61,7 +61,7 @@ fn feed(data: &Path, side: usize, crop: usize, batch: usize, batches: usize, cac
         t.elapsed().as_secs_f64()
     );
     let threads = rayon::current_num_threads();
-    let rate = fc7::session::feed_rate(&d.train, crop, batch, batches).unwrap();
+    let rate = fc7::train::epoch::feed_rate(&d.train, crop, batch, batches).unwrap();
     println!(
         "feed: {rate:.0} crops/s of {crop}x{crop} from {side}x{side} ({threads} threads, {:.0} per thread), batch {batch}",
         rate / threads as f64
@@ -173,7 +173,7 @@ fn decode(file: &Path, iters: usize) {
 }
 
 fn recall(index: &Path, n: usize, k: usize) {
-    let store = fc7::store::Store::open_read(index).unwrap();
+    let store = fc7::search::store::Store::open_read(index).unwrap();
     let total = store.catalog.count("images").unwrap();
     let step = (total as usize / n).max(1);
     let mut paths = Vec::new();
@@ -185,7 +185,7 @@ fn recall(index: &Path, n: usize, k: usize) {
         }
     }
     let run = |exact: bool| {
-        let opts = fc7::query::QueryOptions {
+        let opts = fc7::search::query::QueryOptions {
             k,
             exact,
             exclude_self: true,
@@ -193,7 +193,7 @@ fn recall(index: &Path, n: usize, k: usize) {
             max_pixels: imaging::DEFAULT_MAX_PIXELS,
         };
         let t = Instant::now();
-        let r = fc7::query::query(&store, &paths, &opts).unwrap();
+        let r = fc7::search::query::query(&store, &paths, &opts).unwrap();
         (r, t.elapsed().as_secs_f64() * 1000.0 / paths.len() as f64)
     };
     let (approx, ta) = run(false);
@@ -208,17 +208,20 @@ fn recall(index: &Path, n: usize, k: usize) {
 }
 
 fn train_step(preset: &str, batch: usize, iters: usize, device: &str) {
-    let recipe = fc7::recipe::preset(preset).unwrap();
-    let cfg = fc7::recipe::architecture(&recipe, 1000);
+    let recipe = fc7::train::recipe::preset(preset).unwrap();
+    let cfg = fc7::train::recipe::architecture(&recipe, 1000);
     let (engine, rate) = match device {
         "cpu" => (
-            fc7::engine::Engine::describe(&fc7::cpu::Cpu),
-            fc7::selftest::step_rate(&fc7::cpu::Cpu, &cfg, batch, iters),
+            fc7::train::engine::Engine::describe(&fc7::train::engine::cpu::Cpu),
+            fc7::train::selftest::step_rate(&fc7::train::engine::cpu::Cpu, &cfg, batch, iters),
         ),
         _ => {
-            let gpu = fc7::cuda::Cuda::new(0).unwrap();
-            let name = fc7::engine::Engine::describe(&gpu);
-            (name, fc7::selftest::step_rate(&gpu, &cfg, batch, iters))
+            let gpu = fc7::train::engine::cuda::Cuda::new(0).unwrap();
+            let name = fc7::train::engine::Engine::describe(&gpu);
+            (
+                name,
+                fc7::train::selftest::step_rate(&gpu, &cfg, batch, iters),
+            )
         }
     };
     println!(

@@ -1,51 +1,29 @@
 //! fc7: AlexNet's last hidden layer (fc7) as an image similarity search, after §6.1 and Figure 4
 //! of Krizhevsky, Sutskever & Hinton (2012).
 //!
-//! `model` defines the network, `onnx` writes it, `embed` runs it through ONNX Runtime
-//! (`runtime` finds the library), `imaging` turns files into inputs, `scan` finds them,
-//! `catalog` (SQLite) stores vectors, `fingerprint` recognises moved files, `index` (HNSW)
-//! searches them, `store` ties an index folder together, `ingest` runs `fc7 index`, and `query`
-//! answers `fc7 query`.
+//! The crate is in wings, each a folder, and a wing uses only the wings before it (checked by
+//! `tests/layout.rs`):
 //!
-//! Training: `engine` is the trait of layer operations that `cpu` (im2col + GEMM) and `cuda`
-//! (cuDNN, cuBLAS, NVRTC) implement; `network` is AlexNet's forward/backward written once
-//! against it; `session` keeps a run's weights on an engine; `dataset` reads class folders
-//! through `pack` (the packed on-disk cache), and `feed` and `augment` turn them into batches;
-//! `recipe` holds the recipe and its presets, `train` runs it, `guard` stops it when it
-//! diverges or stays at chance, `checkpoint` saves it, `plot`
-//! draws its curves; `selftest` compares an engine with the CPU one. `eval` and `figure`
-//! reproduce the paper's Figure 4.
+//! 1. shared — `error`, `util` (atomic files, drawing, cache folders), `device` (the one
+//!    CPU/CUDA choice), `model` (architecture, manifest, ONNX writer), `imaging` (finding image
+//!    files and turning one into an input tensor);
+//! 2. `infer` (ONNX Runtime: library lookup, the embedder) and `train` (engines, network,
+//!    recipe, data, the training run, checkpoints, self-test), side by side, neither using the
+//!    other;
+//! 3. `search` — the index folder: SQLite catalog, HNSW graph, exact k-NN, `fc7 index` and
+//!    `fc7 query`;
+//! 4. `eval` — Figure 4 and its metrics;
+//! 5. `cmd` — the command line; the only wing that sees clap.
 
-pub mod augment;
-pub mod catalog;
-pub mod checkpoint;
-pub mod cpu;
-pub mod cuda;
-pub mod dataset;
-pub mod embed;
-pub mod engine;
+pub mod cmd;
+pub mod device;
 pub mod error;
 pub mod eval;
-pub mod feed;
-pub mod figure;
-pub mod fingerprint;
-pub mod guard;
 pub mod imaging;
-pub mod index;
-pub mod ingest;
+pub mod infer;
 pub mod model;
-pub mod network;
-pub mod onnx;
-pub mod pack;
-pub mod plot;
-pub mod query;
-pub mod recipe;
-pub mod runtime;
-pub mod scan;
-pub mod scenes;
-pub mod selftest;
-pub mod session;
-pub mod store;
+pub mod search;
 pub mod train;
+pub mod util;
 
 pub use error::{Error, Result};

@@ -6,11 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-mod cli;
-mod eval_cmd;
-mod selftest_cmd;
-mod store_cmd;
-mod train_cmd;
+use fc7::cmd as cli;
 
 fn main() {
     let args = cli::Cli::parse();

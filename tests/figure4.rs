@@ -106,20 +106,23 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
     let png = image::open(out.join("figure4.png")).unwrap().to_rgb8();
     assert_eq!(
         (png.width(), png.height()),
-        (5 * fc7::figure::CELL_W + 8, 2 * fc7::figure::CELL_H + 8)
+        (
+            5 * fc7::eval::figure::CELL_W + 8,
+            2 * fc7::eval::figure::CELL_H + 8
+        )
     );
     // Each neighbour's frame colour says whether its class matches the query's.
     for (r, row) in rows.iter().enumerate() {
         let qclass = row["query"]["class"].as_str().unwrap();
         for (c, n) in row["neighbours"].as_array().unwrap().iter().enumerate() {
             let px = *png.get_pixel(
-                8 + (c as u32 + 1) * fc7::figure::CELL_W + 1,
-                8 + r as u32 * fc7::figure::CELL_H + 1,
+                8 + (c as u32 + 1) * fc7::eval::figure::CELL_W + 1,
+                8 + r as u32 * fc7::eval::figure::CELL_H + 1,
             );
             let want = if n["class"] == qclass {
-                fc7::figure::MATCH
+                fc7::eval::figure::MATCH
             } else {
-                fc7::figure::MISMATCH
+                fc7::eval::figure::MISMATCH
             };
             assert_eq!(px, want, "row {r} column {c}");
         }

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{fc7, json_file, run_ok, s};
-use fc7::session::Outcome;
-use fc7::train::{TrainOptions, TrainProgress};
+use fc7::train::epoch::Outcome;
+use fc7::train::run::{TrainOptions, TrainProgress};
 
 #[test]
 fn quick_preset_learns_generated_classes_and_the_model_indexes() {
@@ -113,7 +113,7 @@ fn quick_preset_learns_generated_classes_and_the_model_indexes() {
 }
 
 fn small_data(dir: &Path) {
-    fc7::dataset::synthetic(dir, 3, 20, 72, 4).unwrap();
+    fc7::train::dataset::synthetic(dir, 3, 20, 72, 4).unwrap();
 }
 
 /// A temporary folder with `small_data` in data/, and the output stem m.
@@ -125,7 +125,7 @@ fn small_fixture() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf
 }
 
 fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
-    let mut recipe = fc7::recipe::preset("quick").unwrap();
+    let mut recipe = fc7::train::recipe::preset("quick").unwrap();
     recipe.epochs = epochs;
     recipe.batch = 16;
     TrainOptions {
@@ -133,7 +133,7 @@ fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
         out: out.to_path_buf(),
         recipe,
         resume: false,
-        device: fc7::embed::Device::Cpu,
+        device: fc7::device::Device::Cpu,
         max_steps: None,
         cache: Some(data.join("..").join("cache")),
     }
@@ -144,13 +144,13 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
     let d = tempfile::tempdir().unwrap();
     small_data(&d.path().join("data"));
     let stem = d.path().join("m");
-    let res = fc7::train::train(
+    let res = fc7::train::run::train(
         &options(&d.path().join("data"), &stem, 1),
-        &fc7::train::Quiet,
+        &fc7::train::run::Quiet,
         &AtomicBool::new(false),
     )
     .unwrap();
-    let (state, params, _) = fc7::checkpoint::load(&d.path().join("m.ckpt")).unwrap();
+    let (state, params, _) = fc7::train::checkpoint::load(&d.path().join("m.ckpt")).unwrap();
     assert_eq!(state.epoch, 1);
     let cfg = &state.config;
     let n = 3;
@@ -158,20 +158,20 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
         .map(|i| ((i * 2654435761usize) % 2000) as f32 / 1000.0 - 1.0)
         .collect();
     let tensors: Vec<Vec<f32>> = params.into_iter().map(|p| p.data).collect();
-    let engine = fc7::network::forward(
-        &fc7::cpu::Cpu,
+    let engine = fc7::train::network::forward(
+        &fc7::train::engine::cpu::Cpu,
         cfg,
         &tensors,
         x.clone(),
         n,
-        fc7::network::Mode::Eval,
+        fc7::train::network::Mode::Eval,
     )
     .unwrap();
-    let opts = fc7::embed::EmbedOptions {
-        device: fc7::embed::Device::Cpu,
+    let opts = fc7::infer::embed::EmbedOptions {
+        device: fc7::device::Device::Cpu,
         ..Default::default()
     };
-    let mut e = fc7::embed::Embedder::open(res.model.as_ref().unwrap(), &opts).unwrap();
+    let mut e = fc7::infer::embed::Embedder::open(res.model.as_ref().unwrap(), &opts).unwrap();
     let ort = e.run(&x, n, true).unwrap();
     for (name, a, b) in [
         ("fc7", &engine.fc7, &ort.fc7),
@@ -233,7 +233,7 @@ fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one
     opts.resume = true;
     opts.max_steps = Some(2);
     let counted = Counter::default();
-    let res = fc7::train::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
+    let res = fc7::train::run::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
     let notes = counted.notes.lock().unwrap().clone();
     assert!(
         notes
@@ -247,7 +247,7 @@ fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one
     // The checkpoint holds those two steps; resuming goes on from the third.
     opts.max_steps = None;
     let counted = Counter::default();
-    let res = fc7::train::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
+    let res = fc7::train::run::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
     assert_eq!((res.outcome, res.state.steps), (Outcome::Finished, 6));
     assert_eq!(counted.batches.load(Ordering::SeqCst), 4);
     assert!(d.path().join("m.onnx").is_file());
@@ -256,9 +256,9 @@ fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one
 #[test]
 fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     let (d, data, _) = small_fixture();
-    let straight = fc7::train::train(
+    let straight = fc7::train::run::train(
         &options(&data, &d.path().join("a"), 2),
-        &fc7::train::Quiet,
+        &fc7::train::run::Quiet,
         &AtomicBool::new(false),
     )
     .unwrap();
@@ -273,7 +273,7 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
         stop: &stop,
     };
     let first =
-        fc7::train::train(&options(&data, &d.path().join("b"), 2), &progress, &stop).unwrap();
+        fc7::train::run::train(&options(&data, &d.path().join("b"), 2), &progress, &stop).unwrap();
     assert_eq!(first.outcome, Outcome::Interrupted);
     assert_eq!((first.state.epoch, first.state.next_batch), (1, 1));
     assert_eq!(first.state.steps, 4);
@@ -281,7 +281,7 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     opts.resume = true;
     // The resumed run takes only the two steps left, and says nothing about starting fresh.
     let counted = Counter::default();
-    let resumed = fc7::train::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
+    let resumed = fc7::train::run::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
     assert_eq!(counted.batches.load(Ordering::SeqCst), 2);
     let notes = counted.notes.lock().unwrap().clone();
     assert!(!notes.iter().any(|n| n.contains("fresh")), "{notes:?}");

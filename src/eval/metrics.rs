@@ -23,7 +23,7 @@ pub fn exact_knn(queries: &[f32], base: &[f32], dim: usize, k: usize) -> Vec<Vec
     let bn = norms(base);
     let mut out = Vec::new();
     for chunk in queries.chunks(256 * dim) {
-        let dots = crate::cpu::dot_rows(chunk, base, dim);
+        let dots = crate::train::engine::cpu::dot_rows(chunk, base, dim);
         let qn = norms(chunk);
         let rows: Vec<Vec<(usize, f32)>> = dots
             .par_chunks(bn.len())
@@ -79,7 +79,7 @@ mod tests {
         let mut want: Vec<(usize, f32)> = base
             .chunks(4)
             .enumerate()
-            .map(|(i, r)| (i, crate::query::l2(&q, r)))
+            .map(|(i, r)| (i, crate::search::query::l2(&q, r)))
             .collect();
         want.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         for ((gi, gd), (wi, wd)) in got[0].iter().zip(&want) {

@@ -13,11 +13,12 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::embed::{EmbedOptions, Embedder};
 use crate::error::{Error, Result};
-use crate::figure::{Row, Tile};
+use crate::eval::figure::{Row, Tile};
 use crate::imaging::{self, View};
+use crate::infer::embed::{EmbedOptions, Embedder};
 
+pub mod figure;
 mod metrics;
 
 pub use metrics::{exact_knn, precision_at_k, top_errors};
@@ -71,7 +72,7 @@ fn ten_crop_tensors(square: &RgbImage, crop: u32, pre: &crate::model::Preprocess
     let side = square.width();
     let per = (3 * crop * crop) as usize;
     let mut out = vec![0.0; 10 * per];
-    for (i, v) in crate::augment::ten_crops(side as usize, crop as usize)
+    for (i, v) in crate::train::augment::ten_crops(side as usize, crop as usize)
         .iter()
         .enumerate()
     {
@@ -91,7 +92,7 @@ fn embed_all(
     e: &mut Embedder,
     files: Vec<(PathBuf, usize)>,
     with_logits: bool,
-    known: Option<&crate::catalog::Catalog>,
+    known: Option<&crate::search::catalog::Catalog>,
 ) -> Result<Embedded> {
     let pre = e.manifest.preprocess.clone();
     let (crop, per) = (pre.crop, (3 * pre.crop * pre.crop) as usize);
@@ -177,17 +178,17 @@ fn embed_all(
     Ok(em)
 }
 
-fn stored_vector(c: &crate::catalog::Catalog, path: &Path) -> Option<Vec<f32>> {
+fn stored_vector(c: &crate::search::catalog::Catalog, path: &Path) -> Option<Vec<f32>> {
     let abs = std::path::absolute(path).ok()?;
     let meta = std::fs::metadata(&abs).ok()?;
-    c.vector_of(&abs, meta.len(), crate::scan::mtime_ns(&meta))
+    c.vector_of(&abs, meta.len(), crate::imaging::scan::mtime_ns(&meta))
         .ok()
         .flatten()
         .map(|(_, v)| v)
 }
 
 fn labelled(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
-    let files = crate::dataset::listing(dir, classes);
+    let files = crate::train::dataset::listing(dir, classes);
     if files.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: no images in class folders named like the training set's",
@@ -200,7 +201,7 @@ fn labelled(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
 /// How many of the exact neighbours the HNSW graph finds: the index's graph when given (its
 /// ids mapped back to training files by path), else one built in memory.
 fn hnsw_hits(
-    store: Option<&crate::store::Store>,
+    store: Option<&crate::search::store::Store>,
     train: &Embedded,
     queries: &[f32],
     dim: usize,
@@ -210,13 +211,13 @@ fn hnsw_hits(
     let count =
         |found: Vec<usize>, q: usize| knn[q].iter().filter(|(i, _)| found.contains(i)).count();
     let Some(s) = store else {
-        let graph = crate::index::build_in_memory(&train.fc7, dim);
+        let graph = crate::search::graph::build_in_memory(&train.fc7, dim);
         return Ok(queries
             .chunks(dim)
             .enumerate()
             .map(|(q, v)| {
                 count(
-                    crate::index::search(&graph, v, k)
+                    crate::search::graph::search(&graph, v, k)
                         .iter()
                         .map(|h| h.0 as usize)
                         .collect(),
@@ -231,8 +232,8 @@ fn hnsw_hits(
         .enumerate()
         .map(|(i, f)| (std::path::absolute(&f.0).unwrap_or(f.0.clone()), i))
         .collect();
-    let meta = crate::index::graph_meta(&s.catalog)?;
-    crate::index::with_graph(&s.dir, meta.as_ref(), |g| -> Result<usize> {
+    let meta = crate::search::graph::graph_meta(&s.catalog)?;
+    crate::search::graph::with_graph(&s.dir, meta.as_ref(), |g| -> Result<usize> {
         let g = g.ok_or_else(|| Error::Index {
             path: s.dir.clone(),
             reason: "has no usable graph (run fc7 index)".into(),
@@ -240,7 +241,7 @@ fn hnsw_hits(
         let mut hits = 0;
         for (q, v) in queries.chunks(dim).enumerate() {
             let mut found = Vec::new();
-            for (id, _) in crate::index::search(g, v, k) {
+            for (id, _) in crate::search::graph::search(g, v, k) {
                 if let Some(i) = s.catalog.path_of(id)?.and_then(|p| by_path.get(&p)) {
                     found.push(*i);
                 }
@@ -252,11 +253,11 @@ fn hnsw_hits(
 }
 
 /// The index given with `--index`, refused when it was built with another model.
-fn open_index(opts: &Figure4Options, e: &Embedder) -> Result<Option<crate::store::Store>> {
+fn open_index(opts: &Figure4Options, e: &Embedder) -> Result<Option<crate::search::store::Store>> {
     let Some(dir) = &opts.index else {
         return Ok(None);
     };
-    let s = crate::store::Store::open_read(dir)?;
+    let s = crate::search::store::Store::open_read(dir)?;
     if s.catalog.meta("model_sha256")?.as_deref() != Some(e.manifest.onnx_sha256.as_str()) {
         return Err(Error::Index {
             path: dir.clone(),
@@ -279,7 +280,7 @@ fn test_files(opts: &Figure4Options, classes: &[String]) -> Result<Vec<(PathBuf,
 
 /// The metrics table from both embedded sets and the exact fc7 neighbours.
 fn metrics(
-    store: Option<&crate::store::Store>,
+    store: Option<&crate::search::store::Store>,
     (train, test): (&Embedded, &Embedded),
     dim: usize,
     knn: &[Vec<(usize, f32)>],
@@ -352,7 +353,7 @@ fn figure_rows(
 /// Runs the evaluation; writes DIR/figure4.{png,html,json} and DIR/metrics.json.
 pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
     let started = Instant::now();
-    let classes = crate::dataset::subdirs(&opts.train)?;
+    let classes = crate::train::dataset::subdirs(&opts.train)?;
     let mut e = Embedder::open(&opts.model, &opts.embed)?;
     let store = open_index(opts, &e)?;
     let stored = store.as_ref().map(|s| &s.catalog);
@@ -365,12 +366,12 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
     let mut m = metrics(store.as_ref(), (&train, &test), dim, &knn, k)?;
     m.seconds = started.elapsed().as_secs_f64();
     let rows = figure_rows(opts, &classes, (&train, &test), &knn);
-    crate::figure::write_all(
+    crate::eval::figure::write_all(
         &opts.out,
         &rows,
         "fc7 nearest neighbours (Krizhevsky et al. 2012, Figure 4)",
     )?;
-    crate::onnx::atomic_write(
+    crate::util::fs::atomic_write(
         &opts.out.join("metrics.json"),
         &serde_json::to_vec_pretty(&m).expect("json"),
     )?;

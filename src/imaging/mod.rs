@@ -118,6 +118,7 @@ fn reader(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> ImageReader<Cur
 }
 
 mod jpeg;
+pub mod scan;
 
 pub use jpeg::jpeg_is_complete;
 use jpeg::{scaled_jpeg, turbo_jpeg};

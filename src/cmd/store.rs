@@ -1,0 +1,265 @@
+//! The index's commands: `fc7 index` (with a progress bar and a summary of what changed),
+//! `fc7 query` and `fc7 info`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Result;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::search::ingest::{IndexOptions, Progress, Summary};
+use crate::search::query::{QueryOptions, QueryResult};
+use crate::search::store::{Store, DEFAULT_DIR};
+
+use crate::cmd::RuntimeArgs;
+
+#[derive(Args)]
+pub struct IndexArgs {
+    /// Folders (or files) to index.
+    #[arg(required = true)]
+    photos: Vec<PathBuf>,
+    #[arg(long, default_value = DEFAULT_DIR)]
+    index: PathBuf,
+    /// Model to embed with (default: the index's own, else models/default.onnx).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Images per inference batch (default 32 on CPU, 256 on CUDA).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Skip paths matching this glob (relative to the folder, or absolute); repeatable.
+    #[arg(long)]
+    exclude: Vec<String>,
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Re-embed everything when the index was built with another model.
+    #[arg(long)]
+    reembed: bool,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    rt: RuntimeArgs,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    #[arg(short, default_value_t = 6)]
+    k: usize,
+    #[arg(long, default_value = DEFAULT_DIR)]
+    index: PathBuf,
+    /// Brute-force search over every stored vector instead of the HNSW graph.
+    #[arg(long)]
+    exact: bool,
+    /// Leave the query image itself out of the results when it is indexed.
+    #[arg(long)]
+    exclude_self: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    rt: RuntimeArgs,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[arg(long, default_value = DEFAULT_DIR)]
+    index: PathBuf,
+    /// List every skipped file with its reason.
+    #[arg(long)]
+    skipped: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// An indicatif bar on stderr when it is a terminal; plain lines otherwise.
+struct Bar(Option<ProgressBar>);
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+            b.reset_eta();
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+    fn note(&self, line: &str) {
+        match &self.0 {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn bar(quiet: bool) -> Bar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return Bar(None);
+    }
+    let b = ProgressBar::new(0);
+    let style =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} ETA {eta}").expect("template");
+    b.set_style(style);
+    Bar(Some(b))
+}
+
+pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
+    let mut store = Store::open_for_update(&a.index)?;
+    let opts = IndexOptions {
+        roots: a.photos.clone(),
+        model: a.model.clone(),
+        embed: a.rt.embed(),
+        batch: a.batch,
+        scan: crate::imaging::scan::ScanOptions {
+            follow_symlinks: a.follow_symlinks,
+            exclude: a.exclude.clone(),
+        },
+        reembed: a.reembed,
+        max_pixels: a.rt.max_pixels,
+    };
+    let progress = bar(a.quiet || a.json);
+    let p: &dyn Progress = if a.quiet {
+        &crate::search::ingest::Silent
+    } else {
+        &progress
+    };
+    let sum = crate::search::ingest::run(&mut store, &opts, p, stop)?;
+    if let Some(b) = &progress.0 {
+        b.finish_and_clear();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&sum)?);
+    } else if !a.quiet {
+        print_summary(&sum);
+    }
+    Ok(if sum.interrupted { 130 } else { 0 })
+}
+
+fn print_summary(s: &Summary) {
+    let reasons: Vec<String> = s
+        .skip_reasons
+        .iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
+    let skipped = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    };
+    eprintln!(
+        "added {}, updated {}, moved {}, removed {}, unchanged {}, skipped {}{}; {} indexed in all",
+        s.added, s.updated, s.moved, s.removed, s.unchanged, s.skipped, skipped, s.total_indexed
+    );
+    let provider = s
+        .provider
+        .as_deref()
+        .map(|p| format!(" on {p}"))
+        .unwrap_or_default();
+    eprintln!(
+        "{:.1} s ({:.1} s decoding + embedding at {:.1} images/s{provider}, {:.1} s updating the graph)",
+        s.seconds, s.embed_seconds, s.images_per_second, s.graph_seconds
+    );
+    if s.interrupted {
+        eprintln!("interrupted: what was embedded is saved; run the same command to resume");
+    }
+}
+
+pub fn query(a: QueryArgs) -> Result<i32> {
+    let store = Store::open_read(&a.index)?;
+    let opts = QueryOptions {
+        k: a.k,
+        exact: a.exact,
+        exclude_self: a.exclude_self,
+        embed: a.rt.embed(),
+        max_pixels: a.rt.max_pixels,
+    };
+    let results = crate::search::query::query(&store, &a.images, &opts)?;
+    if a.json {
+        let out =
+            serde_json::json!({"index": a.index, "exact": a.exact, "k": a.k, "results": results});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_results(&results);
+    }
+    Ok(if results.iter().any(|r| r.error.is_some()) {
+        1
+    } else {
+        0
+    })
+}
+
+fn print_results(results: &[QueryResult]) {
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        if let Some(e) = &r.error {
+            eprintln!("error: {e}");
+            continue;
+        }
+        println!("{}", r.query.display());
+        for n in &r.neighbours {
+            println!("{:>3}  {:>10.4}  {}", n.rank, n.distance, n.path.display());
+        }
+    }
+}
+
+pub fn info(a: InfoArgs) -> Result<i32> {
+    let store = Store::open_read(&a.index)?;
+    let c = &store.catalog;
+    let graph = crate::search::graph::graph_meta(c)?;
+    let last = c.last_run()?;
+    let out = serde_json::json!({
+        "index": a.index,
+        "schema_version": c.schema_version()?,
+        "indexed": c.count("images")?,
+        "skipped": c.count("skipped")?,
+        "skip_reasons": skip_classes(c)?,
+        "model": c.meta("model_path")?,
+        "model_sha256": c.meta("model_sha256")?,
+        "dimension": c.meta("dim")?.and_then(|d| d.parse::<usize>().ok()),
+        "graph": graph.as_ref().map(|g| serde_json::json!({"generation": g.generation, "points": g.points, "newer_rows": c.count_after(g.max_id).unwrap_or(0)})),
+        "bytes_on_disk": store.disk_bytes(),
+        "last_run": last.map(|r| serde_json::json!({
+            "started": r.started,
+            "finished": r.finished,
+            "summary": r.summary.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
+        })),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (k, v) in out.as_object().expect("object") {
+            if k != "last_run" && k != "skip_reasons" {
+                println!("{k:>15}: {}", v.to_string().trim_matches('"'));
+            }
+        }
+        for (r, n) in skip_classes(c)? {
+            println!("{:>15}  {n} {r}", "");
+        }
+    }
+    if a.skipped {
+        for (p, r) in c.skipped_list()? {
+            println!("{}: {r}", p.display());
+        }
+    }
+    Ok(0)
+}
+
+/// Skip reasons grouped by class ("cannot decode image", "empty file", ...).
+fn skip_classes(
+    c: &crate::search::catalog::Catalog,
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (r, n) in c.skip_reasons()? {
+        *out.entry(crate::search::ingest::reason_class(&r))
+            .or_default() += n;
+    }
+    Ok(out)
+}

@@ -1,0 +1,150 @@
+//! Runs an exported model through ONNX Runtime: one session per process (CUDA execution provider
+//! when asked and available, CPU otherwise), fed with batches that `imaging` prepared.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::TensorRef;
+
+pub use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::model::Manifest;
+
+/// Options for opening a model.
+#[derive(Clone, Debug)]
+pub struct EmbedOptions {
+    pub device: Device,
+    pub ort_lib: Option<PathBuf>,
+    pub threads: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            device: Device::Auto,
+            ort_lib: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// One batch's results, row-major: `fc7` is [n, dim], `logits` [n, classes] when the model has them.
+pub struct Outputs {
+    pub fc7: Vec<f32>,
+    pub logits: Option<Vec<f32>>,
+}
+
+/// A loaded model ready to embed batches.
+pub struct Embedder {
+    session: Session,
+    pub manifest: Manifest,
+    pub model_path: PathBuf,
+    /// "CUDA" or "CPU": where the session runs.
+    pub provider: &'static str,
+    /// Set when `Device::Auto` fell back to the CPU: why.
+    pub fallback: Option<String>,
+}
+
+fn builder(threads: usize) -> Result<ort::session::builder::SessionBuilder> {
+    let rt = |e: ort::Error| Error::Runtime(e.to_string());
+    let (_, env) = crate::infer::runtime::init(None, false)?;
+    Session::builder(&env)
+        .map_err(rt)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| rt(e.into()))?
+        .with_intra_threads(threads)
+        .map_err(|e| rt(e.into()))
+}
+
+fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<Session> {
+    b.commit_from_file(model).map_err(|e| Error::Model {
+        path: model.to_path_buf(),
+        reason: format!("ONNX Runtime cannot load it: {e}"),
+    })
+}
+
+fn cuda_session(model: &Path, id: i32, threads: usize) -> Result<Session> {
+    let ep = ort::ep::CUDA::default()
+        .with_device_id(id)
+        .build()
+        .error_on_failure();
+    let b = builder(threads)?
+        .with_execution_providers([ep])
+        .map_err(|e| Error::Runtime(format!("CUDA unavailable: {e}")))?;
+    commit(b, model)
+}
+
+impl Embedder {
+    /// Opens `model` (its manifest must sit beside it) on the requested device.
+    pub fn open(model: &Path, opts: &EmbedOptions) -> Result<Embedder> {
+        let manifest = crate::model::onnx::read_manifest(model)?;
+        crate::infer::runtime::init(opts.ort_lib.as_deref(), opts.device != Device::Cpu)?;
+        let (session, provider, fallback) = match opts.device {
+            Device::Cpu => (commit(builder(opts.threads)?, model)?, "CPU", None),
+            Device::Cuda(id) => (cuda_session(model, id, opts.threads)?, "CUDA", None),
+            Device::Auto => match cuda_session(model, 0, opts.threads) {
+                Ok(s) => (s, "CUDA", None),
+                Err(e) => (
+                    commit(builder(opts.threads)?, model)?,
+                    "CPU",
+                    Some(e.to_string()),
+                ),
+            },
+        };
+        Ok(Embedder {
+            session,
+            manifest,
+            model_path: model.to_path_buf(),
+            provider,
+            fallback,
+        })
+    }
+
+    /// Side of the square input the model takes.
+    pub fn input_size(&self) -> usize {
+        self.manifest.architecture.input
+    }
+
+    pub fn dim(&self) -> usize {
+        self.manifest.embedding_dim
+    }
+
+    /// Runs `n` images laid out as [n, 3, S, S] through the network.
+    pub fn run(&mut self, batch: &[f32], n: usize, want_logits: bool) -> Result<Outputs> {
+        let s = self.input_size();
+        if batch.len() != n * 3 * s * s {
+            return Err(Error::Invalid(format!(
+                "batch of {} floats is not [{n}, 3, {s}, {s}]",
+                batch.len()
+            )));
+        }
+        let rt = |e: ort::Error| Error::Runtime(e.to_string());
+        let input = TensorRef::from_array_view(([n, 3, s, s], batch)).map_err(rt)?;
+        let m = self.manifest.clone();
+        let (emb_name, logit_name) = (m.embedding_output.clone(), m.logits_output.clone());
+        let outputs = self
+            .session
+            .run(ort::inputs![m.input.as_str() => input])
+            .map_err(rt)?;
+        let extract = |name: &str| -> Result<Vec<f32>> {
+            let v = outputs
+                .get(name)
+                .ok_or_else(|| Error::Runtime(format!("model has no output '{name}'")))?;
+            let (_, data) = v.try_extract_tensor::<f32>().map_err(rt)?;
+            Ok(data.to_vec())
+        };
+        let fc7 = extract(&emb_name)?;
+        if fc7.len() != n * m.embedding_dim {
+            let want = n * m.embedding_dim;
+            return Err(Error::Runtime(format!(
+                "output '{emb_name}' has {} values, expected {want}",
+                fc7.len()
+            )));
+        }
+        let logits = match (want_logits, logit_name) {
+            (true, Some(name)) => Some(extract(&name)?),
+            _ => None,
+        };
+        Ok(Outputs { fc7, logits })
+    }
+}

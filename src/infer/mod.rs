@@ -1,0 +1,6 @@
+//! Inference: the exported ONNX model run through ONNX Runtime. `runtime` finds and loads the
+//! library (no download at run time), `embed` turns batches of input tensors into fc7 vectors
+//! (and logits) on the CPU or CUDA provider.
+
+pub mod embed;
+pub mod runtime;

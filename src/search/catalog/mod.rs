@@ -1,0 +1,398 @@
+//! The index's source of truth: one SQLite file (bundled SQLite, WAL) holding every indexed
+//! image's path, file facts and fc7 vector, the files skipped and why, the model the index was
+//! built with, and a log of runs. The HNSW graph is derived from it and can always be rebuilt.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+
+mod writes;
+
+pub use writes::{NewImage, Writes};
+
+pub const FILE: &str = "catalog.sqlite";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    indexed_at INTEGER NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX images_hash ON images(hash, size);
+CREATE TABLE skipped (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    summary TEXT
+);
+"#];
+
+/// An indexed file as the catalog knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Known {
+    pub id: i64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub hash: Vec<u8>,
+}
+
+/// One `fc7 index` run: start and end (seconds since the epoch) and its summary as JSON; a run
+/// without an end was interrupted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub started: i64,
+    pub finished: Option<i64>,
+    pub summary: Option<String>,
+}
+
+pub struct Catalog {
+    conn: Connection,
+    pub path: PathBuf,
+}
+
+pub fn path_bytes(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+pub fn bytes_path(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn vector_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn blob_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+impl Catalog {
+    /// Opens (creating if asked) `dir/catalog.sqlite` and brings its schema up to date.
+    pub fn open(dir: &Path, create: bool) -> Result<Catalog> {
+        let path = dir.join(FILE);
+        if !create && !path.exists() {
+            return Err(Error::Index {
+                path: dir.to_path_buf(),
+                reason: "no catalog here (run fc7 index first)".into(),
+            });
+        }
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let db = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        let mut cat = Catalog { conn, path };
+        cat.migrate()?;
+        Ok(cat)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Catalog {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version > MIGRATIONS.len() {
+            return Err(Error::Index {
+                path: self.path.clone(),
+                reason: format!("schema version {version} is newer than this fc7 understands"),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction().map_err(|e| Error::Catalog {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.execute_batch(sql)
+                .and_then(|_| tx.pragma_update(None, "user_version", i + 1))
+                .and_then(|_| tx.commit())
+                .map_err(|e| Error::Catalog {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every indexed file, by path bytes.
+    pub fn known(&self) -> Result<HashMap<Vec<u8>, Known>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, id, size, mtime_ns, hash FROM images")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    Known {
+                        id: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        mtime_ns: r.get(3)?,
+                        hash: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Skipped files with the size and mtime they had when they failed.
+    pub fn skipped(&self) -> Result<HashMap<Vec<u8>, (u64, i64, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, size, mtime_ns, reason FROM skipped")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    (r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn count(&self, table: &str) -> Result<i64> {
+        let sql = match table {
+            "images" => "SELECT COUNT(*) FROM images",
+            "skipped" => "SELECT COUNT(*) FROM skipped",
+            _ => "SELECT COUNT(*) FROM runs",
+        };
+        self.conn
+            .query_row(sql, [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Rows with an id above `after`: those newer than the graph.
+    pub fn count_after(&self, after: i64) -> Result<i64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM images WHERE id > ?1", [after], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn max_id(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM images", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Calls `f(id, vector)` for every image with `id > after`, in id order.
+    pub fn for_each_vector(&self, after: i64, mut f: impl FnMut(i64, &[f32])) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, vector FROM images WHERE id > ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([after]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let blob = r
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(|e| self.err(e))?;
+            f(id, &blob_vector(blob));
+        }
+        Ok(())
+    }
+
+    /// The path of image `id`, if it is still indexed.
+    pub fn path_of(&self, id: i64) -> Result<Option<PathBuf>> {
+        self.conn
+            .query_row("SELECT path FROM images WHERE id = ?1", [id], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+            .map(|p| p.map(|b| bytes_path(&b)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The stored vector of `path` if it is indexed with this size and mtime.
+    pub fn vector_of(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Result<Option<(i64, Vec<f32>)>> {
+        self.conn
+            .query_row(
+                "SELECT id, vector FROM images WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
+                params![path_bytes(path), size as i64, mtime_ns],
+                |r| Ok((r.get(0)?, blob_vector(&r.get::<_, Vec<u8>>(1)?))),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets every image, skip and the graph (before re-embedding with another model).
+    pub fn clear_images(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("BEGIN; DELETE FROM images; DELETE FROM skipped; DELETE FROM meta WHERE key = 'graph'; COMMIT;")
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn begin_run(&self) -> Result<i64> {
+        self.conn
+            .execute("INSERT INTO runs(started_at) VALUES (?1)", [now_secs()])
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run: i64, summary: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE id = ?3",
+                params![now_secs(), summary, run],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The latest run.
+    pub fn last_run(&self) -> Result<Option<Run>> {
+        self.conn
+            .query_row(
+                "SELECT started_at, finished_at, summary FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Run {
+                        started: r.get(0)?,
+                        finished: r.get(1)?,
+                        summary: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Skip reasons and how many files have each.
+    pub fn skip_reasons(&self) -> Result<Vec<(String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT reason, COUNT(*) FROM skipped GROUP BY reason ORDER BY 2 DESC")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Skipped files and their reasons, by path.
+    pub fn skipped_list(&self) -> Result<Vec<(PathBuf, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, reason FROM skipped ORDER BY path")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((bytes_path(&r.get::<_, Vec<u8>>(0)?), r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_and_ids_are_never_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(d.path(), true).unwrap();
+        assert_eq!(c.schema_version().unwrap(), 1);
+        let v = [1.5f32, -2.0, 0.25];
+        let img = |p: &'static str| NewImage {
+            path: Path::new(p),
+            size: 10,
+            mtime_ns: 7,
+            hash: b"h",
+            width: 3,
+            height: 4,
+            vector: &v,
+        };
+        let a = c.transaction(|b| b.insert(&img("/x/a.jpg"))).unwrap();
+        c.transaction(|b| b.remove(a)).unwrap();
+        let b = c.transaction(|b| b.insert(&img("/x/b.jpg"))).unwrap();
+        assert!(b > a, "AUTOINCREMENT must not reuse {a}");
+        let (id, got) = c.vector_of(Path::new("/x/b.jpg"), 10, 7).unwrap().unwrap();
+        assert_eq!((id, got.as_slice()), (b, &v[..]));
+        assert!(c.vector_of(Path::new("/x/b.jpg"), 11, 7).unwrap().is_none());
+        drop(c);
+        let c = Catalog::open(d.path(), false).unwrap();
+        assert_eq!(c.count("images").unwrap(), 1);
+    }
+}

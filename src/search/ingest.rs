@@ -1,0 +1,409 @@
+//! One `fc7 index` run: scan the folders, compare with the catalog, and bring it up to date —
+//! unchanged files skipped without decoding, changed files re-embedded, moved files keeping their
+//! vector, removed files dropped, bad files recorded with their reason. Decoding runs on the
+//! rayon pool one batch ahead of inference; each batch lands in one SQLite transaction, so an
+//! interrupted run loses at most the batch in flight and the next run resumes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::imaging::scan::{Found, ScanOptions};
+use crate::imaging::{self, View};
+use crate::infer::embed::{EmbedOptions, Embedder};
+use crate::model::Manifest;
+use crate::search::catalog::{path_bytes, Catalog, Known, NewImage};
+use crate::search::fingerprint::{hash_file, partial_hash};
+use crate::search::store::Store;
+
+/// Receives progress; the CLI draws a bar, tests and `--quiet` ignore it.
+pub trait Progress: Sync {
+    fn start(&self, _total: u64) {}
+    fn advance(&self, _n: u64) {}
+    /// A one-line message about one file (a skipped image).
+    fn note(&self, _line: &str) {}
+}
+
+/// Ignores all progress.
+pub struct Silent;
+impl Progress for Silent {}
+
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    pub roots: Vec<PathBuf>,
+    pub model: Option<PathBuf>,
+    pub embed: EmbedOptions,
+    pub batch: Option<usize>,
+    pub scan: ScanOptions,
+    pub reembed: bool,
+    pub max_pixels: u64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub added: usize,
+    pub updated: usize,
+    pub moved: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub skip_reasons: BTreeMap<String, usize>,
+    pub seconds: f64,
+    /// Decoding and inference (overlapped), and the HNSW update, within `seconds`.
+    pub embed_seconds: f64,
+    pub graph_seconds: f64,
+    pub images_per_second: f64,
+    pub provider: Option<String>,
+    pub graph: String,
+    pub interrupted: bool,
+    pub total_indexed: i64,
+}
+
+/// A file that needs decoding and embedding; `replaces` is the row of its older version.
+struct Work {
+    found: Found,
+    replaces: Option<i64>,
+}
+
+/// The model a run uses: the one asked for, else the index's own, else `models/default.onnx`.
+pub fn resolve_model(asked: Option<&Path>, cat: &Catalog) -> Result<PathBuf> {
+    if let Some(p) = asked {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = cat.meta("model_path")? {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(PathBuf::from("models/default.onnx"))
+}
+
+/// Checks the index was built with this model (or adopts it for a new index / `--reembed`).
+fn bind_model(cat: &mut Catalog, model: &Path, manifest: &Manifest, reembed: bool) -> Result<()> {
+    let abs = std::path::absolute(model).map_err(|e| Error::io(model, e))?;
+    if let Some(sha) = cat.meta("model_sha256")? {
+        if sha != manifest.onnx_sha256 {
+            if !reembed {
+                return Err(Error::Index {
+                    path: cat.path.clone(),
+                    reason: format!(
+                        "built with another model (sha256 {}…, {}); pass --reembed to re-embed every image with {}",
+                        &sha[..12.min(sha.len())],
+                        cat.meta("model_path")?.unwrap_or_default(),
+                        model.display()
+                    ),
+                });
+            }
+            cat.clear_images()?;
+        }
+    }
+    cat.set_meta("model_sha256", &manifest.onnx_sha256)?;
+    cat.set_meta("model_path", &abs.to_string_lossy())?;
+    cat.set_meta("dim", &manifest.embedding_dim.to_string())?;
+    cat.set_meta(
+        "preprocess",
+        &serde_json::to_string(&manifest.preprocess).expect("json"),
+    )?;
+    Ok(())
+}
+
+fn under_roots(path: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|r| path.starts_with(r))
+}
+
+/// Sorts the scan into work, moves, removals and skips; applies moves and removals at once.
+fn plan(
+    store: &mut Store,
+    found: Vec<Found>,
+    roots: &[PathBuf],
+    sum: &mut Summary,
+) -> Result<Vec<Work>> {
+    let mut known: HashMap<Vec<u8>, Known> = store.catalog.known()?;
+    let skipped = store.catalog.skipped()?;
+    let mut work = Vec::new();
+    let mut not_images = Vec::new();
+    for f in found {
+        let key = path_bytes(&f.path);
+        if let Some(k) = known.remove(&key) {
+            if k.size == f.size && k.mtime_ns == f.mtime_ns {
+                sum.unchanged += 1;
+            } else {
+                work.push(Work {
+                    found: f,
+                    replaces: Some(k.id),
+                });
+            }
+        } else if matches!(skipped.get(&key), Some((s, m, _)) if *s == f.size && *m == f.mtime_ns) {
+            sum.skipped += 1;
+            *sum.skip_reasons
+                .entry(reason_class(&skipped[&key].2))
+                .or_default() += 1;
+        } else if !f.looks_like_image {
+            not_images.push(f);
+        } else {
+            work.push(Work {
+                found: f,
+                replaces: None,
+            });
+        }
+    }
+    // Rows under the scanned folders that the scan did not see: moved, or gone.
+    let mut gone: HashMap<(Vec<u8>, u64), i64> = known
+        .into_iter()
+        .filter(|(p, _)| under_roots(&crate::search::catalog::bytes_path(p), roots))
+        .map(|(_, k)| ((k.hash, k.size), k.id))
+        .collect();
+    let mut moves = Vec::new();
+    if !gone.is_empty() {
+        let hashes: Vec<Option<Vec<u8>>> = work
+            .par_iter()
+            .map(|w| {
+                w.replaces
+                    .is_none()
+                    .then(|| hash_file(&w.found.path))
+                    .flatten()
+            })
+            .collect();
+        let mut rest = Vec::new();
+        for (w, h) in work.into_iter().zip(hashes) {
+            match h.and_then(|h| gone.remove(&(h, w.found.size))) {
+                Some(id) => moves.push((id, w.found)),
+                None => rest.push(w),
+            }
+        }
+        work = rest;
+    }
+    store.catalog.transaction(|b| {
+        for (id, f) in &moves {
+            b.move_to(*id, &f.path, f.mtime_ns)?;
+        }
+        for id in gone.values() {
+            b.remove(*id)?;
+        }
+        for f in &not_images {
+            b.skip(&f.path, f.size, f.mtime_ns, "not an image")?;
+        }
+        Ok(())
+    })?;
+    sum.moved = moves.len();
+    sum.removed = gone.len();
+    sum.skipped += not_images.len();
+    if !not_images.is_empty() {
+        *sum.skip_reasons.entry("not an image".into()).or_default() += not_images.len();
+    }
+    Ok(work)
+}
+
+/// One decoded file ready for the network, or why it could not be.
+struct Decoded {
+    tensor: Vec<f32>,
+    hash: Vec<u8>,
+    width: u32,
+    height: u32,
+}
+
+fn decode(w: &Work, manifest: &Manifest, max_pixels: u64) -> Result<Decoded> {
+    let path = &w.found.path;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let view = View::from(&manifest.preprocess);
+    let p = imaging::prepare_bytes(&bytes, path, view, max_pixels)?;
+    let side = view.crop as usize;
+    let mut tensor = vec![0.0; 3 * side * side];
+    imaging::to_chw(&p.rgb, &manifest.preprocess, &mut tensor);
+    Ok(Decoded {
+        tensor,
+        hash: partial_hash(&bytes),
+        width: p.width,
+        height: p.height,
+    })
+}
+
+/// Runs the index update. `stop` is polled between batches (Ctrl-C).
+pub fn run(
+    store: &mut Store,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let mut sum = Summary::default();
+    let model = resolve_model(opts.model.as_deref(), &store.catalog)?;
+    let manifest = crate::model::onnx::read_manifest(&model)?;
+    bind_model(&mut store.catalog, &model, &manifest, opts.reembed)?;
+    let run_id = store.catalog.begin_run()?;
+    let roots: Vec<PathBuf> = opts
+        .roots
+        .iter()
+        .map(|r| std::path::absolute(r).map_err(|e| Error::io(r, e)))
+        .collect::<Result<_>>()?;
+    let scan = crate::imaging::scan::scan(&roots, &opts.scan)?;
+    for (p, e) in &scan.errors {
+        progress.note(&format!("skipped {}: {e}", p.display()));
+    }
+    let work = plan(store, scan.files, &roots, &mut sum)?;
+    let embed_start = Instant::now();
+    let embedded = if work.is_empty() {
+        0
+    } else {
+        let mut embedder = Embedder::open(&model, &opts.embed)?;
+        if let Some(why) = &embedder.fallback {
+            progress.note(&format!("running on the CPU: {why}"));
+        }
+        sum.provider = Some(embedder.provider.to_string());
+        let batch = opts
+            .batch
+            .unwrap_or(if embedder.provider == "CUDA" { 256 } else { 32 });
+        progress.start(work.len() as u64);
+        pipeline(
+            store,
+            &mut embedder,
+            &work,
+            batch,
+            opts.max_pixels,
+            progress,
+            stop,
+            &mut sum,
+        )?
+    };
+    sum.embed_seconds = embed_start.elapsed().as_secs_f64();
+    sum.interrupted = stop.load(Ordering::SeqCst);
+    if !sum.interrupted {
+        let graph_start = Instant::now();
+        sum.graph = format!(
+            "{:?}",
+            crate::search::graph::refresh(&store.dir, &store.catalog)?
+        );
+        sum.graph_seconds = graph_start.elapsed().as_secs_f64();
+    }
+    sum.seconds = started.elapsed().as_secs_f64();
+    sum.images_per_second = embedded as f64 / sum.embed_seconds.max(1e-9);
+    sum.total_indexed = store.catalog.count("images")?;
+    store
+        .catalog
+        .finish_run(run_id, &serde_json::to_string(&sum).expect("json"))?;
+    Ok(sum)
+}
+
+/// Decodes batch i+1 on the rayon pool while batch i runs through the network.
+#[allow(clippy::too_many_arguments)]
+fn pipeline(
+    store: &mut Store,
+    embedder: &mut Embedder,
+    work: &[Work],
+    batch: usize,
+    max_pixels: u64,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    sum: &mut Summary,
+) -> Result<usize> {
+    let manifest = embedder.manifest.clone();
+    let mut embedded = 0;
+    std::thread::scope(|s| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Decoded>>>(1);
+        let producer = s.spawn(move || {
+            for chunk in work.chunks(batch.max(1)) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let decoded = chunk
+                    .par_iter()
+                    .map(|w| decode(w, &manifest, max_pixels))
+                    .collect();
+                if tx.send(decoded).is_err() {
+                    break;
+                }
+            }
+        });
+        for (chunk, decoded) in work.chunks(batch.max(1)).zip(rx.iter()) {
+            embedded += store_batch(store, embedder, chunk, decoded, progress, sum)?;
+            progress.advance(chunk.len() as u64);
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        drop(rx);
+        producer.join().expect("decoder thread");
+        Ok(())
+    })?;
+    Ok(embedded)
+}
+
+/// Embeds the decodable files of one batch and records all of it in one transaction.
+fn store_batch(
+    store: &mut Store,
+    embedder: &mut Embedder,
+    chunk: &[Work],
+    decoded: Vec<Result<Decoded>>,
+    progress: &dyn Progress,
+    sum: &mut Summary,
+) -> Result<usize> {
+    let ok: Vec<(&Work, &Decoded)> = chunk
+        .iter()
+        .zip(&decoded)
+        .filter_map(|(w, d)| Some((w, d.as_ref().ok()?)))
+        .collect();
+    let input: Vec<f32> = ok
+        .iter()
+        .flat_map(|(_, d)| d.tensor.iter().copied())
+        .collect();
+    let fc7 = if ok.is_empty() {
+        Vec::new()
+    } else {
+        embedder.run(&input, ok.len(), false)?.fc7
+    };
+    let dim = embedder.dim();
+    store.catalog.transaction(|b| {
+        for (i, (w, d)) in ok.iter().enumerate() {
+            if let Some(old) = w.replaces {
+                b.remove(old)?;
+            }
+            b.insert(&NewImage {
+                path: &w.found.path,
+                size: w.found.size,
+                mtime_ns: w.found.mtime_ns,
+                hash: &d.hash,
+                width: d.width,
+                height: d.height,
+                vector: &fc7[i * dim..(i + 1) * dim],
+            })?;
+        }
+        for (w, d) in chunk.iter().zip(&decoded) {
+            if let Err(e) = d {
+                // A changed file that no longer decodes must not keep its old vector.
+                if let Some(old) = w.replaces {
+                    b.remove(old)?;
+                }
+                b.skip(&w.found.path, w.found.size, w.found.mtime_ns, &e.reason())?;
+            }
+        }
+        Ok(())
+    })?;
+    for (w, d) in chunk.iter().zip(&decoded) {
+        match d {
+            Ok(_) if w.replaces.is_some() => sum.updated += 1,
+            Ok(_) => sum.added += 1,
+            Err(e) => {
+                progress.note(&format!("skipped {e}"));
+                sum.skipped += 1;
+                *sum.skip_reasons
+                    .entry(reason_class(&e.reason()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    Ok(ok.len())
+}
+
+/// A short class of a skip reason for summaries: the text before any detail.
+pub fn reason_class(reason: &str) -> String {
+    reason
+        .split([':', '('])
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,141 @@
+//! Training checkpoints: everything a run needs to continue exactly where it stopped (recipe,
+//! schedule state, history, colour statistics, parameters and momentum), in one file written
+//! atomically. Layout: b"FC7CKPT2", u64 header length, JSON header, every parameter and then
+//! every momentum buffer as little-endian f32 in `param_shapes()` order, and last the SHA-256
+//! of everything before it, so a damaged file is refused instead of resuming from bad weights.
+//! (b"FC7CKPT1" files, without the checksum, still load.)
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{AlexNetConfig, Param};
+use crate::train::augment::ColourStats;
+use crate::train::recipe::Recipe;
+
+const MAGIC: &[u8; 8] = b"FC7CKPT2";
+const MAGIC_V1: &[u8; 8] = b"FC7CKPT1";
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f32,
+    pub train_loss: f32,
+    pub train_error: f32,
+    pub val_loss: f32,
+    pub val_top1_error: f32,
+    pub val_top5_error: f32,
+    pub images_per_second: f32,
+    pub seconds: f32,
+}
+
+/// Where a run is, between batches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub config: AlexNetConfig,
+    pub recipe: Recipe,
+    pub classes: Vec<String>,
+    pub stats: ColourStats,
+    pub data: String,
+    pub epoch: usize,
+    pub next_batch: usize,
+    pub lr: f32,
+    pub lr_drops: usize,
+    /// Infinite before the first validation; JSON has no infinity, so it is written as null.
+    #[serde(deserialize_with = "null_as_infinity")]
+    pub best_val_error: f32,
+    pub epoch_loss_sum: f64,
+    pub epoch_correct: usize,
+    pub epoch_seen: usize,
+    pub history: Vec<EpochRecord>,
+    pub seconds: f64,
+    /// SGD steps taken since the run began (older checkpoints lack it).
+    #[serde(default)]
+    pub steps: usize,
+    /// The engine that last trained it (older checkpoints lack it).
+    #[serde(default)]
+    pub engine: String,
+}
+
+fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::INFINITY))
+}
+
+fn floats(out: &mut Vec<u8>, v: &[f32]) {
+    out.reserve(v.len() * 4);
+    v.iter()
+        .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+}
+
+pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>]) -> Result<()> {
+    let header = serde_json::to_vec(state).expect("state serialises");
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    params.iter().for_each(|p| floats(&mut out, &p.data));
+    velocity.iter().for_each(|v| floats(&mut out, v));
+    let sum = sha256(&out);
+    out.extend_from_slice(&sum);
+    crate::util::fs::atomic_write(path, &out)
+}
+
+pub fn load(path: &Path) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |why: &str| Error::Model {
+        path: path.to_path_buf(),
+        reason: format!("not a usable fc7 checkpoint: {why}"),
+    };
+    let bytes = match bytes.get(..8) {
+        Some(m) if m == MAGIC && bytes.len() >= 48 => {
+            let (body, sum) = bytes.split_at(bytes.len() - 32);
+            if sha256(body) != sum {
+                return Err(bad("checksum mismatch (the file is damaged or truncated)"));
+            }
+            body
+        }
+        Some(m) if m == MAGIC_V1 && bytes.len() >= 16 => &bytes[..],
+        _ => return Err(bad("wrong magic")),
+    };
+    let hlen = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+    let header = bytes
+        .get(16..16 + hlen)
+        .ok_or_else(|| bad("short header"))?;
+    let state: State = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    let shapes = state.config.param_shapes();
+    let total: usize = shapes
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    let body = &bytes[16 + hlen..];
+    if body.len() != total * 8 {
+        return Err(bad("parameter data has the wrong size"));
+    }
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let v: Vec<f32> = body[at..at + n * 4]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        at += n * 4;
+        v
+    };
+    let params: Vec<Param> = shapes
+        .iter()
+        .map(|(name, shape)| Param {
+            name: name.clone(),
+            shape: shape.clone(),
+            data: take(shape.iter().product()),
+        })
+        .collect();
+    let velocity = shapes
+        .iter()
+        .map(|(_, s)| take(s.iter().product()))
+        .collect();
+    Ok((state, params, velocity))
+}

@@ -1,0 +1,280 @@
+//! The CPU engine's other layer kernels on host slices (ReLU, LRN, overlapping max-pool, fully
+//! connected, softmax cross-entropy, SGD), parallel with rayon; convolution is in `conv`.
+
+use rayon::prelude::*;
+
+pub use super::conv::{conv_backward, conv_forward};
+pub use super::gemm::dot_rows;
+use super::gemm::{matmul, Mat};
+use crate::model::{Lrn, POOL_KERNEL, POOL_STRIDE};
+use crate::train::engine::Shape;
+
+pub fn relu_forward(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 14)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+}
+
+pub fn relu_backward(y: &[f32], dy: &mut [f32]) {
+    dy.par_chunks_mut(1 << 14)
+        .zip(y.par_chunks(1 << 14))
+        .for_each(|(d, y)| {
+            d.iter_mut().zip(y).for_each(|(d, &y)| {
+                if y <= 0.0 {
+                    *d = 0.0
+                }
+            })
+        });
+}
+
+pub fn lrn_forward(x: &[f32], xs: Shape, l: &Lrn) -> (Vec<f32>, Vec<f32>) {
+    let mut scale = vec![0.0; x.len()];
+    let hw = xs.h * xs.w;
+    let half = l.size / 2;
+    scale
+        .par_chunks_mut(xs.per_sample())
+        .enumerate()
+        .for_each(|(i, s)| {
+            let xi = &x[i * xs.per_sample()..(i + 1) * xs.per_sample()];
+            for c in 0..xs.c {
+                let (lo, hi) = (c.saturating_sub(half), (c + half).min(xs.c - 1));
+                for p in 0..hw {
+                    let sq: f32 = (lo..=hi).map(|j| xi[j * hw + p] * xi[j * hw + p]).sum();
+                    s[c * hw + p] = l.k + l.alpha * sq;
+                }
+            }
+        });
+    let y = x
+        .par_iter()
+        .zip(&scale)
+        .map(|(&v, &s)| v * s.powf(-l.beta))
+        .collect();
+    (y, scale)
+}
+
+pub fn lrn_backward(
+    x: &[f32],
+    y: &[f32],
+    scale: &[f32],
+    xs: Shape,
+    l: &Lrn,
+    dy: &[f32],
+) -> Vec<f32> {
+    let hw = xs.h * xs.w;
+    let half = l.size / 2;
+    // t_j = dy_j · y_j / s_j; dx_i = dy_i · s_i^−β − 2αβ x_i Σ_{j ∈ window(i)} t_j
+    let t: Vec<f32> = dy
+        .par_iter()
+        .zip(y)
+        .zip(scale)
+        .map(|((&d, &y), &s)| d * y / s)
+        .collect();
+    let mut dx = vec![0.0; x.len()];
+    dx.par_chunks_mut(xs.per_sample())
+        .enumerate()
+        .for_each(|(i, dxi)| {
+            let o = i * xs.per_sample();
+            for c in 0..xs.c {
+                let (lo, hi) = (c.saturating_sub(half), (c + half).min(xs.c - 1));
+                for p in 0..hw {
+                    let at = o + c * hw + p;
+                    let sum: f32 = (lo..=hi).map(|j| t[o + j * hw + p]).sum();
+                    dxi[c * hw + p] =
+                        dy[at] * scale[at].powf(-l.beta) - 2.0 * l.alpha * l.beta * x[at] * sum;
+                }
+            }
+        });
+    dx
+}
+
+pub fn pool_forward(x: &[f32], xs: Shape) -> (Vec<f32>, Shape, Vec<u32>) {
+    let (ho, wo) = (crate::model::pool_out(xs.h), crate::model::pool_out(xs.w));
+    let ys = Shape::new(xs.n, xs.c, ho, wo);
+    let mut y = vec![0.0; ys.len()];
+    let mut idx = vec![0u32; ys.len()];
+    y.par_chunks_mut(ho * wo)
+        .zip(idx.par_chunks_mut(ho * wo))
+        .enumerate()
+        .for_each(|(plane, (yp, ip))| {
+            let base = plane * xs.h * xs.w;
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut best = (f32::NEG_INFINITY, 0);
+                    for ky in 0..POOL_KERNEL {
+                        for kx in 0..POOL_KERNEL {
+                            let at = base + (oy * POOL_STRIDE + ky) * xs.w + ox * POOL_STRIDE + kx;
+                            if x[at] > best.0 {
+                                best = (x[at], at);
+                            }
+                        }
+                    }
+                    yp[oy * wo + ox] = best.0;
+                    ip[oy * wo + ox] = best.1 as u32;
+                }
+            }
+        });
+    (y, ys, idx)
+}
+
+pub fn pool_backward(xs: Shape, idx: &[u32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0; xs.len()];
+    let per_in = xs.per_sample();
+    let per_out = dy.len() / xs.n.max(1);
+    dx.par_chunks_mut(per_in).enumerate().for_each(|(i, dxi)| {
+        for (d, &at) in dy[i * per_out..(i + 1) * per_out]
+            .iter()
+            .zip(&idx[i * per_out..(i + 1) * per_out])
+        {
+            dxi[at as usize - i * per_in] += d;
+        }
+    });
+    dx
+}
+
+pub fn linear_forward(x: &[f32], n: usize, w: &[f32], b: &[f32], o: usize) -> Vec<f32> {
+    let i = w.len() / o;
+    let mut y = vec![0.0; n * o];
+    matmul(Mat::new(x, n, i), Mat::t(w, o, i), &mut y, false, true);
+    y.par_chunks_mut(o)
+        .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+    y
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
+    x: &[f32],
+    n: usize,
+    w: &[f32],
+    o: usize,
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> Vec<f32> {
+    let i = w.len() / o;
+    // dw [o, i] = dyᵀ [o, n] · x [n, i]; dx [n, i] = dy [n, o] · w [o, i]
+    matmul(Mat::t(dy, n, o), Mat::new(x, n, i), dw, false, true);
+    let mut dx = vec![0.0; n * i];
+    matmul(Mat::new(dy, n, o), Mat::new(w, o, i), &mut dx, false, true);
+    for (j, d) in db.iter_mut().enumerate() {
+        *d = (0..n).map(|r| dy[r * o + j] as f64).sum::<f64>() as f32;
+    }
+    dx
+}
+
+pub fn sgd_step(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, momentum: f32, decay: f32) {
+    w.par_chunks_mut(1 << 14)
+        .zip(v.par_chunks_mut(1 << 14))
+        .zip(g.par_chunks(1 << 14))
+        .for_each(|((w, v), g)| {
+            for ((w, v), g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
+                *v = momentum * *v - decay * lr * *w - lr * g;
+                *w += *v;
+            }
+        });
+}
+
+/// Softmax cross-entropy of logits [n, classes] (accumulated in f64): per-sample losses [n]
+/// and dL/dlogits of the batch mean.
+pub fn softmax_cross_entropy(
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = labels.len();
+    let mut losses = vec![0.0; n];
+    let mut grad = vec![0.0; logits.len()];
+    for (i, &label) in labels.iter().enumerate() {
+        let (label, row) = (label as usize, &logits[i * classes..(i + 1) * classes]);
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+        losses[i] = (sum.ln() - (row[label] - max) as f64) as f32;
+        for (j, g) in grad[i * classes..(i + 1) * classes].iter_mut().enumerate() {
+            let p = (((row[j] - max) as f64).exp() / sum) as f32;
+            *g = (p - if j == label { 1.0 } else { 0.0 }) / n as f32;
+        }
+    }
+    (losses, grad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::engine::cpu::testing::{check, dot, rand_vec};
+
+    #[test]
+    fn lrn_has_the_right_gradient_and_hand_value() {
+        let l = Lrn {
+            size: 5,
+            alpha: 0.1,
+            beta: 0.75,
+            k: 2.0,
+        };
+        let xs = Shape::new(2, 7, 3, 2);
+        let x: Vec<f32> = rand_vec(xs.len(), 5).iter().map(|v| v * 3.0).collect();
+        let (y, s) = lrn_forward(&x, xs, &l);
+        let r = rand_vec(y.len(), 6);
+        let dx = lrn_backward(&x, &y, &s, xs, &l, &r);
+        check("lrn dx", &x, &dx, |x| dot(&lrn_forward(x, xs, &l).0, &r));
+        // One channel of value 2: y = 2 / (2 + 0.1·4)^0.75.
+        let (y1, _) = lrn_forward(&[2.0], Shape::new(1, 1, 1, 1), &l);
+        assert!((y1[0] - 2.0 / 2.4f32.powf(0.75)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn overlapping_max_pool_routes_gradients_to_the_maxima() {
+        let xs = Shape::new(2, 3, 7, 7);
+        // Distinct values 0.05 apart (a permutation), so the ±1e-2 finite differences never
+        // change which element of a window is the maximum.
+        let x: Vec<f32> = (0..xs.len())
+            .map(|i| ((i * 37) % xs.len()) as f32 * 0.05)
+            .collect();
+        let (y, ys, idx) = pool_forward(&x, xs);
+        assert_eq!(ys, Shape::new(2, 3, 3, 3));
+        let r = rand_vec(y.len(), 8);
+        let dx = pool_backward(xs, &idx, &r);
+        check("pool dx", &x, &dx, |x| dot(&pool_forward(x, xs).0, &r));
+    }
+
+    #[test]
+    fn linear_has_the_right_gradients() {
+        let (n, i, o) = (3, 5, 4);
+        let (x, w, b) = (rand_vec(n * i, 9), rand_vec(o * i, 10), rand_vec(o, 11));
+        let y = linear_forward(&x, n, &w, &b, o);
+        assert!((y[0] as f64 - (dot(&x[..i], &w[..i]) + b[0] as f64)).abs() < 1e-5);
+        let r = rand_vec(n * o, 12);
+        let (mut dw, mut db) = (vec![0.0; o * i], vec![0.0; o]);
+        let dx = linear_backward(&x, n, &w, o, &r, &mut dw, &mut db);
+        check("linear dx", &x, &dx, |x| {
+            dot(&linear_forward(x, n, &w, &b, o), &r)
+        });
+        check("linear dw", &w, &dw, |w| {
+            dot(&linear_forward(&x, n, w, &b, o), &r)
+        });
+        check("linear db", &b, &db, |b| {
+            dot(&linear_forward(&x, n, &w, b, o), &r)
+        });
+    }
+
+    #[test]
+    fn softmax_cross_entropy_has_the_right_gradient_and_hand_value() {
+        let logits = rand_vec(12, 13);
+        let labels = [1, 0, 3];
+        let mean = |l: &[f32]| {
+            let (losses, _) = softmax_cross_entropy(l, &labels, 4);
+            losses.iter().map(|&v| v as f64).sum::<f64>() / 3.0
+        };
+        let (_, g) = softmax_cross_entropy(&logits, &labels, 4);
+        check("ce", &logits, &g, mean);
+        // logits [0, ln 3] → p = [0.25, 0.75]; label 1 → loss = −ln 0.75.
+        let (loss, g) = softmax_cross_entropy(&[0.0, 3f32.ln()], &[1], 2);
+        assert!((loss[0] - (-(0.75f32).ln())).abs() < 1e-6);
+        assert!((g[0] - 0.25).abs() < 1e-6 && (g[1] + 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sgd_follows_the_papers_update_rule() {
+        let (mut w, mut v) = (vec![1.0f32], vec![0.5f32]);
+        sgd_step(&mut w, &mut v, &[2.0], 0.1, 0.9, 0.0005);
+        // v = 0.9·0.5 − 0.0005·0.1·1 − 0.1·2 = 0.24995; w = 1.24995
+        assert!((v[0] - 0.24995).abs() < 1e-6 && (w[0] - 1.24995).abs() < 1e-6);
+    }
+}

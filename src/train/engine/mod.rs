@@ -1,0 +1,215 @@
+//! The layer operations AlexNet's training needs, as a trait each engine implements: the CPU
+//! engine (`crate::train::engine::cpu`, im2col + GEMM) and the CUDA engine (`crate::train::engine::cuda`, cuDNN + cuBLAS +
+//! NVRTC kernels). The network's forward and backward pass (`crate::train::network`) is written once
+//! against it; tensors live wherever the engine keeps them (host vectors, device buffers) and
+//! only cross to the host through `upload`/`download`.
+//!
+//! Tensors are NCHW, row-major; a `Shape` is (n, c, h, w). Gradients of parameters are
+//! written (not accumulated) by the backward calls.
+
+pub mod cpu;
+pub mod cuda;
+
+use crate::error::Result;
+use crate::model::{Conv, Lrn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Shape {
+    pub fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
+        Shape { n, c, h, w }
+    }
+    /// A [n, features] matrix as a tensor shape.
+    pub fn flat(n: usize, features: usize) -> Self {
+        Shape::new(n, features, 1, 1)
+    }
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Elements per sample.
+    pub fn per_sample(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// The per-channel normalisation of 8-bit input: x = (v/255 + shift − mean) / std.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalise {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[allow(clippy::too_many_arguments)]
+pub trait Engine: Sync {
+    /// A buffer of f32 the engine computes on.
+    type Tensor: Send + Sync;
+    /// What max-pooling keeps for its backward pass (argmax positions on the CPU; nothing for
+    /// cuDNN, which reads the input and output again).
+    type PoolSaved: Send + Sync;
+    /// What LRN keeps for its backward pass (the CPU keeps the denominator base).
+    type LrnSaved: Send + Sync;
+
+    /// "CPU" or the GPU's name.
+    fn describe(&self) -> String;
+    fn upload(&self, data: &[f32]) -> Result<Self::Tensor>;
+    fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    fn zeros(&self, len: usize) -> Result<Self::Tensor>;
+    /// Network input from 8-bit crops `pixels` ([n, 3, h, w]) and per-image colour shifts.
+    fn input(
+        &self,
+        pixels: &[u8],
+        shifts: &[[f32; 3]],
+        norm: &Normalise,
+        s: Shape,
+    ) -> Result<Self::Tensor>;
+    /// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Out, Cin/groups, k, k] → [N, Out, Ho, Wo].
+    fn conv_forward(
+        &self,
+        x: &Self::Tensor,
+        xs: Shape,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        c: &Conv,
+    ) -> Result<(Self::Tensor, Shape)>;
+    /// Given dy: writes dw, db and returns dx when `need_dx` (not for the first layer).
+    fn conv_backward(
+        &self,
+        x: &Self::Tensor,
+        xs: Shape,
+        w: &Self::Tensor,
+        c: &Conv,
+        dy: &Self::Tensor,
+        dw: &mut Self::Tensor,
+        db: &mut Self::Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Self::Tensor>>;
+    fn relu_forward(&self, x: &mut Self::Tensor, s: Shape) -> Result<()>;
+    /// dy ← dy where y > 0, else 0.
+    fn relu_backward(&self, y: &Self::Tensor, dy: &mut Self::Tensor, s: Shape) -> Result<()>;
+    /// Cross-channel LRN, paper convention: y = x / (k + α Σ x²)^β over `size` channels.
+    fn lrn_forward(
+        &self,
+        x: &Self::Tensor,
+        xs: Shape,
+        l: &Lrn,
+    ) -> Result<(Self::Tensor, Self::LrnSaved)>;
+    fn lrn_backward(
+        &self,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+        saved: &Self::LrnSaved,
+        xs: Shape,
+        l: &Lrn,
+        dy: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    /// Overlapping max-pool, 3×3 window, stride 2.
+    fn pool_forward(
+        &self,
+        x: &Self::Tensor,
+        xs: Shape,
+    ) -> Result<(Self::Tensor, Shape, Self::PoolSaved)>;
+    fn pool_backward(
+        &self,
+        x: &Self::Tensor,
+        xs: Shape,
+        y: &Self::Tensor,
+        saved: &Self::PoolSaved,
+        dy: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    /// y [N, O] = x [N, I] · wᵀ + b, w: [O, I].
+    fn linear_forward(
+        &self,
+        x: &Self::Tensor,
+        n: usize,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        o: usize,
+    ) -> Result<Self::Tensor>;
+    /// Writes dw, db; returns dx.
+    fn linear_backward(
+        &self,
+        x: &Self::Tensor,
+        n: usize,
+        w: &Self::Tensor,
+        o: usize,
+        dy: &Self::Tensor,
+        dw: &mut Self::Tensor,
+        db: &mut Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    /// Inverted dropout in place: element i is zeroed where `dropout_keeps(seed, i, p)` is
+    /// false and scaled by 1/(1−p) otherwise. The same call on dy is its backward pass.
+    fn dropout(&self, h: &mut Self::Tensor, p: f32, seed: u64) -> Result<()>;
+    /// Softmax cross-entropy of logits [n, classes]: per-sample losses [n] and
+    /// dL/dlogits of the batch mean [n, classes].
+    fn softmax_cross_entropy(
+        &self,
+        logits: &Self::Tensor,
+        labels: &[u32],
+        classes: usize,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// SGD with momentum as in the paper: v ← m·v − wd·lr·w − lr·g; w ← w + v.
+    fn sgd_step(
+        &self,
+        w: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        g: &Self::Tensor,
+        lr: f32,
+        momentum: f32,
+        decay: f32,
+    ) -> Result<()>;
+}
+
+/// The dropout mask as a pure function of (seed, element), identical on every engine
+/// (the CUDA kernel computes the same splitmix64 hash), so masks need no storage.
+/// `threshold` is `dropout_threshold(p)`, computed once per call site.
+pub fn dropout_keeps(seed: u64, i: u64, threshold: u32) -> bool {
+    dropout_hash(seed, i) >= threshold
+}
+
+/// 24 uniform bits for element `i`.
+pub fn dropout_hash(seed: u64, i: u64) -> u32 {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 40) as u32
+}
+
+/// Elements whose hash is below this are dropped.
+pub fn dropout_threshold(p: f32) -> u32 {
+    (p.clamp(0.0, 1.0) as f64 * (1u64 << 24) as f64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_mask_is_seeded_and_drops_the_right_fraction() {
+        let half = dropout_threshold(0.5);
+        let kept = |seed| {
+            (0..100_000)
+                .filter(|&i| dropout_keeps(seed, i, half))
+                .count()
+        };
+        let a = kept(3);
+        assert_eq!(a, kept(3));
+        assert!((a as f64 / 1e5 - 0.5).abs() < 0.01, "{a}");
+        let same = (0..1000)
+            .filter(|&i| dropout_keeps(3, i, half) == dropout_keeps(4, i, half))
+            .count();
+        assert!((400..600).contains(&same), "{same}");
+        assert_eq!(dropout_threshold(0.0), 0);
+        assert!((0..1000).all(|i| dropout_keeps(1, i, dropout_threshold(0.0))));
+        // splitmix64 of seed 0, element 0: the reference value the CUDA kernel must match.
+        assert_eq!(dropout_hash(0, 0), (0xE220_A839_7B1D_CDAF_u64 >> 40) as u32);
+    }
+}

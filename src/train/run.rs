@@ -1,0 +1,406 @@
+//! `fc7 train`: fits AlexNet from scratch with the paper's recipe (SGD with momentum 0.9 and
+//! weight decay 5e-4, batch 128, learning rate 0.01 divided by 10 when validation error stops
+//! improving, dropout 0.5, random crops, flips and PCA colour shifts), checkpointing every epoch
+//! and on Ctrl-C, then exporting ONNX + manifest through `onnx`. Every random draw is seeded by
+//! (seed, epoch, batch or sample), so a resumed run repeats an uninterrupted one exactly.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::model::{self, Param, Preprocess};
+use crate::train::augment;
+use crate::train::checkpoint::{self, EpochRecord, State};
+use crate::train::dataset::{self, Split};
+use crate::train::engine::cpu::Cpu;
+use crate::train::engine::Engine;
+use crate::train::epoch::{self, Halt, HostCopy, Outcome, Weights};
+use crate::train::guard;
+use crate::train::recipe::{architecture, changes, Recipe};
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png.
+    pub out: PathBuf,
+    pub recipe: Recipe,
+    pub resume: bool,
+    /// Auto uses the CUDA engine when one loads, else the CPU.
+    pub device: Device,
+    /// Stop after this many SGD steps (with a checkpoint), e.g. for smoke runs and benchmarks.
+    pub max_steps: Option<usize>,
+    /// Where the dataset's pack is kept (None: `pack::default_cache_dir()`).
+    pub cache: Option<PathBuf>,
+}
+
+pub trait TrainProgress: Sync {
+    /// Which engine trains, and why if it is not the one asked for.
+    fn engine(&self, _describe: &str) {}
+    /// The dataset's pack being built: images decoded so far, of all.
+    fn packing(&self, _done: usize, _total: usize) {}
+    fn loaded(&self, _train: usize, _val: usize, _classes: usize, _skipped: &[(PathBuf, String)]) {}
+    fn epoch_start(&self, _epoch: usize, _batches: usize) {}
+    fn batch(&self, _done: usize, _loss: f32, _error: f32, _images_per_second: f32) {}
+    fn epoch_end(&self, _record: &EpochRecord) {}
+    /// A one-line remark about the run (e.g. flags a resumed run does not apply).
+    fn note(&self, _line: &str) {}
+}
+
+pub struct Quiet;
+impl TrainProgress for Quiet {}
+
+pub struct TrainResult {
+    pub state: State,
+    /// `Finished`, or why the run stopped early (its checkpoint saved).
+    pub outcome: Outcome,
+    pub model: Option<PathBuf>,
+    pub ten_crop_top1_error: Option<f32>,
+}
+
+fn with_ext(stem: &Path, ext: &str) -> PathBuf {
+    let mut s = stem.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+fn fresh(
+    opts: &TrainOptions,
+    data: &dataset::Dataset,
+) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
+    let r = &opts.recipe;
+    let config = architecture(r, data.classes.len());
+    config.validate().map_err(Error::Invalid)?;
+    let params = model::init_params(&config, r.init, r.seed);
+    let velocity = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+    let state = State {
+        config,
+        recipe: r.clone(),
+        classes: data.classes.clone(),
+        stats: augment::colour_stats(&data.train),
+        data: opts.data.display().to_string(),
+        epoch: 0,
+        next_batch: 0,
+        lr: r.lr,
+        lr_drops: 0,
+        best_val_error: f32::INFINITY,
+        epoch_loss_sum: 0.0,
+        epoch_correct: 0,
+        epoch_seen: 0,
+        history: Vec::new(),
+        seconds: 0.0,
+        steps: 0,
+        engine: String::new(),
+    };
+    Ok((state, params, velocity))
+}
+
+/// The host copy of a run: state, parameters and velocities (what a checkpoint holds).
+type Host = (State, Vec<Param>, Vec<Vec<f32>>);
+
+/// Closes an epoch: validation, the learning-rate schedule, the log and the checkpoint. A
+/// network still at chance after `STALL_CHECK_STEPS` stops the run (nothing is written).
+fn end_epoch<E: Engine>(
+    e: &E,
+    (st, params, vel): &mut Host,
+    w: &Weights<E>,
+    val: &Split,
+    out: &Path,
+    (rate, secs): (f32, f32),
+) -> Result<EpochRecord> {
+    let centre = [augment::centre_crop(val.side, st.recipe.crop)];
+    let ev = epoch::evaluate(
+        e,
+        &st.config,
+        &w.params,
+        val,
+        &st.stats,
+        &centre,
+        st.recipe.batch,
+    )?;
+    let (val_loss, top1, top5) = (ev.loss, ev.top1, ev.top5);
+    guard::finite_validation(val_loss, st.epoch + 1)?;
+    let rec = EpochRecord {
+        epoch: st.epoch + 1,
+        lr: st.lr,
+        train_loss: (st.epoch_loss_sum / st.epoch_seen.max(1) as f64) as f32,
+        train_error: 1.0 - st.epoch_correct as f32 / st.epoch_seen.max(1) as f32,
+        val_loss,
+        val_top1_error: top1,
+        val_top5_error: top5,
+        images_per_second: rate,
+        seconds: secs,
+    };
+    let chance = guard::at_chance(&rec, ev.top_class_share, st.classes.len());
+    guard::judge_stall(chance.as_deref(), st.steps, st.epoch + 1)?;
+    // The plateau rule: a tenth of the rate when validation error stops falling, but never
+    // for a network at chance, whose rate is not what holds it back.
+    if top1 < st.best_val_error {
+        st.best_val_error = top1;
+    } else if st.lr_drops < st.recipe.max_lr_drops && chance.is_none() {
+        st.lr /= 10.0;
+        st.lr_drops += 1;
+    }
+    st.history.push(rec.clone());
+    st.epoch += 1;
+    st.next_batch = 0;
+    (st.epoch_loss_sum, st.epoch_correct, st.epoch_seen) = (0.0, 0, 0);
+    let log: String = st
+        .history
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json") + "\n")
+        .collect();
+    crate::util::fs::atomic_write(&with_ext(out, ".log.jsonl"), log.as_bytes())?;
+    crate::train::plot::training_curves(&with_ext(out, ".png"), &st.history)?;
+    w.download(e, params, vel)?;
+    checkpoint::save(&with_ext(out, ".ckpt"), st, params, vel)?;
+    Ok(rec)
+}
+
+/// The learning rate of the epoch about to run: the plateau rule's, capped at a tenth of the
+/// recipe's for the last `anneal_epochs` epochs.
+fn scheduled_lr(st: &State) -> f32 {
+    let r = &st.recipe;
+    let cap = r.lr / 10.0;
+    if st.epoch + r.anneal_epochs >= r.epochs && st.lr > cap {
+        cap
+    } else {
+        st.lr
+    }
+}
+
+/// Trains (or resumes) and exports. Ctrl-C (`stop`) saves a checkpoint and returns early.
+pub fn train(
+    opts: &TrainOptions,
+    progress: &dyn TrainProgress,
+    stop: &AtomicBool,
+) -> Result<TrainResult> {
+    opts.recipe.validate().map_err(Error::Invalid)?;
+    match opts.device {
+        Device::Cpu => train_on(&Cpu, opts, progress, stop),
+        Device::Cuda(ordinal) => {
+            let gpu = checked_cuda(ordinal, progress)?;
+            train_on(&gpu, opts, progress, stop)
+        }
+        Device::Auto => match checked_cuda(0, progress) {
+            Ok(gpu) => train_on(&gpu, opts, progress, stop),
+            Err(why) => {
+                progress.engine(&format!("no CUDA engine ({why}); using the CPU"));
+                train_on(&Cpu, opts, progress, stop)
+            }
+        },
+    }
+}
+
+/// The CUDA engine, after it has agreed with the CPU engine on every `selftest` check (in
+/// FP32; about a second), so that a broken GPU setup cannot train a model silently wrong.
+/// FC7_SKIP_ENGINE_CHECK=1 trains without the check (when a tolerance, not the engine, is off).
+fn checked_cuda(
+    ordinal: i32,
+    progress: &dyn TrainProgress,
+) -> Result<crate::train::engine::cuda::Cuda> {
+    if std::env::var_os("FC7_SKIP_ENGINE_CHECK").is_some() {
+        progress.engine("FC7_SKIP_ENGINE_CHECK is set: the CUDA engine is not checked");
+        return crate::train::engine::cuda::Cuda::new(ordinal);
+    }
+    let mut gpu = crate::train::engine::cuda::Cuda::with_tf32(ordinal, false)?;
+    let checks = crate::train::selftest::compare(&gpu);
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| format!("{} ({:.1e})", c.name, c.error))
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::Cuda(format!(
+            "the engine disagrees with the CPU engine on {} (`fc7 selftest --device cuda` shows the table; --device cpu trains without it)",
+            failed.join(", ")
+        )));
+    }
+    progress.engine(&format!(
+        "CUDA engine agrees with the CPU engine on all {} selftest checks",
+        checks.len()
+    ));
+    gpu.set_tf32(true);
+    Ok(gpu)
+}
+
+/// The dataset and the run's host copy: from the checkpoint with `--resume`, else fresh.
+fn start(
+    opts: &TrainOptions,
+    ckpt: &Path,
+    progress: &dyn TrainProgress,
+) -> Result<(dataset::Dataset, Host)> {
+    let resumed = if opts.resume && ckpt.is_file() {
+        Some(checkpoint::load(ckpt)?)
+    } else {
+        if opts.resume {
+            progress.note(&format!(
+                "--resume: there is no checkpoint {} to resume, so this run starts fresh",
+                ckpt.display()
+            ));
+        }
+        None
+    };
+    let recipe = resumed.as_ref().map_or(&opts.recipe, |(s, _, _)| &s.recipe);
+    let cache = opts
+        .cache
+        .clone()
+        .unwrap_or_else(crate::train::dataset::pack::default_cache_dir);
+    let source = dataset::Source {
+        root: &opts.data,
+        cache: &cache,
+        progress: &|done, total| progress.packing(done, total),
+    };
+    let data = dataset::load(&source, recipe.side, recipe.val_fraction, recipe.seed)?;
+    progress.note(&format!(
+        "training pack {} ({}: {:.2} GB, {} bytes an image)",
+        data.pack.dir.display(),
+        if data.pack.built {
+            "built now"
+        } else {
+            "reused"
+        },
+        data.pack.disk_bytes() as f64 / 1e9,
+        data.pack.row_bytes()
+    ));
+    progress.loaded(
+        data.train.len(),
+        data.val.len(),
+        data.classes.len(),
+        &data.skipped,
+    );
+    let host = match resumed {
+        Some(r) if r.0.classes != data.classes => {
+            return Err(Error::Invalid(format!(
+                "{}: classes differ from the checkpoint's",
+                opts.data.display()
+            )))
+        }
+        Some(mut r) => {
+            // A resumed run may be given more epochs than it first planned; the rest of its
+            // recipe is the checkpoint's, so that it goes on as it started.
+            r.0.recipe.epochs = opts.recipe.epochs;
+            let changed = changes(&r.0.recipe, &opts.recipe);
+            if !changed.is_empty() {
+                progress.note(&format!(
+                    "--resume keeps the checkpoint's recipe, so these are not applied: {}",
+                    changed.join(", ")
+                ));
+            }
+            r
+        }
+        None => fresh(opts, &data)?,
+    };
+    Ok((data, host))
+}
+
+fn train_on<E: Engine>(
+    e: &E,
+    opts: &TrainOptions,
+    progress: &dyn TrainProgress,
+    stop: &AtomicBool,
+) -> Result<TrainResult> {
+    progress.engine(&e.describe());
+    let ckpt = with_ext(&opts.out, ".ckpt");
+    let (data, mut host) = start(opts, &ckpt, progress)?;
+    host.0.engine = e.describe();
+    let mut w = Weights::upload(e, &host.1, &host.2)?;
+    let mut halt = Halt {
+        stop,
+        steps_left: opts.max_steps,
+    };
+    while host.0.epoch < host.0.recipe.epochs {
+        let (st, params, velocity) = &mut host;
+        st.lr = scheduled_lr(st);
+        let (t0, seen0) = (st.seconds, st.epoch_seen);
+        let copy = HostCopy { params, velocity };
+        let outcome =
+            epoch::run_epoch(e, st, &mut w, copy, &data.train, progress, &mut halt, &ckpt)?;
+        if outcome != Outcome::Finished {
+            return Ok(TrainResult {
+                state: host.0,
+                outcome,
+                model: None,
+                ten_crop_top1_error: None,
+            });
+        }
+        let secs = (st.seconds - t0) as f32;
+        let rate = (st.epoch_seen - seen0) as f32 / secs.max(1e-6);
+        let rec = end_epoch(e, &mut host, &w, &data.val, &opts.out, (rate, secs))?;
+        progress.epoch_end(&rec);
+    }
+    let st = &host.0;
+    let ten = augment::ten_crops(data.val.side, st.recipe.crop);
+    let ten_crop = epoch::evaluate(
+        e,
+        &st.config,
+        &w.params,
+        &data.val,
+        &st.stats,
+        &ten,
+        st.recipe.batch,
+    )?;
+    let (ten_top1, ten_top5) = (ten_crop.top1, ten_crop.top5);
+    w.download(e, &mut host.1, &mut host.2)?;
+    let model = with_ext(&opts.out, ".onnx");
+    export(&host.0, &host.1, &model, Some((ten_top1, ten_top5)))?;
+    Ok(TrainResult {
+        state: host.0,
+        outcome: Outcome::Finished,
+        model: Some(model),
+        ten_crop_top1_error: Some(ten_top1),
+    })
+}
+
+/// Writes a model (ONNX + manifest) from a training state.
+pub fn export(
+    st: &State,
+    params: &[Param],
+    path: &Path,
+    ten_crop: Option<(f32, f32)>,
+) -> Result<()> {
+    let r = &st.recipe;
+    let last = st.history.last();
+    let provenance = serde_json::json!({
+        "trained": true,
+        "trainer": format!("fc7 {}", env!("CARGO_PKG_VERSION")),
+        "engine": st.engine,
+        "dataset": st.data,
+        "epochs": st.epoch,
+        "seconds": st.seconds,
+        "recipe": r,
+        "metrics": {
+            "val_top1_error_centre": last.map(|l| l.val_top1_error),
+            "val_top5_error_centre": last.map(|l| l.val_top5_error),
+            "val_top1_error_10crop": ten_crop.map(|t| t.0),
+            "val_top5_error_10crop": ten_crop.map(|t| t.1),
+        },
+        "colour_pca": st.stats,
+    });
+    let preprocess = Preprocess {
+        resize: r.side as u32,
+        crop: r.crop as u32,
+        mean: st.stats.mean,
+        std: st.stats.std,
+        scale: 255.0,
+        channel_order: "RGB".into(),
+    };
+    crate::model::onnx::write_model(
+        path,
+        &st.config,
+        params,
+        crate::model::onnx::ModelInfo {
+            classes: st.classes.clone(),
+            preprocess,
+            provenance,
+        },
+    )
+    .map(|_| ())
+}
+
+/// `fc7 export CHECKPOINT --out MODEL.onnx`.
+pub fn export_checkpoint(ckpt: &Path, out: &Path) -> Result<State> {
+    let (st, params, _) = checkpoint::load(ckpt)?;
+    export(&st, &params, out, None)?;
+    Ok(st)
+}

@@ -1,0 +1,390 @@
+//! `fc7 selftest`: checks an engine against the CPU engine (itself checked against finite
+//! differences and hand values in the unit tests), operation by operation on random data and
+//! then on whole training steps of a small AlexNet, and measures training throughput.
+//! The CUDA engine runs in full FP32 here so that differences mean bugs, not TF32 rounding.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::model::{init_params, AlexNetConfig, Conv, Init, Lrn};
+use crate::train::engine::cpu::{ops, Cpu};
+use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::epoch::{train_step, Hyper, Weights};
+
+/// One compared output: max |reference − engine| over max |reference|.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: String,
+    pub error: f32,
+    pub tolerance: f32,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.error.is_finite() && self.error <= self.tolerance
+    }
+}
+
+/// max |a − b| / max |a|; infinite when the lengths differ or `b` is not finite.
+pub fn relative_error(reference: &[f32], other: &[f32]) -> f32 {
+    if reference.len() != other.len() || other.iter().any(|v| !v.is_finite()) {
+        return f32::INFINITY;
+    }
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = reference
+        .iter()
+        .zip(other)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    if scale == 0.0 {
+        worst
+    } else {
+        worst / scale
+    }
+}
+
+/// Uniform in [−1, 1), from a fixed LCG so every run compares the same numbers.
+pub fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Tolerances: exact for the mask, tight for element-wise work, looser where cuDNN may pick
+/// FFT or Winograd algorithms or sums run in another order.
+const EXACT: f32 = 0.0;
+const ELEMENTWISE: f32 = 1e-5;
+const REDUCTION: f32 = 1e-3;
+const NETWORK: f32 = 5e-3;
+
+struct Harness<'a, E: Engine> {
+    e: &'a E,
+    checks: Vec<Check>,
+}
+
+impl<E: Engine> Harness<'_, E> {
+    fn up(&self, v: &[f32]) -> Result<E::Tensor> {
+        self.e.upload(v)
+    }
+
+    fn compare(
+        &mut self,
+        name: &str,
+        reference: &[f32],
+        got: &E::Tensor,
+        tolerance: f32,
+    ) -> Result<()> {
+        let got = self.e.download(got)?;
+        self.checks.push(Check {
+            name: name.to_string(),
+            error: relative_error(reference, &got),
+            tolerance,
+        });
+        Ok(())
+    }
+
+    fn input(&mut self) -> Result<()> {
+        let s = Shape::new(2, 3, 16, 16);
+        let px: Vec<u8> = (0..s.len()).map(|i| (i * 37 % 256) as u8).collect();
+        let shifts = [[0.01, -0.02, 0.03], [0.0, 0.05, -0.01]];
+        let norm = Normalise {
+            mean: [0.5, 0.4, 0.3],
+            std: [0.2, 0.25, 0.3],
+        };
+        let want = Cpu.input(&px, &shifts, &norm, s)?;
+        let got = self.e.input(&px, &shifts, &norm, s)?;
+        self.compare("input normalisation", &want, &got, ELEMENTWISE)
+    }
+
+    fn conv(&mut self, xs: Shape, c: Conv, seed: u64) -> Result<()> {
+        let x = random(xs.len(), seed);
+        let w = random(c.out * xs.c / c.groups * c.kernel * c.kernel, seed + 1);
+        let b = random(c.out, seed + 2);
+        let (y, ys) = ops::conv_forward(&x, xs, &w, &b, &c);
+        let dy = random(ys.len(), seed + 3);
+        let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; c.out]);
+        let dx = ops::conv_backward(&x, xs, &w, &c, &dy, &mut dw, &mut db, true).expect("dx");
+        let (xt, wt, bt, dyt) = (self.up(&x)?, self.up(&w)?, self.up(&b)?, self.up(&dy)?);
+        let (yt, got) = self.e.conv_forward(&xt, xs, &wt, &bt, &c)?;
+        if got != ys {
+            return Err(Error::Invalid(format!(
+                "conv output shape {got:?}, expected {ys:?}"
+            )));
+        }
+        let (mut dwt, mut dbt) = (self.e.zeros(dw.len())?, self.e.zeros(db.len())?);
+        let dxt = self
+            .e
+            .conv_backward(&xt, xs, &wt, &c, &dyt, &mut dwt, &mut dbt, true)?;
+        let name = format!(
+            "conv {}x{}/{} groups {}",
+            c.kernel, c.kernel, c.stride, c.groups
+        );
+        self.compare(&format!("{name} forward"), &y, &yt, REDUCTION)?;
+        self.compare(&format!("{name} dx"), &dx, &dxt.expect("dx"), REDUCTION)?;
+        self.compare(&format!("{name} dw"), &dw, &dwt, REDUCTION)?;
+        self.compare(&format!("{name} db"), &db, &dbt, REDUCTION)
+    }
+
+    fn relu_and_dropout(&mut self) -> Result<()> {
+        let s = Shape::flat(64, 100);
+        let (x, dy) = (random(s.len(), 11), random(s.len(), 12));
+        let mut y = x.clone();
+        ops::relu_forward(&mut y);
+        let mut dx = dy.clone();
+        ops::relu_backward(&y, &mut dx);
+        let mut yt = self.up(&x)?;
+        self.e.relu_forward(&mut yt, s)?;
+        let mut dxt = self.up(&dy)?;
+        self.e.relu_backward(&yt, &mut dxt, s)?;
+        self.compare("ReLU forward", &y, &yt, EXACT)?;
+        self.compare("ReLU backward", &dx, &dxt, EXACT)?;
+        let mut d = x.clone();
+        Cpu.dropout(&mut d, 0.5, 42)?;
+        let mut dt = self.up(&x)?;
+        self.e.dropout(&mut dt, 0.5, 42)?;
+        self.compare("dropout mask", &d, &dt, EXACT)
+    }
+
+    fn lrn_and_pool(&mut self) -> Result<()> {
+        let xs = Shape::new(4, 16, 13, 13);
+        // Scaled so that α Σ x² is comparable to k and the normalisation matters.
+        let x: Vec<f32> = random(xs.len(), 21).iter().map(|v| v * 30.0).collect();
+        let dy = random(xs.len(), 22);
+        let l = Lrn::PAPER;
+        let (y, scale) = ops::lrn_forward(&x, xs, &l);
+        let dx = ops::lrn_backward(&x, &y, &scale, xs, &l, &dy);
+        let (xt, dyt) = (self.up(&x)?, self.up(&dy)?);
+        let (yt, saved) = self.e.lrn_forward(&xt, xs, &l)?;
+        let dxt = self.e.lrn_backward(&xt, &yt, &saved, xs, &l, &dyt)?;
+        self.compare("LRN forward", &y, &yt, ELEMENTWISE * 10.0)?;
+        self.compare("LRN backward", &dx, &dxt, REDUCTION)?;
+        let (p, ps, idx) = ops::pool_forward(&x, xs);
+        let dp = random(ps.len(), 23);
+        let dpx = ops::pool_backward(xs, &idx, &dp);
+        let (pt, _, saved) = self.e.pool_forward(&xt, xs)?;
+        let dpt = self.up(&dp)?;
+        let dpxt = self.e.pool_backward(&xt, xs, &pt, &saved, &dpt)?;
+        self.compare("max-pool forward", &p, &pt, EXACT)?;
+        self.compare("max-pool backward", &dpx, &dpxt, ELEMENTWISE)
+    }
+
+    fn linear_loss_sgd(&mut self) -> Result<()> {
+        let (n, i, o) = (16, 300, 50);
+        let (x, w, b, dy) = (
+            random(n * i, 31),
+            random(o * i, 32),
+            random(o, 33),
+            random(n * o, 34),
+        );
+        let y = ops::linear_forward(&x, n, &w, &b, o);
+        let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; o]);
+        let dx = ops::linear_backward(&x, n, &w, o, &dy, &mut dw, &mut db);
+        let (xt, wt, bt, dyt) = (self.up(&x)?, self.up(&w)?, self.up(&b)?, self.up(&dy)?);
+        let yt = self.e.linear_forward(&xt, n, &wt, &bt, o)?;
+        let (mut dwt, mut dbt) = (self.e.zeros(w.len())?, self.e.zeros(o)?);
+        let dxt = self
+            .e
+            .linear_backward(&xt, n, &wt, o, &dyt, &mut dwt, &mut dbt)?;
+        self.compare("linear forward", &y, &yt, REDUCTION)?;
+        self.compare("linear dx", &dx, &dxt, REDUCTION)?;
+        self.compare("linear dw", &dw, &dwt, REDUCTION)?;
+        self.compare("linear db", &db, &dbt, REDUCTION)?;
+        let labels: Vec<u32> = (0..n as u32).map(|v| v * 7 % o as u32).collect();
+        let logits: Vec<f32> = y.iter().map(|v| v * 0.1).collect();
+        let (loss, grad) = ops::softmax_cross_entropy(&logits, &labels, o);
+        let (losst, gradt) = self
+            .e
+            .softmax_cross_entropy(&self.up(&logits)?, &labels, o)?;
+        self.compare("softmax cross-entropy loss", &loss, &losst, ELEMENTWISE)?;
+        self.compare("softmax cross-entropy grad", &grad, &gradt, ELEMENTWISE)?;
+        let (mut w2, mut v2, g) = (w.clone(), random(w.len(), 35), random(w.len(), 36));
+        let (mut wt2, mut vt2) = (self.up(&w2)?, self.up(&v2)?);
+        ops::sgd_step(&mut w2, &mut v2, &g, 0.01, 0.9, 5e-4);
+        self.e
+            .sgd_step(&mut wt2, &mut vt2, &self.up(&g)?, 0.01, 0.9, 5e-4)?;
+        self.compare("SGD weights", &w2, &wt2, ELEMENTWISE)?;
+        self.compare("SGD velocity", &v2, &vt2, ELEMENTWISE)
+    }
+}
+
+/// A small AlexNet (the quick preset's shape, narrower) for whole-step comparisons.
+fn small_alexnet() -> AlexNetConfig {
+    let c = Conv::new;
+    AlexNetConfig {
+        input: 63,
+        convs: [
+            c(16, 11, 4, 2, 1),
+            c(32, 5, 1, 2, 2),
+            c(48, 3, 1, 1, 1),
+            c(48, 3, 1, 1, 2),
+            c(32, 3, 1, 1, 2),
+        ],
+        hidden: 256,
+        classes: 10,
+        lrn: Some(Lrn::PAPER),
+    }
+}
+
+impl<E: Engine> Harness<'_, E> {
+    /// Two SGD steps of the small network on both engines, from the same initial weights.
+    fn network(&mut self) -> Result<()> {
+        let cfg = small_alexnet();
+        let params = init_params(&cfg, Init::He, 3);
+        let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+        let (mut wc, mut we) = (
+            Weights::upload(&Cpu, &params, &vel)?,
+            Weights::upload(self.e, &params, &vel)?,
+        );
+        let n = 8;
+        let x = random(n * 3 * 63 * 63, 41);
+        let labels: Vec<u32> = (0..n as u32).map(|v| v % 10).collect();
+        let h = Hyper {
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            dropout: 0.5,
+        };
+        for step in 0..2u64 {
+            let (lc, gc) = train_step(&Cpu, &cfg, &mut wc, (x.clone(), &labels), h, step)?;
+            let (le, ge) = train_step(self.e, &cfg, &mut we, (self.up(&x)?, &labels), h, step)?;
+            self.compare(&format!("network step {step}: logits"), &gc, &ge, NETWORK)?;
+            self.compare(&format!("network step {step}: losses"), &lc, &le, NETWORK)?;
+        }
+        // The velocity after two steps is the update made so far: −lr·(gradients + decay).
+        for (i, (name, _)) in cfg.param_shapes().iter().enumerate() {
+            let name = format!("update after 2 steps: {name}");
+            self.compare(&name, &wc.velocity[i], &we.velocity[i], NETWORK)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every check of `e` against the CPU engine.
+pub fn compare<E: Engine>(e: &E) -> Vec<Check> {
+    let mut h = Harness {
+        e,
+        checks: Vec::new(),
+    };
+    type Group<'a, E> = (&'a str, fn(&mut Harness<'_, E>) -> Result<()>);
+    let groups: [Group<E>; 8] = [
+        ("input normalisation", |h| h.input()),
+        ("conv 11x11/4", |h| {
+            h.conv(Shape::new(4, 3, 67, 67), Conv::new(16, 11, 4, 2, 1), 1)
+        }),
+        ("conv 5x5 groups 2", |h| {
+            h.conv(Shape::new(4, 16, 13, 13), Conv::new(32, 5, 1, 2, 2), 5)
+        }),
+        ("conv 3x3 groups 2", |h| {
+            h.conv(Shape::new(4, 32, 7, 7), Conv::new(24, 3, 1, 1, 2), 9)
+        }),
+        ("ReLU and dropout", |h| h.relu_and_dropout()),
+        ("LRN and max-pool", |h| h.lrn_and_pool()),
+        ("linear, loss and SGD", |h| h.linear_loss_sgd()),
+        ("network steps", |h| h.network()),
+    ];
+    // An engine error fails its group and the checks go on, so one run shows everything.
+    for (name, run) in groups {
+        if let Err(why) = run(&mut h) {
+            h.checks.push(Check {
+                name: format!("{name}: {why}"),
+                error: f32::INFINITY,
+                tolerance: 0.0,
+            });
+        }
+    }
+    h.checks
+}
+
+/// Training images per second of `cfg` on `e` at `batch`, over `iters` steps after two
+/// warm-up steps (where cuDNN picks its algorithms). Each step sends one batch of 8-bit
+/// crops to the engine, as training does; preparing crops on the host is not counted.
+pub fn step_rate<E: Engine>(e: &E, cfg: &AlexNetConfig, batch: usize, iters: usize) -> Result<f64> {
+    let params = init_params(cfg, Init::Paper, 0);
+    let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+    let mut w = Weights::upload(e, &params, &vel)?;
+    let s = Shape::new(batch, 3, cfg.input, cfg.input);
+    let px: Vec<u8> = (0..s.len())
+        .map(|i| ((i * 2_654_435_761) >> 7) as u8)
+        .collect();
+    let shifts = vec![[0.0f32; 3]; batch];
+    let norm = Normalise {
+        mean: [0.5; 3],
+        std: [0.25; 3],
+    };
+    let labels: Vec<u32> = (0..batch as u32)
+        .map(|i| i * 7 % cfg.classes as u32)
+        .collect();
+    let h = Hyper {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dropout: 0.5,
+    };
+    let mut run = |steps: usize| -> Result<f64> {
+        let t = Instant::now();
+        let mut last = None;
+        for step in 0..steps {
+            let x = e.input(&px, &shifts, &norm, s)?;
+            last = Some(train_step(e, cfg, &mut w, (x, &labels), h, step as u64)?.0);
+        }
+        e.download(&last.expect("at least one step"))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(2)?;
+    Ok((batch * iters) as f64 / run(iters.max(1))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_error_is_relative_to_the_reference_scale() {
+        assert_eq!(relative_error(&[2.0, -4.0], &[2.0, -3.0]), 0.25);
+        assert_eq!(relative_error(&[0.0, 0.0], &[0.0, 0.5]), 0.5);
+        assert_eq!(relative_error(&[1.0], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(relative_error(&[1.0], &[f32::NAN]), f32::INFINITY);
+        let c = Check {
+            name: "x".into(),
+            error: f32::NAN,
+            tolerance: 1.0,
+        };
+        assert!(!c.passed());
+    }
+
+    /// The CPU engine against itself: every check present and exact (the CPU engine is
+    /// deterministic), so the harness compares like with like and covers every operation.
+    #[test]
+    fn cpu_engine_passes_its_own_selftest_exactly() {
+        let checks = compare(&Cpu);
+        for want in [
+            "input",
+            "conv 11x11/4",
+            "dx",
+            "dw",
+            "db",
+            "ReLU",
+            "dropout",
+            "LRN",
+            "max-pool",
+            "linear",
+            "softmax",
+            "SGD",
+            "network step 1",
+            "update after 2 steps: fc8.b",
+        ] {
+            assert!(
+                checks.iter().any(|c| c.name.contains(want)),
+                "no check for {want}"
+            );
+        }
+        for c in &checks {
+            assert_eq!(c.error, 0.0, "{}", c.name);
+        }
+    }
+}

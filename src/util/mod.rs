@@ -1,0 +1,4 @@
+//! Small shared helpers with no fc7 concepts in them: files (`fs`) and drawing (`draw`).
+
+pub mod draw;
+pub mod fs;
