@@ -61,7 +61,7 @@ fn feed(data: &Path, side: usize, crop: usize, batch: usize, batches: usize, cac
         t.elapsed().as_secs_f64()
     );
     let threads = rayon::current_num_threads();
-    let rate = fc7::train::epoch::feed_rate(&d.train, crop, batch, batches).unwrap();
+    let rate = fc7::train::throughput::feed_rate(&d.train, crop, batch, batches).unwrap();
     println!(
         "feed: {rate:.0} crops/s of {crop}x{crop} from {side}x{side} ({threads} threads, {:.0} per thread), batch {batch}",
         rate / threads as f64
@@ -213,14 +213,14 @@ fn train_step(preset: &str, batch: usize, iters: usize, device: &str) {
     let (engine, rate) = match device {
         "cpu" => (
             fc7::train::engine::Engine::describe(&fc7::train::engine::cpu::Cpu),
-            fc7::train::selftest::step_rate(&fc7::train::engine::cpu::Cpu, &cfg, batch, iters),
+            fc7::train::throughput::step_rate(&fc7::train::engine::cpu::Cpu, &cfg, batch, iters),
         ),
         _ => {
             let gpu = fc7::train::engine::cuda::Cuda::new(0).unwrap();
             let name = fc7::train::engine::Engine::describe(&gpu);
             (
                 name,
-                fc7::train::selftest::step_rate(&gpu, &cfg, batch, iters),
+                fc7::train::throughput::step_rate(&gpu, &cfg, batch, iters),
             )
         }
     };

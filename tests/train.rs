@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{fc7, json_file, run_ok, s};
 use fc7::train::epoch::Outcome;
-use fc7::train::run::{TrainOptions, TrainProgress};
+use fc7::train::progress::TrainProgress;
+use fc7::train::run::TrainOptions;
 
 #[test]
 fn quick_preset_learns_generated_classes_and_the_model_indexes() {
@@ -146,7 +147,7 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
     let stem = d.path().join("m");
     let res = fc7::train::run::train(
         &options(&d.path().join("data"), &stem, 1),
-        &fc7::train::run::Quiet,
+        &(),
         &AtomicBool::new(false),
     )
     .unwrap();
@@ -258,7 +259,7 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     let (d, data, _) = small_fixture();
     let straight = fc7::train::run::train(
         &options(&data, &d.path().join("a"), 2),
-        &fc7::train::run::Quiet,
+        &(),
         &AtomicBool::new(false),
     )
     .unwrap();

@@ -7,6 +7,7 @@ use crate::device::Device;
 use crate::train::engine::cpu::Cpu;
 use crate::train::engine::Engine;
 use crate::train::selftest::{self, Check};
+use crate::train::throughput;
 
 #[derive(Args)]
 pub struct SelftestArgs {
@@ -42,7 +43,7 @@ fn table(engine: &str, checks: &[Check]) -> usize {
 fn bench<E: Engine>(e: &E, iters: usize) -> Result<()> {
     for (preset, batch) in [("paper", 128), ("quick", 64)] {
         let cfg = crate::train::recipe::architecture(&crate::train::recipe::preset(preset)?, 1000);
-        let rate = selftest::step_rate(e, &cfg, batch, iters)?;
+        let rate = throughput::step_rate(e, &cfg, batch, iters)?;
         println!("training {preset} network, batch {batch}: {rate:.1} images/s");
     }
     Ok(())

@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::search::catalog::Meta;
 use crate::search::ingest::{IndexOptions, Progress, Summary};
 use crate::search::query::{QueryOptions, QueryResult};
 use crate::search::store::{Store, DEFAULT_DIR};
@@ -124,11 +125,7 @@ pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
         max_pixels: a.rt.max_pixels,
     };
     let progress = bar(a.quiet || a.json);
-    let p: &dyn Progress = if a.quiet {
-        &crate::search::ingest::Silent
-    } else {
-        &progress
-    };
+    let p: &dyn Progress = if a.quiet { &() } else { &progress };
     let sum = crate::search::ingest::run(&mut store, &opts, p, stop)?;
     if let Some(b) = &progress.0 {
         b.finish_and_clear();
@@ -221,9 +218,9 @@ pub fn info(a: InfoArgs) -> Result<i32> {
         "indexed": c.count("images")?,
         "skipped": c.count("skipped")?,
         "skip_reasons": skip_classes(c)?,
-        "model": c.meta("model_path")?,
-        "model_sha256": c.meta("model_sha256")?,
-        "dimension": c.meta("dim")?.and_then(|d| d.parse::<usize>().ok()),
+        "model": c.meta(Meta::ModelPath)?,
+        "model_sha256": c.meta(Meta::ModelSha256)?,
+        "dimension": c.meta(Meta::Dim)?.and_then(|d| d.parse::<usize>().ok()),
         "graph": graph.as_ref().map(|g| serde_json::json!({"generation": g.generation, "points": g.points, "newer_rows": c.count_after(g.max_id).unwrap_or(0)})),
         "bytes_on_disk": store.disk_bytes(),
         "last_run": last.map(|r| serde_json::json!({

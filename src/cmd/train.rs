@@ -9,7 +9,8 @@ use crate::cmd::TrainArgs;
 use crate::device::Device;
 use crate::train::checkpoint::EpochRecord;
 use crate::train::epoch::Outcome;
-use crate::train::run::{TrainOptions, TrainProgress};
+use crate::train::progress::TrainProgress;
+use crate::train::run::TrainOptions;
 
 struct Bar {
     bar: Option<ProgressBar>,

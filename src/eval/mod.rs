@@ -21,7 +21,9 @@ use crate::infer::embed::{EmbedOptions, Embedder};
 pub mod figure;
 mod metrics;
 
-pub use metrics::{exact_knn, precision_at_k, top_errors};
+use crate::search::knn::exact_knn;
+use crate::train::metrics::top_errors;
+pub use metrics::precision_at_k;
 
 /// Side of the raw-pixel vectors of the baseline (the crop resized to it, RGB).
 pub const PIXEL_SIDE: u32 = 32;
@@ -128,9 +130,7 @@ fn embed_all(
             let off = (pre.resize - crop) / 2;
             let centre = image::imageops::crop_imm(&d.rgb, off, off, crop, crop).to_image();
             if !skip_network {
-                let mut t = vec![0.0; per];
-                imaging::to_chw(&centre, &pre, &mut t);
-                input.extend(t);
+                input.extend(imaging::to_tensor(&centre, &pre));
             }
             let small = image::imageops::resize(
                 &centre,
@@ -258,12 +258,7 @@ fn open_index(opts: &Figure4Options, e: &Embedder) -> Result<Option<crate::searc
         return Ok(None);
     };
     let s = crate::search::store::Store::open_read(dir)?;
-    if s.catalog.meta("model_sha256")?.as_deref() != Some(e.manifest.onnx_sha256.as_str()) {
-        return Err(Error::Index {
-            path: dir.clone(),
-            reason: format!("was built with another model than {}", opts.model.display()),
-        });
-    }
+    s.catalog.check_model(&opts.model, &e.manifest)?;
     Ok(Some(s))
 }
 

@@ -213,6 +213,42 @@ pub fn reference_view(bytes: &[u8], view: View) -> Result<RgbImage> {
     Ok(image::imageops::crop_imm(&resized, x, y, view.crop, view.crop).to_image())
 }
 
+/// A file as the network's input: the model's centre view as [3, crop, crop] floats, with the
+/// size of the (oriented) original.
+pub struct Input {
+    pub tensor: Vec<f32>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Decodes `bytes` (read from `path`, named in errors) into the input `pre` describes.
+pub fn input_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    pre: &Preprocess,
+    max_pixels: u64,
+) -> Result<Input> {
+    let p = prepare_bytes(bytes, path, View::from(pre), max_pixels)?;
+    Ok(Input {
+        tensor: to_tensor(&p.rgb, pre),
+        width: p.width,
+        height: p.height,
+    })
+}
+
+/// Reads and decodes `path` into the input `pre` describes.
+pub fn input_from_file(path: &Path, pre: &Preprocess, max_pixels: u64) -> Result<Input> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    input_from_bytes(&bytes, path, pre, max_pixels)
+}
+
+/// `img` as a new [3, H, W] tensor; see [`to_chw`].
+pub fn to_tensor(img: &RgbImage, pre: &Preprocess) -> Vec<f32> {
+    let mut out = vec![0.0; 3 * (img.width() * img.height()) as usize];
+    to_chw(img, pre, &mut out);
+    out
+}
+
 /// Writes `img` into `out` as [3, S, S] floats: (value / scale − mean) / std per channel.
 pub fn to_chw(img: &RgbImage, pre: &Preprocess, out: &mut [f32]) {
     let plane = (img.width() * img.height()) as usize;

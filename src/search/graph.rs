@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use hnsw_rs::prelude::{AnnT, DistL2, Hnsw, HnswIo};
 
 use crate::error::{Error, Result};
-use crate::search::catalog::Catalog;
+use crate::search::catalog::{Catalog, Meta};
 
 const MAX_CONNECTIONS: usize = 24;
 const EF_CONSTRUCTION: usize = 200;
@@ -44,7 +44,7 @@ fn files(dir: &Path, generation: i64) -> (PathBuf, PathBuf) {
 }
 
 pub fn graph_meta(cat: &Catalog) -> Result<Option<GraphMeta>> {
-    let Some(text) = cat.meta("graph")? else {
+    let Some(text) = cat.meta(Meta::Graph)? else {
         return Ok(None);
     };
     let v: serde_json::Value =
@@ -191,7 +191,7 @@ fn save(dir: &Path, cat: &Catalog, graph: &Graph, generation: i64, max_id: i64) 
         "graph_bytes": file_len(&g),
         "data_bytes": file_len(&d),
     });
-    cat.set_meta("graph", &meta.to_string())?;
+    cat.set_meta(Meta::Graph, &meta.to_string())?;
     remove_old(dir, generation);
     Ok(())
 }

@@ -13,11 +13,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::imaging;
 use crate::imaging::scan::{Found, ScanOptions};
-use crate::imaging::{self, View};
 use crate::infer::embed::{EmbedOptions, Embedder};
 use crate::model::Manifest;
-use crate::search::catalog::{path_bytes, Catalog, Known, NewImage};
+use crate::search::catalog::{path_bytes, Catalog, Known, Meta, NewImage};
 use crate::search::fingerprint::{hash_file, partial_hash};
 use crate::search::store::Store;
 
@@ -30,8 +30,7 @@ pub trait Progress: Sync {
 }
 
 /// Ignores all progress.
-pub struct Silent;
-impl Progress for Silent {}
+impl Progress for () {}
 
 #[derive(Clone, Debug)]
 pub struct IndexOptions {
@@ -76,7 +75,7 @@ pub fn resolve_model(asked: Option<&Path>, cat: &Catalog) -> Result<PathBuf> {
     if let Some(p) = asked {
         return Ok(p.to_path_buf());
     }
-    if let Some(p) = cat.meta("model_path")? {
+    if let Some(p) = cat.meta(Meta::ModelPath)? {
         return Ok(PathBuf::from(p));
     }
     Ok(PathBuf::from("models/default.onnx"))
@@ -84,31 +83,11 @@ pub fn resolve_model(asked: Option<&Path>, cat: &Catalog) -> Result<PathBuf> {
 
 /// Checks the index was built with this model (or adopts it for a new index / `--reembed`).
 fn bind_model(cat: &mut Catalog, model: &Path, manifest: &Manifest, reembed: bool) -> Result<()> {
-    let abs = std::path::absolute(model).map_err(|e| Error::io(model, e))?;
-    if let Some(sha) = cat.meta("model_sha256")? {
-        if sha != manifest.onnx_sha256 {
-            if !reembed {
-                return Err(Error::Index {
-                    path: cat.path.clone(),
-                    reason: format!(
-                        "built with another model (sha256 {}…, {}); pass --reembed to re-embed every image with {}",
-                        &sha[..12.min(sha.len())],
-                        cat.meta("model_path")?.unwrap_or_default(),
-                        model.display()
-                    ),
-                });
-            }
-            cat.clear_images()?;
-        }
+    match cat.check_model(model, manifest) {
+        Err(_) if reembed => cat.clear_images()?,
+        r => r?,
     }
-    cat.set_meta("model_sha256", &manifest.onnx_sha256)?;
-    cat.set_meta("model_path", &abs.to_string_lossy())?;
-    cat.set_meta("dim", &manifest.embedding_dim.to_string())?;
-    cat.set_meta(
-        "preprocess",
-        &serde_json::to_string(&manifest.preprocess).expect("json"),
-    )?;
-    Ok(())
+    cat.bind_model(model, manifest)
 }
 
 fn under_roots(path: &Path, roots: &[PathBuf]) -> bool {
@@ -209,16 +188,12 @@ struct Decoded {
 fn decode(w: &Work, manifest: &Manifest, max_pixels: u64) -> Result<Decoded> {
     let path = &w.found.path;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let view = View::from(&manifest.preprocess);
-    let p = imaging::prepare_bytes(&bytes, path, view, max_pixels)?;
-    let side = view.crop as usize;
-    let mut tensor = vec![0.0; 3 * side * side];
-    imaging::to_chw(&p.rgb, &manifest.preprocess, &mut tensor);
+    let input = imaging::input_from_bytes(&bytes, path, &manifest.preprocess, max_pixels)?;
     Ok(Decoded {
-        tensor,
+        tensor: input.tensor,
         hash: partial_hash(&bytes),
-        width: p.width,
-        height: p.height,
+        width: input.width,
+        height: input.height,
     })
 }
 

@@ -7,5 +7,6 @@ pub mod catalog;
 pub mod fingerprint;
 pub mod graph;
 pub mod ingest;
+pub mod knn;
 pub mod query;
 pub mod store;

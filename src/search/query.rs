@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::imaging::{self, View};
+use crate::imaging;
 use crate::infer::embed::{EmbedOptions, Embedder};
 use crate::search::catalog::Catalog;
 use crate::search::graph::{self, GraphMeta};
+use crate::search::knn;
 use crate::search::store::Store;
 
 #[derive(Clone, Debug)]
@@ -41,14 +42,6 @@ pub struct QueryResult {
     pub error: Option<String>,
 }
 
-pub fn l2(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f32>()
-        .sqrt()
-}
-
 /// A query's vector and, when the image is indexed, its catalog id.
 struct Probe {
     vector: Vec<f32>,
@@ -73,22 +66,13 @@ fn probe(
     if embedder.is_none() {
         let model = crate::search::ingest::resolve_model(None, cat)?;
         let e = Embedder::open(&model, &opts.embed)?;
-        if cat.meta("model_sha256")?.as_deref() != Some(e.manifest.onnx_sha256.as_str()) {
-            return Err(Error::Model {
-                path: model,
-                reason: "differs from the model the index was built with".into(),
-            });
-        }
+        cat.check_model(&model, &e.manifest)?;
         *embedder = Some(e);
     }
     let e = embedder.as_mut().expect("opened above");
-    let pre = e.manifest.preprocess.clone();
-    let p = imaging::prepare_file(path, View::from(&pre), opts.max_pixels)?;
-    let side = pre.crop as usize;
-    let mut input = vec![0.0; 3 * side * side];
-    imaging::to_chw(&p.rgb, &pre, &mut input);
+    let input = imaging::input_from_file(path, &e.manifest.preprocess, opts.max_pixels)?;
     Ok(Probe {
-        vector: e.run(&input, 1, false)?.fc7,
+        vector: e.run(&input.tensor, 1, false)?.fc7,
         self_id: None,
     })
 }
@@ -110,9 +94,8 @@ fn nearest(
         }
         None => 0,
     };
-    cat.for_each_vector(after, |id, v| hits.push((id, l2(q, v))))?;
-    hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    hits.dedup_by_key(|h| h.0);
+    cat.for_each_vector(after, |id, v| hits.push((id, knn::l2(q, v))))?;
+    knn::sort_hits(&mut hits);
     let mut out = Vec::with_capacity(want);
     for (id, d) in hits {
         if out.len() == want {

@@ -20,7 +20,7 @@ use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Normalise, Shape};
 use crate::train::feed;
 use crate::train::network::{self, Mode};
-use crate::train::run::TrainProgress;
+use crate::train::progress::TrainProgress;
 
 /// Parameters, momentum and gradient buffers on the engine, in `param_shapes()` order.
 pub struct Weights<E: Engine> {
@@ -156,7 +156,7 @@ pub fn evaluate<E: Engine>(
         }
         all_probs.extend(probs);
     }
-    let (e1, e5) = crate::eval::top_errors(&all_probs, &split.labels);
+    let (e1, e5) = crate::train::metrics::top_errors(&all_probs, &split.labels);
     let n = split.len().max(1) as f64;
     Ok(Evaluation {
         loss: (loss / n) as f32,
@@ -186,16 +186,16 @@ pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
 
 /// What the feed needs to make an epoch's batches (a copy, so the engine's side may change
 /// the run's state meanwhile).
-struct Plan {
-    seed: u64,
-    epoch: usize,
-    crop: usize,
-    pca_std: f32,
-    stats: ColourStats,
+pub(crate) struct Plan {
+    pub seed: u64,
+    pub epoch: usize,
+    pub crop: usize,
+    pub pca_std: f32,
+    pub stats: ColourStats,
 }
 
 /// A batch of the epoch: random views seeded by (seed, epoch, sample).
-fn training_batch(p: &Plan, train: &Split, idx: &[usize]) -> Result<Batch> {
+pub(crate) fn training_batch(p: &Plan, train: &Split, idx: &[usize]) -> Result<Batch> {
     let views: Vec<Crop> = idx
         .iter()
         .map(|&i| {
@@ -362,31 +362,4 @@ fn count(st: &mut State, batch: &Batch, logits: &[f32], losses: &[f32]) {
     st.epoch_correct += correct;
     st.epoch_seen += batch.len();
     st.steps += 1;
-}
-
-/// The feed alone (no engine): crops per second of `batches` training batches of `batch`
-/// random `crop`² views read from `train`'s pack, made as training makes them.
-pub fn feed_rate(train: &Split, crop: usize, batch: usize, batches: usize) -> Result<f64> {
-    let plan = Plan {
-        seed: 1,
-        epoch: 0,
-        crop,
-        pca_std: 0.1,
-        stats: augment::colour_stats(train),
-    };
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(1));
-    let jobs: Vec<&[usize]> = order.chunks(batch).cycle().take(batches).collect();
-    let started = Instant::now();
-    let mut crops = 0usize;
-    feed::prefetch(
-        jobs,
-        feed::DEPTH,
-        |idx| training_batch(&plan, train, idx),
-        |b| {
-            crops += b.len();
-            Ok(ControlFlow::<()>::Continue(()))
-        },
-    )?;
-    Ok(crops as f64 / started.elapsed().as_secs_f64())
 }

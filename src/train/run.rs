@@ -17,6 +17,7 @@ use crate::train::engine::cpu::Cpu;
 use crate::train::engine::Engine;
 use crate::train::epoch::{self, Halt, HostCopy, Outcome, Weights};
 use crate::train::guard;
+use crate::train::progress::TrainProgress;
 use crate::train::recipe::{architecture, changes, Recipe};
 
 #[derive(Clone, Debug)]
@@ -33,22 +34,6 @@ pub struct TrainOptions {
     /// Where the dataset's pack is kept (None: `pack::default_cache_dir()`).
     pub cache: Option<PathBuf>,
 }
-
-pub trait TrainProgress: Sync {
-    /// Which engine trains, and why if it is not the one asked for.
-    fn engine(&self, _describe: &str) {}
-    /// The dataset's pack being built: images decoded so far, of all.
-    fn packing(&self, _done: usize, _total: usize) {}
-    fn loaded(&self, _train: usize, _val: usize, _classes: usize, _skipped: &[(PathBuf, String)]) {}
-    fn epoch_start(&self, _epoch: usize, _batches: usize) {}
-    fn batch(&self, _done: usize, _loss: f32, _error: f32, _images_per_second: f32) {}
-    fn epoch_end(&self, _record: &EpochRecord) {}
-    /// A one-line remark about the run (e.g. flags a resumed run does not apply).
-    fn note(&self, _line: &str) {}
-}
-
-pub struct Quiet;
-impl TrainProgress for Quiet {}
 
 pub struct TrainResult {
     pub state: State,

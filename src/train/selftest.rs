@@ -3,8 +3,6 @@
 //! then on whole training steps of a small AlexNet, and measures training throughput.
 //! The CUDA engine runs in full FP32 here so that differences mean bugs, not TF32 rounding.
 
-use std::time::Instant;
-
 use crate::error::{Error, Result};
 use crate::model::{init_params, AlexNetConfig, Conv, Init, Lrn};
 use crate::train::engine::cpu::{ops, Cpu};
@@ -40,19 +38,6 @@ pub fn relative_error(reference: &[f32], other: &[f32]) -> f32 {
     } else {
         worst / scale
     }
-}
-
-/// Uniform in [−1, 1), from a fixed LCG so every run compares the same numbers.
-pub fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// Tolerances: exact for the mask, tight for element-wise work, looser where cuDNN may pick
@@ -102,11 +87,12 @@ impl<E: Engine> Harness<'_, E> {
     }
 
     fn conv(&mut self, xs: Shape, c: Conv, seed: u64) -> Result<()> {
-        let x = random(xs.len(), seed);
-        let w = random(c.out * xs.c / c.groups * c.kernel * c.kernel, seed + 1);
-        let b = random(c.out, seed + 2);
+        let x = crate::train::engine::random(xs.len(), seed);
+        let w =
+            crate::train::engine::random(c.out * xs.c / c.groups * c.kernel * c.kernel, seed + 1);
+        let b = crate::train::engine::random(c.out, seed + 2);
         let (y, ys) = ops::conv_forward(&x, xs, &w, &b, &c);
-        let dy = random(ys.len(), seed + 3);
+        let dy = crate::train::engine::random(ys.len(), seed + 3);
         let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; c.out]);
         let dx = ops::conv_backward(&x, xs, &w, &c, &dy, &mut dw, &mut db, true).expect("dx");
         let (xt, wt, bt, dyt) = (self.up(&x)?, self.up(&w)?, self.up(&b)?, self.up(&dy)?);
@@ -132,7 +118,10 @@ impl<E: Engine> Harness<'_, E> {
 
     fn relu_and_dropout(&mut self) -> Result<()> {
         let s = Shape::flat(64, 100);
-        let (x, dy) = (random(s.len(), 11), random(s.len(), 12));
+        let (x, dy) = (
+            crate::train::engine::random(s.len(), 11),
+            crate::train::engine::random(s.len(), 12),
+        );
         let mut y = x.clone();
         ops::relu_forward(&mut y);
         let mut dx = dy.clone();
@@ -153,8 +142,11 @@ impl<E: Engine> Harness<'_, E> {
     fn lrn_and_pool(&mut self) -> Result<()> {
         let xs = Shape::new(4, 16, 13, 13);
         // Scaled so that α Σ x² is comparable to k and the normalisation matters.
-        let x: Vec<f32> = random(xs.len(), 21).iter().map(|v| v * 30.0).collect();
-        let dy = random(xs.len(), 22);
+        let x: Vec<f32> = crate::train::engine::random(xs.len(), 21)
+            .iter()
+            .map(|v| v * 30.0)
+            .collect();
+        let dy = crate::train::engine::random(xs.len(), 22);
         let l = Lrn::PAPER;
         let (y, scale) = ops::lrn_forward(&x, xs, &l);
         let dx = ops::lrn_backward(&x, &y, &scale, xs, &l, &dy);
@@ -164,7 +156,7 @@ impl<E: Engine> Harness<'_, E> {
         self.compare("LRN forward", &y, &yt, ELEMENTWISE * 10.0)?;
         self.compare("LRN backward", &dx, &dxt, REDUCTION)?;
         let (p, ps, idx) = ops::pool_forward(&x, xs);
-        let dp = random(ps.len(), 23);
+        let dp = crate::train::engine::random(ps.len(), 23);
         let dpx = ops::pool_backward(xs, &idx, &dp);
         let (pt, _, saved) = self.e.pool_forward(&xt, xs)?;
         let dpt = self.up(&dp)?;
@@ -176,10 +168,10 @@ impl<E: Engine> Harness<'_, E> {
     fn linear_loss_sgd(&mut self) -> Result<()> {
         let (n, i, o) = (16, 300, 50);
         let (x, w, b, dy) = (
-            random(n * i, 31),
-            random(o * i, 32),
-            random(o, 33),
-            random(n * o, 34),
+            crate::train::engine::random(n * i, 31),
+            crate::train::engine::random(o * i, 32),
+            crate::train::engine::random(o, 33),
+            crate::train::engine::random(n * o, 34),
         );
         let y = ops::linear_forward(&x, n, &w, &b, o);
         let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; o]);
@@ -202,7 +194,11 @@ impl<E: Engine> Harness<'_, E> {
             .softmax_cross_entropy(&self.up(&logits)?, &labels, o)?;
         self.compare("softmax cross-entropy loss", &loss, &losst, ELEMENTWISE)?;
         self.compare("softmax cross-entropy grad", &grad, &gradt, ELEMENTWISE)?;
-        let (mut w2, mut v2, g) = (w.clone(), random(w.len(), 35), random(w.len(), 36));
+        let (mut w2, mut v2, g) = (
+            w.clone(),
+            crate::train::engine::random(w.len(), 35),
+            crate::train::engine::random(w.len(), 36),
+        );
         let (mut wt2, mut vt2) = (self.up(&w2)?, self.up(&v2)?);
         ops::sgd_step(&mut w2, &mut v2, &g, 0.01, 0.9, 5e-4);
         self.e
@@ -241,7 +237,7 @@ impl<E: Engine> Harness<'_, E> {
             Weights::upload(self.e, &params, &vel)?,
         );
         let n = 8;
-        let x = random(n * 3 * 63 * 63, 41);
+        let x = crate::train::engine::random(n * 3 * 63 * 63, 41);
         let labels: Vec<u32> = (0..n as u32).map(|v| v % 10).collect();
         let h = Hyper {
             lr: 0.01,
@@ -298,45 +294,6 @@ pub fn compare<E: Engine>(e: &E) -> Vec<Check> {
         }
     }
     h.checks
-}
-
-/// Training images per second of `cfg` on `e` at `batch`, over `iters` steps after two
-/// warm-up steps (where cuDNN picks its algorithms). Each step sends one batch of 8-bit
-/// crops to the engine, as training does; preparing crops on the host is not counted.
-pub fn step_rate<E: Engine>(e: &E, cfg: &AlexNetConfig, batch: usize, iters: usize) -> Result<f64> {
-    let params = init_params(cfg, Init::Paper, 0);
-    let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
-    let mut w = Weights::upload(e, &params, &vel)?;
-    let s = Shape::new(batch, 3, cfg.input, cfg.input);
-    let px: Vec<u8> = (0..s.len())
-        .map(|i| ((i * 2_654_435_761) >> 7) as u8)
-        .collect();
-    let shifts = vec![[0.0f32; 3]; batch];
-    let norm = Normalise {
-        mean: [0.5; 3],
-        std: [0.25; 3],
-    };
-    let labels: Vec<u32> = (0..batch as u32)
-        .map(|i| i * 7 % cfg.classes as u32)
-        .collect();
-    let h = Hyper {
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        dropout: 0.5,
-    };
-    let mut run = |steps: usize| -> Result<f64> {
-        let t = Instant::now();
-        let mut last = None;
-        for step in 0..steps {
-            let x = e.input(&px, &shifts, &norm, s)?;
-            last = Some(train_step(e, cfg, &mut w, (x, &labels), h, step as u64)?.0);
-        }
-        e.download(&last.expect("at least one step"))?;
-        Ok(t.elapsed().as_secs_f64())
-    };
-    run(2)?;
-    Ok((batch * iters) as f64 / run(iters.max(1))?)
 }
 
 #[cfg(test)]

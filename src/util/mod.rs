@@ -1,4 +1,6 @@
-//! Small shared helpers with no fc7 concepts in them: files (`fs`) and drawing (`draw`).
+//! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`) and
+//! matrix products (`matmul`, through the `gemm` crate).
 
 pub mod draw;
 pub mod fs;
+pub mod matmul;

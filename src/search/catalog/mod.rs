@@ -10,7 +10,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 
+mod meta;
 mod writes;
+
+pub use meta::Meta;
 
 pub use writes::{NewImage, Writes};
 
@@ -164,18 +167,20 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+    pub fn meta(&self, key: Meta) -> Result<Option<String>> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key.key()], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.err(e))
     }
 
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+    pub fn set_meta(&self, key: Meta, value: &str) -> Result<()> {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
-                [key, value],
+                [key.key(), value],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))

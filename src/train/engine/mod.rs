@@ -188,6 +188,19 @@ pub fn dropout_threshold(p: f32) -> u32 {
     (p.clamp(0.0, 1.0) as f64 * (1u64 << 24) as f64) as u32
 }
 
+/// Uniform in [−1, 1), from a fixed LCG so every run compares the same numbers.
+pub fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,9 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Mat};
 use crate::model::Conv;
 use crate::train::engine::Shape;
+use crate::util::matmul::{matmul, Mat};
 
 /// Images per partial weight gradient; fixed for determinism.
 const GRAD_CHUNK: usize = 4;

@@ -3,12 +3,9 @@
 //! the reference the CUDA engine is checked against (`fc7 selftest`).
 
 mod conv;
-mod gemm;
 pub mod ops;
 
 use rayon::prelude::*;
-
-pub use ops::dot_rows;
 
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
@@ -191,7 +188,7 @@ impl Engine for Cpu {
 #[cfg(test)]
 pub(crate) mod testing {
     pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        crate::train::selftest::random(n, seed)
+        crate::train::engine::random(n, seed)
     }
 
     pub fn dot(a: &[f32], b: &[f32]) -> f64 {

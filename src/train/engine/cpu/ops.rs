@@ -4,10 +4,9 @@
 use rayon::prelude::*;
 
 pub use super::conv::{conv_backward, conv_forward};
-pub use super::gemm::dot_rows;
-use super::gemm::{matmul, Mat};
 use crate::model::{Lrn, POOL_KERNEL, POOL_STRIDE};
 use crate::train::engine::Shape;
+use crate::util::matmul::{matmul, Mat};
 
 pub fn relu_forward(x: &mut [f32]) {
     x.par_chunks_mut(1 << 14)

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use super::kernels::SOURCE;
 use crate::train::engine::cpu::{ops, Cpu};
+use crate::train::engine::random;
 use crate::train::engine::{Engine, Normalise, Shape};
-use crate::train::selftest::random;
 
 /// Panics with the first differing element and the count, not two whole vectors.
 fn same(name: &str, got: &[f32], want: &[f32]) {

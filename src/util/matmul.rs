@@ -1,5 +1,5 @@
-//! Matrix products for the CPU engine through the `gemm` crate (as candle uses), on row-major
-//! storage viewed as possibly transposed matrices.
+//! Matrix products through the `gemm` crate (as candle uses), on row-major storage viewed as
+//! possibly transposed matrices: the CPU engine's layers and exact k-NN's distances.
 
 /// A logical rows × cols matrix over row-major storage, optionally transposed.
 #[derive(Clone, Copy)]

@@ -1,0 +1,82 @@
+//! How fast training can go, measured apart: the engine's SGD step alone on synthetic crops
+//! (`fc7 selftest --bench`, `fc7bench train-step`) and the data feed alone (`fc7bench feed`).
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::error::Result;
+use crate::model::{init_params, AlexNetConfig, Init};
+use crate::train::augment;
+use crate::train::dataset::Split;
+use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::epoch::{train_step, training_batch, Hyper, Plan, Weights};
+use crate::train::feed;
+
+/// Training images per second of `cfg` on `e` at `batch`, over `iters` steps after two
+/// warm-up steps (where cuDNN picks its algorithms). Each step sends one batch of 8-bit
+/// crops to the engine, as training does; preparing crops on the host is not counted.
+pub fn step_rate<E: Engine>(e: &E, cfg: &AlexNetConfig, batch: usize, iters: usize) -> Result<f64> {
+    let params = init_params(cfg, Init::Paper, 0);
+    let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+    let mut w = Weights::upload(e, &params, &vel)?;
+    let s = Shape::new(batch, 3, cfg.input, cfg.input);
+    let px: Vec<u8> = (0..s.len())
+        .map(|i| ((i * 2_654_435_761) >> 7) as u8)
+        .collect();
+    let shifts = vec![[0.0f32; 3]; batch];
+    let norm = Normalise {
+        mean: [0.5; 3],
+        std: [0.25; 3],
+    };
+    let labels: Vec<u32> = (0..batch as u32)
+        .map(|i| i * 7 % cfg.classes as u32)
+        .collect();
+    let h = Hyper {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dropout: 0.5,
+    };
+    let mut run = |steps: usize| -> Result<f64> {
+        let t = Instant::now();
+        let mut last = None;
+        for step in 0..steps {
+            let x = e.input(&px, &shifts, &norm, s)?;
+            last = Some(train_step(e, cfg, &mut w, (x, &labels), h, step as u64)?.0);
+        }
+        e.download(&last.expect("at least one step"))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(2)?;
+    Ok((batch * iters) as f64 / run(iters.max(1))?)
+}
+
+/// The feed alone (no engine): crops per second of `batches` training batches of `batch`
+/// random `crop`² views read from `train`'s pack, made as training makes them.
+pub fn feed_rate(train: &Split, crop: usize, batch: usize, batches: usize) -> Result<f64> {
+    let plan = Plan {
+        seed: 1,
+        epoch: 0,
+        crop,
+        pca_std: 0.1,
+        stats: augment::colour_stats(train),
+    };
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(1));
+    let jobs: Vec<&[usize]> = order.chunks(batch).cycle().take(batches).collect();
+    let started = Instant::now();
+    let mut crops = 0usize;
+    feed::prefetch(
+        jobs,
+        feed::DEPTH,
+        |idx| training_batch(&plan, train, idx),
+        |b| {
+            crops += b.len();
+            Ok(ControlFlow::<()>::Continue(()))
+        },
+    )?;
+    Ok(crops as f64 / started.elapsed().as_secs_f64())
+}
