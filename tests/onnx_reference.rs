@@ -175,12 +175,12 @@ fn onnx_runtime_matches_a_plain_reference_forward_pass() {
     }
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("small.onnx");
-    let info = fc7::model::onnx::ModelInfo {
+    let info = fc7::model::manifest::ModelInfo {
         classes: vec![],
         preprocess: Preprocess::imagenet(99),
         provenance: serde_json::json!({}),
     };
-    fc7::model::onnx::write_model(&path, &cfg, &params, info).unwrap();
+    fc7::model::manifest::write_model(&path, &cfg, &params, info).unwrap();
 
     let n = 2;
     let side = cfg.input;
@@ -208,13 +208,13 @@ fn manifest_records_the_contract_and_detects_a_changed_file() {
     let params = init_params(&cfg, Init::Paper, 1);
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("m.onnx");
-    let info = fc7::model::onnx::ModelInfo {
+    let info = fc7::model::manifest::ModelInfo {
         classes: vec!["a".into()],
         preprocess: Preprocess::imagenet(99),
         provenance: serde_json::json!({"x": 1}),
     };
-    let m = fc7::model::onnx::write_model(&path, &cfg, &params, info).unwrap();
-    let back = fc7::model::onnx::read_manifest(&path).unwrap();
+    let m = fc7::model::manifest::write_model(&path, &cfg, &params, info).unwrap();
+    let back = fc7::model::manifest::read_manifest(&path).unwrap();
     assert_eq!(back, m);
     assert_eq!(
         (
@@ -228,7 +228,7 @@ fn manifest_records_the_contract_and_detects_a_changed_file() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let err = fc7::model::onnx::read_manifest(&path)
+    let err = fc7::model::manifest::read_manifest(&path)
         .unwrap_err()
         .to_string();
     assert!(err.contains("sha256"), "{err}");

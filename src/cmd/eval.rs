@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::cmd::RuntimeArgs;
+use crate::cmd::args::RuntimeArgs;
 
 #[derive(Args)]
 pub struct Figure4Args {

@@ -1,6 +1,6 @@
 //! `fc7 selftest` on the terminal: the engine-vs-CPU table and, with --bench, training speed.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::device::Device;
@@ -11,9 +11,10 @@ use crate::train::throughput;
 
 #[derive(Args)]
 pub struct SelftestArgs {
-    /// The engine to check against the CPU engine: cuda, cuda:N or cpu.
+    /// The engine to check against the CPU engine: cuda, cuda:N, cpu (the CPU engine against
+    /// itself) or auto (CUDA when it loads, else the CPU).
     #[arg(long, default_value = "cuda")]
-    device: String,
+    device: Device,
     /// Also measure training images/s of the paper network (batch 128) and the quick preset.
     #[arg(long)]
     bench: bool,
@@ -58,9 +59,17 @@ fn check<E: Engine>(e: &E, a: &SelftestArgs) -> Result<i32> {
 }
 
 pub fn selftest(a: SelftestArgs) -> Result<i32> {
-    match a.device.parse::<Device>() {
-        Ok(Device::Cpu) => check(&Cpu, &a),
-        Ok(Device::Cuda(n)) => {
+    let device = match a.device {
+        Device::Auto if crate::train::engine::cuda::Cuda::new(0).is_err() => {
+            eprintln!("note: no CUDA engine here; checking the CPU engine against itself");
+            Device::Cpu
+        }
+        Device::Auto => Device::Cuda(0),
+        d => d,
+    };
+    match device {
+        Device::Cpu => check(&Cpu, &a),
+        Device::Cuda(n) => {
             // Full FP32 so that a difference is a bug rather than TF32 rounding.
             let mut gpu = crate::train::engine::cuda::Cuda::with_tf32(n, false)?;
             let code = check(&gpu, &a)?;
@@ -71,7 +80,6 @@ pub fn selftest(a: SelftestArgs) -> Result<i32> {
             }
             Ok(code)
         }
-        Ok(Device::Auto) => bail!("--device: name the engine to check (cuda, cuda:N or cpu)"),
-        Err(why) => bail!("--device: {why}"),
+        Device::Auto => unreachable!("resolved above"),
     }
 }

@@ -2,19 +2,18 @@
 
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
 
-use crate::cmd::TrainArgs;
+use anyhow::Result;
+use clap::Args;
+
+use crate::cmd::args::RecipeArgs;
+use crate::cmd::progress::Bar;
 use crate::device::Device;
 use crate::train::checkpoint::EpochRecord;
 use crate::train::epoch::Outcome;
 use crate::train::progress::TrainProgress;
 use crate::train::run::TrainOptions;
-
-struct Bar {
-    bar: Option<ProgressBar>,
-}
 
 impl TrainProgress for Bar {
     fn engine(&self, describe: &str) {
@@ -24,7 +23,7 @@ impl TrainProgress for Bar {
         eprintln!("note: {line}");
     }
     fn packing(&self, done: usize, total: usize) {
-        packing_line(done, total);
+        crate::cmd::dataset::packing_line(done, total);
     }
     fn loaded(
         &self,
@@ -42,7 +41,7 @@ impl TrainProgress for Bar {
         );
     }
     fn epoch_start(&self, epoch: usize, batches: usize) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = &self.0 {
             b.set_length(batches as u64);
             b.set_position(0);
             b.set_prefix(format!("epoch {}", epoch + 1));
@@ -50,7 +49,7 @@ impl TrainProgress for Bar {
         }
     }
     fn batch(&self, done: usize, loss: f32, error: f32, rate: f32) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = &self.0 {
             b.set_position(done as u64);
             b.set_message(format!(
                 "loss {loss:.3}  error {:.1}%  {rate:.0} img/s",
@@ -63,54 +62,60 @@ impl TrainProgress for Bar {
             "epoch {:>3}  lr {:.0e}  train loss {:.3} error {:.2}%  val loss {:.3} top-1 {:.2}% top-5 {:.2}%  {:.0} img/s  {:.0} s",
             r.epoch, r.lr, r.train_loss, r.train_error * 100.0, r.val_loss, r.val_top1_error * 100.0, r.val_top5_error * 100.0, r.images_per_second, r.seconds
         );
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
+        self.line(&line);
     }
 }
 
+#[derive(Args)]
+pub struct TrainArgs {
+    /// DATA/train/<class>/… (+ DATA/val or DATA/test), or DATA/<class>/… split by --val-fraction.
+    pub data: PathBuf,
+    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png.
+    #[arg(long, default_value = "models/default")]
+    pub out: PathBuf,
+    /// paper (the 2012 recipe, 224×224, 90 epochs) or quick (small convolutions, 63×63, 4 epochs, the last at lr/10).
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Stop after this many SGD steps, saving a checkpoint (smoke runs, benchmarks).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Folder for the dataset's packed cache (default: $FC7_CACHE, else ~/.cache/fc7/packs).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Continue from STEM.ckpt.
+    #[arg(long)]
+    pub resume: bool,
+    /// auto (the GPU when the CUDA engine loads, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
-    let device: Device = match a.device.parse() {
-        Ok(d) => d,
-        Err(why) => bail!("--device: {why}"),
-    };
     let mut r = crate::train::recipe::preset(&a.preset)?;
-    r.epochs = a.epochs.unwrap_or(r.epochs);
-    r.batch = a.batch.unwrap_or(r.batch);
-    r.lr = a.lr.unwrap_or(r.lr);
-    r.seed = a.seed.unwrap_or(r.seed);
-    r.columns = a.columns.unwrap_or(r.columns);
-    r.val_fraction = a.val_fraction.unwrap_or(r.val_fraction);
-    r.anneal_epochs = a.anneal_epochs.unwrap_or(r.anneal_epochs);
-    r.momentum = a.momentum.unwrap_or(r.momentum);
-    r.weight_decay = a.weight_decay.unwrap_or(r.weight_decay);
-    r.dropout = a.dropout.unwrap_or(r.dropout);
-    r.pca_std = a.pca_std.unwrap_or(r.pca_std);
-    r.max_lr_drops = a.max_lr_drops.unwrap_or(r.max_lr_drops);
-    r.init = a.init.unwrap_or(r.init);
+    a.recipe.apply(&mut r);
     let opts = TrainOptions {
         data: a.data,
         out: a.out.clone(),
         recipe: r,
         resume: a.resume,
-        device,
+        device: a.device,
         max_steps: a.max_steps,
         cache: a.cache,
     };
-    let bar = (!a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
-                .expect("template"),
-        );
-        b
-    });
-    let progress = Bar { bar };
+    let progress = Bar::new(a.quiet, "{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}");
     let res = crate::train::run::train(&opts, &progress, stop)?;
-    if let Some(b) = &progress.bar {
-        b.finish_and_clear();
-    }
+    progress.finish();
     let st = &res.state;
     let at = format!(
         "epoch {}, batch {} (step {}; {:.0} images/s over {:.0} s of training)",
@@ -142,41 +147,13 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
     Ok(0)
 }
 
-/// One line per tenth of a pack's images (and its last), on stderr.
-fn packing_line(done: usize, total: usize) {
-    let tenth = (total / 10).max(1);
-    if done == total || done / tenth != (done - done.min(256)) / tenth {
-        eprintln!("packing: {done} of {total} images decoded");
-    }
-}
-
-/// `fc7 dataset pack DATA`: builds (or checks) the dataset's pack without training.
-pub fn pack(
-    data: &std::path::Path,
-    preset: &str,
-    side: Option<usize>,
-    cache: Option<std::path::PathBuf>,
-) -> Result<i32> {
-    let side = side.unwrap_or(crate::train::recipe::preset(preset)?.side);
-    let cache = cache.unwrap_or_else(crate::train::dataset::pack::default_cache_dir);
-    let started = std::time::Instant::now();
-    let source = crate::train::dataset::Source {
-        root: data,
-        cache: &cache,
-        progress: &packing_line,
-    };
-    let d = crate::train::dataset::load(&source, side, 0.1, 0)?;
-    for (p, r) in &d.skipped {
-        eprintln!("skipped {}: {r}", p.display());
-    }
-    let images = d.pack.entries.iter().filter(|e| e.row.is_some()).count();
+pub fn export(a: ExportArgs) -> Result<i32> {
+    let st = crate::train::export::export_checkpoint(&a.checkpoint, &a.out)?;
     println!(
-        "{} {}: {images} images ({} skipped) at {side}x{side}, {:.2} GB, {:.1} s",
-        if d.pack.built { "packed" } else { "up to date" },
-        d.pack.dir.display(),
-        d.skipped.len(),
-        d.pack.disk_bytes() as f64 / 1e9,
-        started.elapsed().as_secs_f64()
+        "wrote {} (epoch {}, {} classes)",
+        a.out.display(),
+        st.epoch,
+        st.classes.len()
     );
     Ok(0)
 }

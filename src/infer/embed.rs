@@ -77,7 +77,7 @@ fn cuda_session(model: &Path, id: i32, threads: usize) -> Result<Session> {
 impl Embedder {
     /// Opens `model` (its manifest must sit beside it) on the requested device.
     pub fn open(model: &Path, opts: &EmbedOptions) -> Result<Embedder> {
-        let manifest = crate::model::onnx::read_manifest(model)?;
+        let manifest = crate::model::manifest::read_manifest(model)?;
         crate::infer::runtime::init(opts.ort_lib.as_deref(), opts.device != Device::Cpu)?;
         let (session, provider, fallback) = match opts.device {
             Device::Cpu => (commit(builder(opts.threads)?, model)?, "CPU", None),

@@ -2,7 +2,10 @@
 //! hyper-parameters, the parameter list (names, shapes), initialisation, and the manifest that
 //! travels beside every exported model.
 
+pub mod manifest;
 pub mod onnx;
+
+pub use manifest::{Manifest, Preprocess, MANIFEST_FORMAT};
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -225,52 +228,6 @@ pub fn init_params(config: &AlexNetConfig, init: Init, seed: u64) -> Vec<Param> 
         })
         .collect()
 }
-
-/// How an image becomes the network's input: shorter side resized to `resize`, centre crop of
-/// `crop`, values divided by `scale`, then (x - mean) / std per RGB channel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Preprocess {
-    pub resize: u32,
-    pub crop: u32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    pub scale: f32,
-    pub channel_order: String,
-}
-
-impl Preprocess {
-    /// ImageNet-style preprocessing at the paper's test-time view (256 → centre 224).
-    pub fn imagenet(crop: u32) -> Self {
-        Preprocess {
-            resize: crop * 8 / 7,
-            crop,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-            scale: 255.0,
-            channel_order: "RGB".into(),
-        }
-    }
-}
-
-/// The JSON file beside every model: the contract between whoever wrote the model and fc7's
-/// embedder (input/output names, preprocessing), plus provenance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: u32,
-    pub input: String,
-    pub input_shape: Vec<String>,
-    pub embedding_output: String,
-    pub embedding_dim: usize,
-    pub logits_output: Option<String>,
-    #[serde(default)]
-    pub classes: Vec<String>,
-    pub preprocess: Preprocess,
-    pub architecture: AlexNetConfig,
-    pub provenance: serde_json::Value,
-    pub onnx_sha256: String,
-}
-
-pub const MANIFEST_FORMAT: u32 = 1;
 
 #[cfg(test)]
 mod tests {

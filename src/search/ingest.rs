@@ -207,7 +207,7 @@ pub fn run(
     let started = Instant::now();
     let mut sum = Summary::default();
     let model = resolve_model(opts.model.as_deref(), &store.catalog)?;
-    let manifest = crate::model::onnx::read_manifest(&model)?;
+    let manifest = crate::model::manifest::read_manifest(&model)?;
     bind_model(&mut store.catalog, &model, &manifest, opts.reembed)?;
     let run_id = store.catalog.begin_run()?;
     let roots: Vec<PathBuf> = opts

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod engine;
 pub mod epoch;
+pub mod export;
 pub mod feed;
 pub mod guard;
 pub mod metrics;

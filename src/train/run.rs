@@ -9,13 +9,14 @@ use std::sync::atomic::AtomicBool;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::model::{self, Param, Preprocess};
+use crate::model::{self, Param};
 use crate::train::augment;
 use crate::train::checkpoint::{self, EpochRecord, State};
 use crate::train::dataset::{self, Split};
 use crate::train::engine::cpu::Cpu;
 use crate::train::engine::Engine;
 use crate::train::epoch::{self, Halt, HostCopy, Outcome, Weights};
+use crate::train::export;
 use crate::train::guard;
 use crate::train::progress::TrainProgress;
 use crate::train::recipe::{architecture, changes, Recipe};
@@ -328,64 +329,11 @@ fn train_on<E: Engine>(
     let (ten_top1, ten_top5) = (ten_crop.top1, ten_crop.top5);
     w.download(e, &mut host.1, &mut host.2)?;
     let model = with_ext(&opts.out, ".onnx");
-    export(&host.0, &host.1, &model, Some((ten_top1, ten_top5)))?;
+    export::export(&host.0, &host.1, &model, Some((ten_top1, ten_top5)))?;
     Ok(TrainResult {
         state: host.0,
         outcome: Outcome::Finished,
         model: Some(model),
         ten_crop_top1_error: Some(ten_top1),
     })
-}
-
-/// Writes a model (ONNX + manifest) from a training state.
-pub fn export(
-    st: &State,
-    params: &[Param],
-    path: &Path,
-    ten_crop: Option<(f32, f32)>,
-) -> Result<()> {
-    let r = &st.recipe;
-    let last = st.history.last();
-    let provenance = serde_json::json!({
-        "trained": true,
-        "trainer": format!("fc7 {}", env!("CARGO_PKG_VERSION")),
-        "engine": st.engine,
-        "dataset": st.data,
-        "epochs": st.epoch,
-        "seconds": st.seconds,
-        "recipe": r,
-        "metrics": {
-            "val_top1_error_centre": last.map(|l| l.val_top1_error),
-            "val_top5_error_centre": last.map(|l| l.val_top5_error),
-            "val_top1_error_10crop": ten_crop.map(|t| t.0),
-            "val_top5_error_10crop": ten_crop.map(|t| t.1),
-        },
-        "colour_pca": st.stats,
-    });
-    let preprocess = Preprocess {
-        resize: r.side as u32,
-        crop: r.crop as u32,
-        mean: st.stats.mean,
-        std: st.stats.std,
-        scale: 255.0,
-        channel_order: "RGB".into(),
-    };
-    crate::model::onnx::write_model(
-        path,
-        &st.config,
-        params,
-        crate::model::onnx::ModelInfo {
-            classes: st.classes.clone(),
-            preprocess,
-            provenance,
-        },
-    )
-    .map(|_| ())
-}
-
-/// `fc7 export CHECKPOINT --out MODEL.onnx`.
-pub fn export_checkpoint(ckpt: &Path, out: &Path) -> Result<State> {
-    let (st, params, _) = checkpoint::load(ckpt)?;
-    export(&st, &params, out, None)?;
-    Ok(st)
 }

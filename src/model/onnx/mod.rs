@@ -2,13 +2,10 @@
 //! (`proto`) are the subset of onnx.proto this writer needs, declared by hand with prost (field
 //! numbers as in onnx/onnx.proto), so no `protoc` is needed at build time.
 
-use std::path::{Path, PathBuf};
-
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::model::{AlexNetConfig, Manifest, Param, Preprocess, MANIFEST_FORMAT};
-use crate::util::fs::{atomic_write, sha256_hex};
+use crate::model::{AlexNetConfig, Param};
 
 mod proto;
 
@@ -223,78 +220,6 @@ pub fn to_onnx_bytes(config: &AlexNetConfig, params: &[Param], doc: &str) -> Res
         metadata_props: vec![],
     };
     Ok(model.encode_to_vec())
-}
-
-/// What a caller knows about a model beyond its weights.
-pub struct ModelInfo {
-    pub classes: Vec<String>,
-    pub preprocess: Preprocess,
-    pub provenance: serde_json::Value,
-}
-
-/// The manifest path beside an ONNX file: `models/x.onnx` → `models/x.json`.
-pub fn manifest_path(onnx: &Path) -> PathBuf {
-    onnx.with_extension("json")
-}
-
-/// Writes `path` (ONNX) and its manifest, each atomically (temp file, fsync, rename).
-pub fn write_model(
-    path: &Path,
-    config: &AlexNetConfig,
-    params: &[Param],
-    info: ModelInfo,
-) -> Result<Manifest> {
-    let bytes = to_onnx_bytes(
-        config,
-        params,
-        "AlexNet (Krizhevsky et al. 2012), written by fc7",
-    )?;
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        input: INPUT.into(),
-        input_shape: vec![
-            "N".into(),
-            "3".into(),
-            config.input.to_string(),
-            config.input.to_string(),
-        ],
-        embedding_output: EMBEDDING.into(),
-        embedding_dim: config.hidden,
-        logits_output: (config.classes > 0).then(|| LOGITS.to_string()),
-        classes: info.classes,
-        preprocess: info.preprocess,
-        architecture: config.clone(),
-        provenance: info.provenance,
-        onnx_sha256: sha256_hex(&bytes),
-    };
-    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    atomic_write(path, &bytes)?;
-    atomic_write(&manifest_path(path), &json)?;
-    Ok(manifest)
-}
-
-/// Reads and checks a model's manifest: it must exist, parse, and match the ONNX file's hash.
-pub fn read_manifest(onnx: &Path) -> Result<Manifest> {
-    let mpath = manifest_path(onnx);
-    let text = std::fs::read(&mpath).map_err(|e| Error::Model {
-        path: mpath.clone(),
-        reason: format!("cannot read the model's manifest: {e}"),
-    })?;
-    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Model {
-        path: mpath.clone(),
-        reason: format!("invalid manifest: {e}"),
-    })?;
-    let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
-    if sha256_hex(&bytes) != manifest.onnx_sha256 {
-        return Err(Error::Model {
-            path: onnx.to_path_buf(),
-            reason: format!(
-                "sha256 differs from {} (model changed after export?)",
-                mpath.display()
-            ),
-        });
-    }
-    Ok(manifest)
 }
 
 #[cfg(test)]

@@ -1,18 +1,21 @@
 //! Training data: a folder of class folders (`DATA/train/<class>/…` with `DATA/val/<class>/…`
 //! or `DATA/test/<class>/…`, or `DATA/<class>/…` split by `val_fraction`), read from its packed
 //! on-disk cache (`pack`; built on first use) so that memory does not grow with the dataset.
-//! Also writes the two datasets fc7 knows: Fashion-MNIST from the Debian package's IDX files,
-//! and a generated one (no download, for tests and the demo's fallback).
+//! `fashion_mnist`, `synthetic` and `scenes` write the datasets fc7 knows as class folders.
 
+pub mod fashion_mnist;
 pub mod pack;
 pub mod scenes;
+pub mod synthetic;
 
-use std::io::Read;
+pub use fashion_mnist::{fashion_mnist, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
+pub use synthetic::{synthetic, synthetic_image};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -197,139 +200,5 @@ pub fn load(src: &Source, side: usize, val_fraction: f32, seed: u64) -> Result<D
         val: split_of(&pack, src.root, &val_idx),
         skipped,
         pack,
-    })
-}
-
-pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
-pub const FASHION_MNIST_CLASSES: [&str; 10] = [
-    "t-shirt",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle-boot",
-];
-
-fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
-    let bad = |why: &str| Error::Invalid(format!("{}: not an IDX file ({why})", path.display()));
-    let be = |i: usize| {
-        bytes
-            .get(i..i + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    if be(0) != Some(magic as usize) {
-        return Err(bad("magic"));
-    }
-    let dims = (magic & 0xFF) as usize;
-    let shape: Vec<usize> = (0..dims)
-        .map(|d| be(4 + 4 * d).ok_or_else(|| bad("header")))
-        .collect::<Result<_>>()?;
-    let data = bytes.split_off(4 + 4 * dims);
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(bad("size"));
-    }
-    Ok((shape, data))
-}
-
-/// Writes Fashion-MNIST as `out/{train,test}/<class>/NNNNN.png` from the Debian package's files.
-/// `limit` caps the images per split (0: all). Returns (train, test) counts.
-pub fn fashion_mnist(source: &Path, out: &Path, limit: usize) -> Result<(usize, usize)> {
-    let file = |name: &str| source.join(name);
-    if !file("train-images-idx3-ubyte.gz").is_file() {
-        return Err(Error::Invalid(format!(
-            "Fashion-MNIST not found in {} (install it: apt-get install dataset-fashion-mnist)",
-            source.display()
-        )));
-    }
-    let mut counts = [0; 2];
-    for (k, (split, prefix)) in [("train", "train"), ("test", "t10k")].iter().enumerate() {
-        let (shape, images) = read_idx(&file(&format!("{prefix}-images-idx3-ubyte.gz")), 0x0803)?;
-        let (_, labels) = read_idx(&file(&format!("{prefix}-labels-idx1-ubyte.gz")), 0x0801)?;
-        let (n, h, w) = (shape[0], shape[1], shape[2]);
-        let n = if limit > 0 { n.min(limit) } else { n };
-        for class in FASHION_MNIST_CLASSES {
-            std::fs::create_dir_all(out.join(split).join(class)).map_err(|e| Error::io(out, e))?;
-        }
-        (0..n).into_par_iter().try_for_each(|i| {
-            let img = image::GrayImage::from_raw(
-                w as u32,
-                h as u32,
-                images[i * h * w..(i + 1) * h * w].to_vec(),
-            )
-            .expect("size");
-            let p = out
-                .join(split)
-                .join(FASHION_MNIST_CLASSES[labels[i] as usize % 10])
-                .join(format!("{i:05}.png"));
-            img.save(&p)
-                .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
-        })?;
-        counts[k] = n;
-    }
-    Ok((counts[0], counts[1]))
-}
-
-/// One generated picture of `class`: each class its own pattern, each picture its own colours,
-/// scale, phase and noise.
-pub fn synthetic_image(class: usize, side: u32, rng: &mut impl Rng) -> image::RgbImage {
-    let fg: [f32; 3] = [
-        rng.random_range(0.0..255.0),
-        rng.random_range(0.0..255.0),
-        rng.random_range(0.0..255.0),
-    ];
-    let bg = fg.map(|c| (c + 128.0) % 256.0);
-    let period = rng.random_range(6.0..12.0f32) * side as f32 / 64.0;
-    let (phase, r) = (
-        rng.random_range(0.0..period),
-        rng.random_range(0.25..0.4f32) * side as f32,
-    );
-    let (cx, cy) = (
-        side as f32 * rng.random_range(0.4..0.6f32),
-        side as f32 * rng.random_range(0.4..0.6f32),
-    );
-    image::RgbImage::from_fn(side, side, |x, y| {
-        let (u, v) = (x as f32 + phase, y as f32 + phase);
-        let on = match class % 6 {
-            0 => (u / period) as i32 % 2 == 0,
-            1 => (v / period) as i32 % 2 == 0,
-            2 => ((u / period) as i32 + (v / period) as i32) % 2 == 0,
-            3 => (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) < r * r,
-            4 => ((u + v) / period) as i32 % 2 == 0,
-            _ => (x as f32 - cx).abs() < r * 0.4 || (y as f32 - cy).abs() < r * 0.4,
-        };
-        let noise =
-            ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729) ^ (class as u32).wrapping_mul(31))
-                % 31) as f32
-                - 15.0;
-        let c = if on { fg } else { bg };
-        image::Rgb(c.map(|v| (v + noise).clamp(0.0, 255.0) as u8))
-    })
-}
-
-/// Writes `out/{train,val}/class<k>/NNNN.png`: `classes` × `per_class` pictures (a fifth to val).
-pub fn synthetic(out: &Path, classes: usize, per_class: usize, side: u32, seed: u64) -> Result<()> {
-    let names = ["stripes", "bars", "checks", "disc", "diagonals", "cross"];
-    (0..classes * per_class).into_par_iter().try_for_each(|i| {
-        let (class, k) = (i % classes, i / classes);
-        let mut rng =
-            rand::rngs::StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
-        let split = if k % 5 == 4 { "val" } else { "train" };
-        let dir = out
-            .join(split)
-            .join(format!("{}-{}", class, names[class % names.len()]));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let p = dir.join(format!("{k:04}.png"));
-        synthetic_image(class, side, &mut rng)
-            .save(&p)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
     })
 }

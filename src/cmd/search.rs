@@ -1,20 +1,19 @@
 //! The index's commands: `fc7 index` (with a progress bar and a summary of what changed),
 //! `fc7 query` and `fc7 info`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::search::catalog::Meta;
 use crate::search::ingest::{IndexOptions, Progress, Summary};
 use crate::search::query::{QueryOptions, QueryResult};
 use crate::search::store::{Store, DEFAULT_DIR};
 
-use crate::cmd::RuntimeArgs;
+use crate::cmd::args::RuntimeArgs;
+use crate::cmd::progress::Bar;
 
 #[derive(Args)]
 pub struct IndexArgs {
@@ -76,9 +75,6 @@ pub struct InfoArgs {
     json: bool,
 }
 
-/// An indicatif bar on stderr when it is a terminal; plain lines otherwise.
-struct Bar(Option<ProgressBar>);
-
 impl Progress for Bar {
     fn start(&self, total: u64) {
         if let Some(b) = &self.0 {
@@ -92,22 +88,8 @@ impl Progress for Bar {
         }
     }
     fn note(&self, line: &str) {
-        match &self.0 {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
+        self.line(line);
     }
-}
-
-fn bar(quiet: bool) -> Bar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return Bar(None);
-    }
-    let b = ProgressBar::new(0);
-    let style =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} ETA {eta}").expect("template");
-    b.set_style(style);
-    Bar(Some(b))
 }
 
 pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
@@ -124,12 +106,13 @@ pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
         reembed: a.reembed,
         max_pixels: a.rt.max_pixels,
     };
-    let progress = bar(a.quiet || a.json);
+    let progress = Bar::new(
+        a.quiet || a.json,
+        "{bar:40} {pos}/{len} {per_sec} ETA {eta}",
+    );
     let p: &dyn Progress = if a.quiet { &() } else { &progress };
     let sum = crate::search::ingest::run(&mut store, &opts, p, stop)?;
-    if let Some(b) = &progress.0 {
-        b.finish_and_clear();
-    }
+    progress.finish();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&sum)?);
     } else if !a.quiet {

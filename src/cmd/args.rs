@@ -1,0 +1,142 @@
+//! Arguments more than one command takes: where inference runs (`RuntimeArgs`) and the
+//! training recipe's settings (`RecipeArgs`), each flag defined once.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::device::Device;
+use crate::infer::embed::EmbedOptions;
+use crate::model::Init;
+use crate::train::recipe::Recipe;
+
+#[derive(Args, Clone)]
+pub struct RuntimeArgs {
+    /// auto (CUDA if it loads, else CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// ONNX Runtime library (else $ORT_DYLIB_PATH, else the cache of scripts/setup/ort.sh).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Inference threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Refuse images with more pixels than this (checked before decoding).
+    #[arg(long, default_value_t = crate::imaging::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+impl RuntimeArgs {
+    pub fn embed(&self) -> EmbedOptions {
+        let mut o = EmbedOptions {
+            device: self.device,
+            ort_lib: self.ort_lib.clone(),
+            ..Default::default()
+        };
+        if let Some(t) = self.threads {
+            o.threads = t;
+        }
+        o
+    }
+}
+
+/// Declares each recipe flag once: its doc line, field and type; `apply` overrides the preset.
+macro_rules! recipe_args {
+    ($($(#[doc = $doc:literal])* $field:ident: $ty:ty,)*) => {
+        /// The recipe's settings; each one left out keeps the preset's value.
+        #[derive(Args, Clone, Default)]
+        pub struct RecipeArgs {
+            $($(#[doc = $doc])* #[arg(long)] pub $field: Option<$ty>,)*
+        }
+
+        impl RecipeArgs {
+            pub fn apply(&self, r: &mut Recipe) {
+                $(if let Some(v) = self.$field { r.$field = v; })*
+            }
+        }
+    };
+}
+
+recipe_args! {
+    epochs: usize,
+    batch: usize,
+    lr: f32,
+    seed: u64,
+    /// 2: the paper's two-column layout (groups in conv2, conv4, conv5); 1: one column.
+    columns: usize,
+    val_fraction: f32,
+    /// Run the last N epochs at a tenth of --lr (paper: 0, the plateau rule alone; quick: 1).
+    anneal_epochs: usize,
+    /// SGD momentum (paper: 0.9).
+    momentum: f32,
+    /// Weight decay in the paper's update v ← m·v − wd·ε·w − ε·∂L/∂w (paper: 5e-4).
+    weight_decay: f32,
+    /// Dropout probability on fc6 and fc7 (paper: 0.5).
+    dropout: f32,
+    /// Standard deviation of the PCA colour shift's α (paper: 0.1; 0 turns it off).
+    pca_std: f32,
+    /// How many times the plateau rule may divide the learning rate by 10 (paper: 3).
+    max_lr_drops: usize,
+    /// Initial weights: he (Kaiming-normal, zero biases; both presets' default), paper
+    /// (N(0, 0.01), biases 1: stays at chance on Fashion-MNIST) or caffe (biases 0.1).
+    init: Init,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        r: RecipeArgs,
+    }
+
+    #[test]
+    fn every_flag_reaches_the_recipe_and_absent_ones_keep_the_preset() {
+        let cli = Cli::parse_from([
+            "t",
+            "--epochs",
+            "3",
+            "--batch",
+            "7",
+            "--lr",
+            "0.5",
+            "--seed",
+            "9",
+            "--columns",
+            "1",
+            "--val-fraction",
+            "0.25",
+            "--anneal-epochs",
+            "2",
+            "--momentum",
+            "0.8",
+            "--weight-decay",
+            "0.001",
+            "--dropout",
+            "0.3",
+            "--pca-std",
+            "0.2",
+            "--max-lr-drops",
+            "4",
+            "--init",
+            "caffe",
+        ]);
+        let mut r = crate::train::recipe::preset("quick").unwrap();
+        cli.r.apply(&mut r);
+        let got = serde_json::to_value(&r).unwrap();
+        let want = serde_json::json!({"epochs": 3, "batch": 7, "lr": 0.5, "seed": 9,
+            "columns": 1, "val_fraction": 0.25, "anneal_epochs": 2, "momentum": 0.8f32,
+            "weight_decay": 0.001f32, "dropout": 0.3f32, "pca_std": 0.2f32, "max_lr_drops": 4,
+            "init": serde_json::to_value(Init::Caffe).unwrap()});
+        for (k, v) in want.as_object().unwrap() {
+            assert_eq!(&got[k], v, "{k}");
+        }
+        let mut kept = crate::train::recipe::preset("quick").unwrap();
+        let before = serde_json::to_value(&kept).unwrap();
+        RecipeArgs::default().apply(&mut kept);
+        assert_eq!(serde_json::to_value(&kept).unwrap(), before);
+    }
+}

@@ -1,0 +1,130 @@
+//! The JSON manifest beside every ONNX model — the contract between whoever wrote the model
+//! and fc7's embedder (input and output names, preprocessing, architecture, provenance) — and
+//! writing or reading a model with it, checked by the ONNX file's SHA-256.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::onnx::{to_onnx_bytes, EMBEDDING, INPUT, LOGITS};
+use crate::model::{AlexNetConfig, Param};
+use crate::util::fs::{atomic_write, sha256_hex};
+
+/// How an image becomes the network's input: shorter side resized to `resize`, centre crop of
+/// `crop`, values divided by `scale`, then (x - mean) / std per RGB channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub resize: u32,
+    pub crop: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub scale: f32,
+    pub channel_order: String,
+}
+
+impl Preprocess {
+    /// ImageNet-style preprocessing at the paper's test-time view (256 → centre 224).
+    pub fn imagenet(crop: u32) -> Self {
+        Preprocess {
+            resize: crop * 8 / 7,
+            crop,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            scale: 255.0,
+            channel_order: "RGB".into(),
+        }
+    }
+}
+
+/// The JSON file beside every model: the contract between whoever wrote the model and fc7's
+/// embedder (input/output names, preprocessing), plus provenance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub input: String,
+    pub input_shape: Vec<String>,
+    pub embedding_output: String,
+    pub embedding_dim: usize,
+    pub logits_output: Option<String>,
+    #[serde(default)]
+    pub classes: Vec<String>,
+    pub preprocess: Preprocess,
+    pub architecture: AlexNetConfig,
+    pub provenance: serde_json::Value,
+    pub onnx_sha256: String,
+}
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// What a caller knows about a model beyond its weights.
+pub struct ModelInfo {
+    pub classes: Vec<String>,
+    pub preprocess: Preprocess,
+    pub provenance: serde_json::Value,
+}
+
+/// The manifest path beside an ONNX file: `models/x.onnx` → `models/x.json`.
+pub fn manifest_path(onnx: &Path) -> PathBuf {
+    onnx.with_extension("json")
+}
+
+/// Writes `path` (ONNX) and its manifest, each atomically (temp file, fsync, rename).
+pub fn write_model(
+    path: &Path,
+    config: &AlexNetConfig,
+    params: &[Param],
+    info: ModelInfo,
+) -> Result<Manifest> {
+    let bytes = to_onnx_bytes(
+        config,
+        params,
+        "AlexNet (Krizhevsky et al. 2012), written by fc7",
+    )?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        input: INPUT.into(),
+        input_shape: vec![
+            "N".into(),
+            "3".into(),
+            config.input.to_string(),
+            config.input.to_string(),
+        ],
+        embedding_output: EMBEDDING.into(),
+        embedding_dim: config.hidden,
+        logits_output: (config.classes > 0).then(|| LOGITS.to_string()),
+        classes: info.classes,
+        preprocess: info.preprocess,
+        architecture: config.clone(),
+        provenance: info.provenance,
+        onnx_sha256: sha256_hex(&bytes),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+    atomic_write(path, &bytes)?;
+    atomic_write(&manifest_path(path), &json)?;
+    Ok(manifest)
+}
+
+/// Reads and checks a model's manifest: it must exist, parse, and match the ONNX file's hash.
+pub fn read_manifest(onnx: &Path) -> Result<Manifest> {
+    let mpath = manifest_path(onnx);
+    let text = std::fs::read(&mpath).map_err(|e| Error::Model {
+        path: mpath.clone(),
+        reason: format!("cannot read the model's manifest: {e}"),
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Model {
+        path: mpath.clone(),
+        reason: format!("invalid manifest: {e}"),
+    })?;
+    let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
+    if sha256_hex(&bytes) != manifest.onnx_sha256 {
+        return Err(Error::Model {
+            path: onnx.to_path_buf(),
+            reason: format!(
+                "sha256 differs from {} (model changed after export?)",
+                mpath.display()
+            ),
+        });
+    }
+    Ok(manifest)
+}

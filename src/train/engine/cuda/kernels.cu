@@ -1,0 +1,78 @@
+/* fc7's own CUDA kernels; compiled at run time by NVRTC (see kernels.rs). Host emulations of
+   each kernel, checked against the CPU engine, are in emulate.rs. */
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+#define GRID_STRIDE(i, len) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (len); \
+         i += (long long)blockDim.x * gridDim.x)
+
+/* x[n][c][p] = (px[n][c][p] / 255 + shift[n][c] - mean[c]) / std[c] */
+extern "C" __global__ void input_u8(const unsigned char* px, const float* shift, float* x,
+                                    long long len, int plane, float m0, float m1, float m2,
+                                    float s0, float s1, float s2) {
+    GRID_STRIDE(i, len) {
+        long long nc = i / plane;
+        int c = (int)(nc % 3);
+        float mean = c == 0 ? m0 : (c == 1 ? m1 : m2);
+        float sd = c == 0 ? s0 : (c == 1 ? s1 : s2);
+        float v = (float)px[i] / 255.0f;
+        x[i] = __fdiv_rn(__fsub_rn(__fadd_rn(v, shift[nc]), mean), sd);
+    }
+}
+
+__device__ u32 dropout_hash(u64 seed, u64 i) {
+    u64 z = seed + (i + 1ull) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (u32)((z ^ (z >> 31)) >> 40);
+}
+
+extern "C" __global__ void dropout(float* h, long long len, u64 seed, u32 threshold, float scale) {
+    GRID_STRIDE(i, len) {
+        h[i] = dropout_hash(seed, (u64)i) >= threshold ? h[i] * scale : 0.0f;
+    }
+}
+
+/* One thread per sample: loss[i] = logsumexp(row) - row[label]; grad = (softmax - onehot) / n */
+extern "C" __global__ void softmax_xent(const float* logits, const u32* labels, float* loss,
+                                        float* grad, int n, int k) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float* row = logits + (long long)i * k;
+    float mx = row[0];
+    for (int j = 1; j < k; j++) mx = fmaxf(mx, row[j]);
+    double sum = 0.0;
+    for (int j = 0; j < k; j++) sum += exp((double)(row[j] - mx));
+    u32 label = labels[i];
+    loss[i] = (float)(log(sum) - (double)(row[label] - mx));
+    for (int j = 0; j < k; j++) {
+        float p = (float)(exp((double)(row[j] - mx)) / sum);
+        grad[(long long)i * k + j] = (p - (j == (int)label ? 1.0f : 0.0f)) / (float)n;
+    }
+}
+
+/* y[r][j] += b[j] */
+extern "C" __global__ void add_bias_rows(float* y, const float* b, long long len, int o) {
+    GRID_STRIDE(i, len) { y[i] += b[i % o]; }
+}
+
+/* db[j] = sum over rows of dy[r][j], in row order */
+extern "C" __global__ void sum_rows(const float* dy, float* db, int n, int o) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= o) return;
+    double s = 0.0;
+    for (int r = 0; r < n; r++) s += dy[(long long)r * o + j];
+    db[j] = (float)s;
+}
+
+/* v <- m v - wd lr w - lr g; w <- w + v */
+extern "C" __global__ void sgd(float* w, float* v, const float* g, long long len, float lr,
+                               float m, float wd) {
+    GRID_STRIDE(i, len) {
+        float nv = m * v[i] - wd * lr * w[i] - lr * g[i];
+        v[i] = nv;
+        w[i] += nv;
+    }
+}
