@@ -3,8 +3,9 @@
 //! 8-bit RGB (alpha composited on white), resize the shorter side and take the centre crop.
 //!
 //! Large JPEGs are decoded at a reduced scale (m/8) in the DCT domain by libjpeg-turbo (built
-//! from source into the binary; CMYK ones by jpeg-decoder at 1/2..1/8), and all resizing uses a
-//! SIMD convolution resizer (fast_image_resize), so decoding keeps up with inference. `reference_view` is the slow, obviously-correct path kept to check the fast one.
+//! from source into the binary), and all resizing uses a SIMD convolution resizer
+//! (fast_image_resize), so decoding keeps up with inference. `reference_view` is the slow,
+//! obviously-correct path kept to check the fast one.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -86,12 +87,9 @@ pub fn prepare_bytes(bytes: &[u8], path: &Path, view: View, max_pixels: u64) -> 
         return Err(decode_err(path, "truncated JPEG (no end-of-image marker)"));
     }
     let img = match format {
-        ImageFormat::Jpeg => turbo_jpeg(bytes, view.resize)
-            .or_else(|e| match w.min(h) >= 2 * view.resize {
-                true => scaled_jpeg(bytes, w, h, view.resize),
-                false => Err(e),
-            })
-            .or_else(|_| decode_full(bytes, format, max_pixels)),
+        ImageFormat::Jpeg => {
+            turbo_jpeg(bytes, view.resize).or_else(|_| decode_full(bytes, format, max_pixels))
+        }
         _ => decode_full(bytes, format, max_pixels),
     }
     .map_err(|e| decode_err(path, e))?;
@@ -121,7 +119,7 @@ mod jpeg;
 pub mod scan;
 
 pub use jpeg::jpeg_is_complete;
-use jpeg::{scaled_jpeg, turbo_jpeg};
+use jpeg::turbo_jpeg;
 
 type DecodeResult = std::result::Result<DynamicImage, String>;
 
