@@ -4,8 +4,6 @@
 //! faster than pure-Rust jpeg-decoder at 1/8 on a 12 MP photo (BENCHMARKS.md), so it is the
 //! one JPEG path; `image`'s decoder remains the full-size fallback and the tests' reference.
 
-use std::io::Cursor;
-
 use image::metadata::Orientation;
 use image::{DynamicImage, RgbImage};
 

@@ -5,7 +5,8 @@
 /// of classes scoring strictly higher, so ties count in the label's favour.
 pub fn top_errors(scores: &[f32], labels: &[usize]) -> (f64, f64) {
     assert!(
-        scores.len() % labels.len().max(1) == 0 && (labels.is_empty() == scores.is_empty()),
+        scores.len().is_multiple_of(labels.len().max(1))
+            && (labels.is_empty() == scores.is_empty()),
         "{} scores for {} labels",
         scores.len(),
         labels.len()
