@@ -1,4 +1,4 @@
-//! Benchmarks for BENCHMARKS.md (run through scripts/bench.sh, not as timed tests):
+//! Benchmarks for BENCHMARKS.md (run through scripts/bench/cpu.sh, not as timed tests):
 //!   make-photos DIR N W H      synthetic textured "photos" as JPEGs (parallel)
 //!   extract MODEL DEVICE BATCH ITERS   pure fc7 inference images/s, input prepared once
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference

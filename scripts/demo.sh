@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 epochs=${FC7_DEMO_EPOCHS:-4}
 work=target/demo
 echo "== build tools, ONNX Runtime, fc7"
-scripts/setup-build.sh
-scripts/setup-ort.sh
+scripts/setup/build.sh
+scripts/setup/ort.sh
 cargo build --release --bins
 fc7=target/release/fc7
 mkdir -p "$work"

@@ -3,12 +3,12 @@
 # onnx for the checker), runs every Rust test, then has onnx.checker validate a model fc7 writes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-build.sh
-scripts/setup-ort.sh >/dev/null
+scripts/setup/build.sh
+scripts/setup/ort.sh >/dev/null
 # NVRTC and cuDNN's host-side descriptors let the tests check the CUDA engine's kernels and
 # layer shapes without a GPU.
-nvrtc=$(scripts/setup-nvrtc.sh | tail -n1)
-cudnn=$(scripts/setup-cudnn-check.sh | tail -n1)
+nvrtc=$(scripts/setup/nvrtc.sh | tail -n1)
+cudnn=$(scripts/setup/cudnn-check.sh | tail -n1)
 python3 -c "import onnx" 2>/dev/null || python3 -m pip install -q onnx
 LD_LIBRARY_PATH="$nvrtc:$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" FC7_REQUIRE_NVRTC=1 \
   FC7_REQUIRE_CUDNN=1 cargo test

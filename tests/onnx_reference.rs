@@ -191,7 +191,7 @@ fn onnx_runtime_matches_a_plain_reference_forward_pass() {
         device: Device::Cpu,
         ..Default::default()
     };
-    let mut e = Embedder::open(&path, &opts).expect("ONNX Runtime (run scripts/setup-ort.sh)");
+    let mut e = Embedder::open(&path, &opts).expect("ONNX Runtime (run scripts/setup/ort.sh)");
     let out = e.run(&input, n, true).unwrap();
     let logits = out.logits.unwrap();
     for i in 0..n {

@@ -1,6 +1,6 @@
 //! Finds and loads the ONNX Runtime shared library at run time (ort's `load-dynamic`), so fc7
 //! builds with no download: the library comes from the official PyPI wheel, unpacked by
-//! `scripts/setup-ort.sh` into a cache folder. Order: `--ort-lib`, `ORT_DYLIB_PATH`, the cache.
+//! `scripts/setup/ort.sh` into a cache folder. Order: `--ort-lib`, `ORT_DYLIB_PATH`, the cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::util::fs::cache_dir;
 
 /// The ONNX Runtime release fc7 is built and tested against.
-pub const ORT_VERSION: &str = "1.31.1";
+pub const ORT_VERSION: &str = include_str!("../../scripts/setup/ORT_VERSION").trim_ascii();
 
 /// The library a setup run leaves in the cache for the CPU or the GPU (CUDA) build.
 pub fn cached_library(gpu: bool) -> PathBuf {
@@ -45,7 +45,7 @@ pub fn locate(explicit: Option<&Path>, prefer_gpu: bool) -> Result<PathBuf> {
         .find(|p| p.is_file())
         .ok_or_else(|| {
             Error::Runtime(format!(
-                "library not found in {}: run scripts/setup-ort.sh (add --gpu for CUDA), \
+                "library not found in {}: run scripts/setup/ort.sh (add --gpu for CUDA), \
                  or point --ort-lib / ORT_DYLIB_PATH at libonnxruntime.so",
                 cache_dir().display()
             ))

@@ -1,4 +1,4 @@
-//! Matrix products through the `gemm` crate (as candle uses), on row-major storage viewed as
+//! Matrix products through the `gemm` crates (as candle uses; only the f32 kernels are built), on row-major storage viewed as
 //! possibly transposed matrices: the CPU engine's layers and exact k-NN's distances.
 
 /// A logical rows × cols matrix over row-major storage, optionally transposed.
@@ -45,13 +45,13 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], acc: bool, parallel: bool) {
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
     let par = if parallel {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
+        gemm_common::Parallelism::Rayon(rayon::current_num_threads())
     } else {
-        gemm::Parallelism::None
+        gemm_common::Parallelism::None
     };
     // SAFETY: the asserts above bound every index gemm touches by the slices' lengths.
     unsafe {
-        gemm::gemm(
+        gemm_f32::gemm::f32::get_gemm_fn()(
             m,
             n,
             k,

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Fetches ONNX Runtime's shared library from the official PyPI wheel (no other download source)
 # and unpacks it into fc7's cache, where the fc7 binary finds it. Idempotent.
-# Usage: scripts/setup-ort.sh [--gpu] [--version X.Y.Z]
+# Usage: scripts/setup/ort.sh [--gpu] [--version X.Y.Z]
 # Prints the library's path on its last line.
 set -euo pipefail
-ver=1.31.1
+ver=$(cat "$(dirname "$0")/ORT_VERSION")  # the one place the version is written
 gpu=0
 while [ $# -gt 0 ]; do
   case "$1" in

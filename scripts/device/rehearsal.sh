@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The ImageNet rehearsal on the lent GPU machine, one call of under 8 minutes, after
-# scripts/pack-device-train.sh here (carry .devrun). Into $OUT/rehearsal.txt:
+# scripts/device/pack.sh here (carry .devrun). Into $OUT/rehearsal.txt:
 #   1. PER_CLASS × 1,000 (default 128: 128,000 images, a tenth of ILSVRC-2012's training set)
 #      ImageNet-shaped JPEGs of about 500×375 (`fc7 dataset imagenet-like`): time, size;
 #   2. their pack at 256×256 (`fc7 dataset pack`): time, bytes on disk;

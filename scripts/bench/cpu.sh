@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the benchmarks behind BENCHMARKS.md on this machine and prints their raw lines.
-# Usage: scripts/bench.sh [WORKDIR]   (default /tmp/fc7-bench; needs ~2 GB and ~20 minutes on 2 cores)
+# Usage: scripts/bench/cpu.sh [WORKDIR]   (default /tmp/fc7-bench; needs ~2 GB and ~20 minutes on 2 cores)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 w=${1:-/tmp/fc7-bench}
 mkdir -p "$w"
-scripts/setup-ort.sh >/dev/null
-python3 -c "import onnxruntime" 2>/dev/null || python3 -m pip install -q "onnxruntime==1.31.1" numpy
+scripts/setup/ort.sh >/dev/null
+python3 -c "import onnxruntime" 2>/dev/null || python3 -m pip install -q "onnxruntime==$(cat scripts/setup/ORT_VERSION)" numpy
 cargo build --release --bins --benches -q
 bench=$(ls -t target/release/deps/fc7bench-* | grep -v '\.d$' | head -1)
 fc7=target/release/fc7
@@ -18,7 +18,7 @@ echo "## 1. fc7 extraction, Rust (ort) vs Python onnxruntime, $threads threads"
 for b in 32 1; do
   it=$(( b == 1 ? 60 : 6 ))
   $bench extract "$w/m.onnx" cpu $b $it
-  python3 scripts/bench_ort.py "$w/m.onnx" $b $it $threads
+  python3 scripts/bench/ort.py "$w/m.onnx" $b $it $threads
 done
 
 echo "## 2. decoding a 12-megapixel JPEG: fast path vs image decode + resize"

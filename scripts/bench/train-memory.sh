@@ -4,7 +4,7 @@
 # then the peak RSS of `fc7 train --preset paper --max-steps 2 --device cpu` and the feed's
 # crops/s of 224² (`fc7bench feed`). Needs about N × 0.2 MB of disk under $WORK (default /tmp).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 work=${WORK:-/tmp}/fc7-bench-memory
 sizes=${SIZES:-10000 100000}
 cargo build --release --bin fc7 -q

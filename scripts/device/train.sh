@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU training check, run on the lent device machine after scripts/pack-device-train.sh
+# The GPU training check, run on the lent device machine after scripts/device/pack.sh
 # (carry .devrun). Needs no ONNX Runtime: the CUDA engine loads cuDNN/cuBLAS from the machine's
 # Python packages and NVRTC from /usr/local/cuda. Prints, into $OUT/train.txt:
 #   1. fc7 selftest --device cuda --bench: every engine operation and two whole training steps

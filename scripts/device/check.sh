@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check, run on the lent device machine (see ../shared/device/README.md for how the ONNX
-# Runtime CUDA build travels there in chunks). Expects .ortgpu*/ chunks already copied to /tmp/o
-# except the last, which is carried with .devrun/ (xz'd release binaries fc7 and fc7bench).
+# The GPU inference check, run on the lent device machine. Needs, made here first:
+#   .devrun/ from scripts/device/pack.sh (xz'd release binaries fc7 and fc7bench), and
+#   .ortgpu*/ chunks of ONNX Runtime's CUDA build (scripts/setup/ort.sh --gpu, then split as
+#   ../shared/device/README.md describes: all but the last copied to /tmp/o on the machine by
+#   earlier calls, the last carried with this one).
 # Prints: GPU, CUDA fc7 inference images/s at several batch sizes, CPU-vs-CUDA fc7 agreement,
 # end-to-end `fc7 index --device cuda` images/s on generated 1024x768 and 2000x1500 JPEGs, HNSW recall.
 set -u
@@ -11,7 +13,7 @@ last=$(ls -d .ortgpu* | sort -V | tail -1)
 cp "$last"/* /tmp/o/ && cat /tmp/o/chunk.* | xz -d | tar -C /tmp/ortgpu -xf - || { echo "ORT GPU unpack failed"; exit 1; }
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=/tmp/ortgpu:$(ls -d "$SP"/nvidia/*/lib | tr '\n' ':')/usr/local/cuda/lib64
-export ORT_DYLIB_PATH=/tmp/ortgpu/libonnxruntime.so.1.31.1
+export ORT_DYLIB_PATH=$(ls /tmp/ortgpu/libonnxruntime.so.* | head -1)
 b=/tmp/bin
 mkdir -p $b && for f in fc7 fc7bench; do xz -dc .devrun/$f.xz > $b/$f; chmod +x $b/$f; done
 {

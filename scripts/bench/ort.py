@@ -1,6 +1,6 @@
 """Python onnxruntime fc7 throughput on the same model, thread count and batch as fc7bench's
 `extract`, so the Rust embedder can be compared with the reference binding.
-Usage: python3 scripts/bench_ort.py MODEL BATCH ITERS THREADS"""
+Usage: python3 scripts/bench/ort.py MODEL BATCH ITERS THREADS"""
 import sys, time
 import numpy as np
 import onnxruntime as ort

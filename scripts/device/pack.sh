@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Prepares .devrun/ (git-ignored) for scripts/device-train.sh and scripts/device-rehearsal.sh
+# Prepares .devrun/ (git-ignored) for scripts/device/train.sh and scripts/device/rehearsal.sh
 # on the lent GPU machine: the stripped, xz'd release fc7 and fc7bench binaries, the
 # Fashion-MNIST IDX files (the device has no dataset package) and PyTorch's reference script.
 # Run here, then one device call carrying .devrun.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 [ -d /usr/share/datasets/fashion-mnist ] || { echo "needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
 cargo build --release --bin fc7
 bench=$(cargo bench --no-run --bench fc7bench --message-format=json 2>/dev/null |
