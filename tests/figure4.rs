@@ -2,7 +2,55 @@
 
 mod common;
 
-use common::{json_file, run_ok, s};
+use std::path::Path;
+
+use common::{json, json_file, run_ok, s};
+
+/// precision@k of class computed another way: `fc7 index` of the training images, then
+/// `fc7 query --exact` of every test image, the class read from each neighbour's folder.
+fn precision_through_the_index(data: &Path, model: &Path, idx: &Path, k: usize) -> f64 {
+    let (train, test) = (data.join("train"), data.join("val"));
+    run_ok(&[
+        "index",
+        s(&train),
+        "--index",
+        s(idx),
+        "--model",
+        s(model),
+        "--quiet",
+    ]);
+    let mut images: Vec<String> = Vec::new();
+    for class in std::fs::read_dir(&test).unwrap() {
+        for f in std::fs::read_dir(class.unwrap().path()).unwrap() {
+            images.push(f.unwrap().path().to_string_lossy().into_owned());
+        }
+    }
+    let k = k.to_string();
+    let mut args = vec!["query", "--index", s(idx), "--exact", "--json", "-k", &k];
+    args.extend(images.iter().map(String::as_str));
+    let class_of = |p: &str| {
+        Path::new(p)
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_owned()
+    };
+    let results = json(&run_ok(&args))["results"].as_array().unwrap().clone();
+    let per: Vec<f64> = results
+        .iter()
+        .map(|r| {
+            let q = class_of(r["query"].as_str().unwrap());
+            let ns = r["neighbours"].as_array().unwrap();
+            let same = ns
+                .iter()
+                .filter(|n| class_of(n["path"].as_str().unwrap()) == q);
+            same.count() as f64 / ns.len() as f64
+        })
+        .collect();
+    assert_eq!(per.len(), 12);
+    per.iter().sum::<f64>() / per.len() as f64
+}
 
 #[test]
 fn figure4_writes_the_grid_json_html_and_metrics() {
@@ -87,6 +135,14 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
     }
     let saved = json_file(&out.join("metrics.json"));
     assert_eq!(saved, metrics);
+    // With 48 training points the graph search is exhaustive: recall must be exact.
+    assert_eq!(metrics["hnsw_recall_at_k"], 1.0, "{metrics}");
+    let want = precision_through_the_index(&data, &model, &d.path().join("idx"), 4);
+    let got = metrics["fc7_precision_at_k"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() < 1e-9,
+        "figure4 {got}, index + exact query {want}"
+    );
 
     let fig = json_file(&out.join("figure4.json"));
     let rows = fig["rows"].as_array().unwrap();

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{fc7, json, mixed_folder, model, plain_folder, run_ok, s};
+use common::{
+    error_lines, fc7, json, mixed_folder, model, plain_folder, run_ok, run_on_a_small_disk, s,
+    temp_leftovers,
+};
 use serde_json::Value;
 
 fn index(photos: &Path, idx: &Path, extra: &[&str]) -> Value {
@@ -91,6 +94,20 @@ fn mixed_folder_indexes_every_valid_image_once_and_lists_bad_ones() {
         );
         assert_eq!(r["neighbours"].as_array().unwrap().len(), 7);
     }
+    // A copy outside the index is embedded at query time, not read back from the catalog: its
+    // nearest neighbour is the original at distance ~0, so query-time and index-time
+    // embedding agree (rank 0 above only shows the stored vector matches itself).
+    let original = photos.root.join(&photos.valid[0]);
+    let copy = d.path().join(format!(
+        "copy.{}",
+        original.extension().unwrap().to_string_lossy()
+    ));
+    std::fs::copy(&original, &copy).unwrap();
+    let r = query(&copy, &idx, &[]);
+    assert_eq!(r["indexed"], false, "{r}");
+    let n = &r["neighbours"][0];
+    assert_eq!(n["path"].as_str(), Some(s(&original)), "{r}");
+    assert!(n["distance"].as_f64().unwrap() < 1e-3, "{r}");
 }
 
 #[test]
@@ -245,31 +262,41 @@ fn indexed_count(idx: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn kill_9_mid_run_then_rerun_loses_and_duplicates_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("photos");
-    plain_folder(&root, 60);
-    let idx = d.path().join("idx");
-    let mut child = fc7()
-        .args([
-            "index",
-            s(&root),
-            "--index",
-            s(&idx),
-            "--model",
-            s(model()),
-            "--batch",
-            "2",
-            "--quiet",
-        ])
+/// `fc7 index` of 60 small JPEGs in batches of two, returned once `rows` rows are saved.
+fn index_in_background(root: &Path, idx: &Path, rows: u64, stdout: Stdio) -> std::process::Child {
+    plain_folder(root, 60);
+    let child = fc7()
+        .args(["index", s(root), "--index", s(idx), "--model", s(model())])
+        .args(["--batch", "2", "--quiet", "--json"])
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while indexed_count(&idx) < 4 && start.elapsed() < Duration::from_secs(120) {
+    while indexed_count(idx) < rows && start.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    child
+}
+
+/// A rerun after an interrupted run embeds exactly what is missing, and every file is found once.
+fn rerun_completes(root: &Path, idx: &Path, partial: u64) {
+    let sum = index(root, idx, &[]);
+    assert_eq!(sum["unchanged"].as_u64().unwrap(), partial, "{sum}");
+    assert_eq!(sum["added"].as_u64().unwrap() + partial, 60);
+    assert_eq!(sum["total_indexed"], 60);
+    let r = query(&root.join("img0059.jpg"), idx, &["-k", "59"]);
+    let mut paths = neighbour_paths(&r);
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 60, "every file once");
+}
+
+#[test]
+fn kill_9_mid_run_then_rerun_loses_and_duplicates_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
+    let mut child = index_in_background(&root, &idx, 4, Stdio::null());
     // While it runs: a second writer is refused at once, readers work.
     let second = fc7()
         .args(["index", s(&root), "--index", s(&idx), "--model", s(model())])
@@ -301,15 +328,30 @@ fn kill_9_mid_run_then_rerun_loses_and_duplicates_nothing() {
 
     let partial = indexed_count(&idx);
     assert!((4..60).contains(&partial), "killed run indexed {partial}");
-    let sum = index(&root, &idx, &[]);
-    assert_eq!(sum["unchanged"].as_u64().unwrap(), partial, "{sum}");
-    assert_eq!(sum["added"].as_u64().unwrap() + partial, 60);
-    assert_eq!(sum["total_indexed"], 60);
-    let r = query(&root.join("img0059.jpg"), &idx, &["-k", "59"]);
-    let mut paths = neighbour_paths(&r);
-    paths.sort();
-    paths.dedup();
-    assert_eq!(paths.len(), 60, "every file once");
+    rerun_completes(&root, &idx, partial);
+}
+
+#[test]
+fn ctrl_c_stops_indexing_with_130_keeps_what_was_embedded_and_rerun_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
+    let child = index_in_background(&root, &idx, 4, Stdio::piped());
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let sum = json(&out);
+    assert_eq!(sum["interrupted"], true, "{sum}");
+    let partial = indexed_count(&idx);
+    assert!(
+        (4..60).contains(&partial),
+        "interrupted run indexed {partial}"
+    );
+    assert_eq!(sum["total_indexed"].as_u64(), Some(partial), "{sum}");
+    rerun_completes(&root, &idx, partial);
 }
 
 #[test]
@@ -361,5 +403,105 @@ fn a_missing_runtime_library_is_a_one_line_error() {
     assert!(
         err.contains("/nonexistent/libonnxruntime.so") && err.trim().lines().count() == 1,
         "{err}"
+    );
+}
+
+/// A stand-in for an old ONNX Runtime: a shared library whose `OrtGetApiBase` reports 1.16.3,
+/// built with the system C compiler (which building fc7 needs anyway).
+fn old_runtime(dir: &Path) -> std::path::PathBuf {
+    let c = dir.join("old.c");
+    std::fs::write(
+        &c,
+        r#"typedef struct { const void *(*get_api)(unsigned); const char *(*version)(void); } Base;
+static const void *get_api(unsigned v) { (void)v; return 0; }
+static const char *version(void) { return "1.16.3"; }
+static const Base base = { get_api, version };
+const Base *OrtGetApiBase(void) { return &base; }
+"#,
+    )
+    .unwrap();
+    let lib = dir.join("libonnxruntime.so.1.16.3");
+    let ok = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o", s(&lib), s(&c)])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cc could not build the stand-in library");
+    lib
+}
+
+#[test]
+fn a_runtime_of_the_wrong_version_is_named_with_the_one_needed() {
+    let d = tempfile::tempdir().unwrap();
+    plain_folder(&d.path().join("p"), 1);
+    let lib = old_runtime(d.path());
+    let out = fc7()
+        .args([
+            "index",
+            s(&d.path().join("p")),
+            "--index",
+            s(&d.path().join("i")),
+        ])
+        .args(["--model", s(model()), "--ort-lib", s(&lib)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let want = fc7::infer::runtime::ORT_VERSION;
+    assert!(
+        errors[0].contains(s(&lib)) && errors[0].contains("1.16.3") && errors[0].contains(want),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_full_disk_stops_indexing_in_one_line_and_the_next_run_completes() {
+    let d = tempfile::tempdir().unwrap();
+    let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
+    plain_folder(&root, 60);
+    // 600 KiB: room for the catalog's first batches of 16 KiB vectors, not for all 60.
+    let args = ["index", s(&root), "--index", s(&idx), "--model", s(model())];
+    let out = run_on_a_small_disk(600, &[&args[..], &["--batch", "8", "--quiet"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains(s(&idx)), "names the index: {errors:?}");
+    let partial = indexed_count(&idx);
+    assert!(partial < 60, "stopped early ({partial})");
+    assert!(temp_leftovers(&idx).is_empty());
+    rerun_completes(&root, &idx, partial);
+}
+
+#[test]
+fn read_only_destinations_are_one_line_errors_naming_them() {
+    let d = tempfile::tempdir().unwrap();
+    plain_folder(&d.path().join("p"), 2);
+    let ro = d.path().join("ro");
+    let Some(_guard) = common::ReadOnly::new(&ro) else {
+        return;
+    };
+    let model_out = ro.join("m.onnx");
+    let idx = ro.join("idx");
+    for args in [
+        vec!["model", "init", "--random", "--out", s(&model_out)],
+        vec![
+            "index",
+            s(&d.path().join("p")),
+            "--index",
+            s(&idx),
+            "--model",
+            s(model()),
+        ],
+    ] {
+        let out = fc7().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let errors = error_lines(&out);
+        assert_eq!(errors.len(), 1, "{args:?}: {errors:?}");
+        assert!(errors[0].contains(s(&ro)), "{errors:?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        0,
+        "nothing left behind"
     );
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{fc7, json_file, run_ok, s};
+use common::{error_lines, fc7, json_file, run_ok, run_on_a_small_disk, s, temp_leftovers};
 use fc7::train::epoch::Outcome;
 use fc7::train::progress::TrainProgress;
 use fc7::train::run::TrainOptions;
@@ -539,5 +539,54 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
     assert!(!err.contains("starts fresh"), "{err}");
     let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(d.path().join("m.onnx").is_file());
+}
+
+#[test]
+fn a_full_disk_at_a_checkpoint_is_one_error_and_keeps_the_previous_checkpoint() {
+    let (d, data, stem) = small_fixture();
+    let args = [
+        "train",
+        s(&data),
+        "--out",
+        s(&stem),
+        "--quiet",
+        "--preset",
+        "quick",
+        "--device",
+        "cpu",
+        "--batch",
+        "8",
+        "--epochs",
+        "2",
+    ];
+    run_ok(&[&args[..], &["--max-steps", "3"]].concat());
+    let ckpt = d.path().join("m.ckpt");
+    let good = std::fs::read(&ckpt).unwrap();
+    // Half the checkpoint's size: the log and the curves still fit, the next checkpoint not.
+    let kib = good.len() as u64 / 2048;
+    assert!(
+        kib > 300,
+        "checkpoint of {} bytes is too small for this test",
+        good.len()
+    );
+    let out = run_on_a_small_disk(kib, &[&args[..], &["--resume"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("m.ckpt"),
+        "names the checkpoint: {errors:?}"
+    );
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        good,
+        "the previous checkpoint is kept"
+    );
+    assert!(temp_leftovers(d.path()).is_empty());
+    assert!(!d.path().join("m.onnx").exists());
+    run_ok(&[&args[..], &["--resume"]].concat());
+    let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
     assert!(d.path().join("m.onnx").is_file());
 }

@@ -52,6 +52,18 @@ pub fn locate(explicit: Option<&Path>, prefer_gpu: bool) -> Result<PathBuf> {
         })
 }
 
+/// Why `path` did not load, saying what fc7 needs when it is the wrong release.
+fn load_error(path: &Path, e: ort::LoadDynamicError) -> String {
+    match e {
+        ort::LoadDynamicError::BadVersion { version_str, .. } => format!(
+            "{} is ONNX Runtime {version_str}, too old for fc7, which is built and tested \
+             against {ORT_VERSION} (scripts/setup/ort.sh installs it)",
+            path.display()
+        ),
+        e => format!("cannot load {}: {e}", path.display()),
+    }
+}
+
 type Loaded = std::result::Result<(PathBuf, ort::environment::Environment), String>;
 static LOADED: OnceLock<Loaded> = OnceLock::new();
 
@@ -64,8 +76,7 @@ pub fn init(
     LOADED
         .get_or_init(|| {
             let path = locate(explicit, prefer_gpu).map_err(|e| e.to_string())?;
-            let builder = ort::init_from(&path)
-                .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+            let builder = ort::init_from(&path).map_err(|e| load_error(&path, e))?;
             let env = builder
                 .with_name("fc7")
                 .build()

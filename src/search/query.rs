@@ -174,3 +174,110 @@ pub fn query(store: &Store, images: &[PathBuf], opts: &QueryOptions) -> Result<V
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::catalog::NewImage;
+    use crate::search::graph::{refresh, Refresh};
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+
+    const DIM: usize = 48;
+
+    /// `n` vectors around 64 cluster centres, as image features gather by content.
+    fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut centres_rng = rand::rngs::StdRng::seed_from_u64(0);
+        let wide = Normal::new(0.0f32, 4.0).unwrap();
+        let centres: Vec<Vec<f32>> = (0..64)
+            .map(|_| (0..DIM).map(|_| wide.sample(&mut centres_rng)).collect())
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let near = Normal::new(0.0f32, 1.0).unwrap();
+        (0..n)
+            .map(|i| {
+                let c = &centres[(i * 7 + seed as usize) % 64];
+                c.iter().map(|x| x + near.sample(&mut rng)).collect()
+            })
+            .collect()
+    }
+
+    fn add(cat: &mut Catalog, vs: &[Vec<f32>], first: usize) -> Vec<i64> {
+        cat.transaction(|w| {
+            vs.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    w.insert(&NewImage {
+                        path: Path::new(&format!("/p/{}.jpg", first + i)),
+                        size: 1,
+                        mtime_ns: 1,
+                        hash: &[0],
+                        width: 1,
+                        height: 1,
+                        vector: v,
+                    })
+                })
+                .collect()
+        })
+        .unwrap()
+    }
+
+    /// The exact `k` nearest live rows.
+    fn exact(live: &[(i64, Vec<f32>)], q: &[f32], k: usize) -> Vec<i64> {
+        let mut d: Vec<(i64, f32)> = live.iter().map(|(id, v)| (*id, knn::l2(q, v))).collect();
+        knn::sort_hits(&mut d);
+        d.into_iter().take(k).map(|h| h.0).collect()
+    }
+
+    #[test]
+    fn recall_after_additions_and_deletions_against_brute_force() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(d.path(), true).unwrap();
+        let (first, second) = (vectors(20_000, 1), vectors(1_000, 2));
+        let ids = add(&mut cat, &first, 0);
+        assert_eq!(refresh(d.path(), &cat).unwrap(), Refresh::Rebuilt(20_000));
+        let ids2 = add(&mut cat, &second, 20_000);
+        assert_eq!(refresh(d.path(), &cat).unwrap(), Refresh::Extended(1_000));
+        // Newer than the graph (brute force at query time), then 5% of the graph deleted —
+        // under the tenth that forces a rebuild, so query time must filter them.
+        add(&mut cat, &vectors(300, 3), 21_000);
+        cat.transaction(|w| ids.iter().step_by(20).try_for_each(|&id| w.remove(id)))
+            .unwrap();
+        let meta = graph::graph_meta(&cat).unwrap().unwrap();
+        let in_graph: Vec<(i64, Vec<f32>)> = ids
+            .iter()
+            .chain(&ids2)
+            .copied()
+            .zip(first.into_iter().chain(second))
+            .collect();
+        let mut live = Vec::new();
+        cat.for_each_vector(0, |id, v| live.push((id, v.to_vec())))
+            .unwrap();
+        let queries = vectors(300, 4);
+        let k = 6;
+        let (ours, narrow) = graph::with_graph(d.path(), Some(&meta), |g| {
+            let g = g.expect("the graph loads");
+            let (mut ours, mut narrow) = (0, 0);
+            for q in &queries {
+                let want = exact(&live, q, k);
+                let got = nearest(&cat, Some((g, &meta)), q, k).unwrap();
+                ours += got.iter().filter(|h| want.contains(&h.0)).count();
+                // The graph alone, at its narrowest width, against its own points.
+                let truth = exact(&in_graph, q, k);
+                let bare = g.search(q, k, k);
+                narrow += bare
+                    .iter()
+                    .filter(|n| truth.contains(&(n.d_id as i64)))
+                    .count();
+            }
+            (ours, narrow)
+        });
+        let recall = |hits: usize| hits as f64 / (k * queries.len()) as f64;
+        assert!(
+            recall(narrow) < 0.97,
+            "at width {k} the graph should miss neighbours (recall {}), or the test is exhaustive",
+            recall(narrow)
+        );
+        assert!(recall(ours) >= 0.99, "recall@6 {}", recall(ours));
+    }
+}

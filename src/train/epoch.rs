@@ -363,3 +363,116 @@ fn count(st: &mut State, batch: &Batch, logits: &[f32], losses: &[f32]) {
     st.epoch_seen += batch.len();
     st.steps += 1;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{init_params, Init};
+    use crate::train::engine::cpu::Cpu;
+    use crate::train::recipe::{architecture, preset};
+
+    const BASE: Hyper = Hyper {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dropout: 0.5,
+    };
+
+    /// The quick network's weights (flattened) before and after `steps` SGD steps under `h`,
+    /// all on the same batch.
+    fn weights_after(h: Hyper, steps: usize) -> (Vec<f32>, Vec<f32>) {
+        let cfg = architecture(&preset("quick").unwrap(), 4);
+        let params = init_params(&cfg, Init::He, 1);
+        let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+        let mut w = Weights::upload(&Cpu, &params, &vel).unwrap();
+        let x = crate::train::engine::random(4 * 3 * cfg.input * cfg.input, 3);
+        for step in 0..steps {
+            train_step(
+                &Cpu,
+                &cfg,
+                &mut w,
+                (x.clone(), &[0, 1, 2, 3]),
+                h,
+                step as u64,
+            )
+            .unwrap();
+        }
+        let (mut after, mut v) = (params.clone(), vel);
+        w.download(&Cpu, &mut after, &mut v).unwrap();
+        let flat = |p: Vec<crate::model::Param>| p.into_iter().flat_map(|p| p.data).collect();
+        (flat(params), flat(after))
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Weight decay after one step: w₁ − w₁' = −lr·wd·w₀ exactly (v₀ = 0; same gradient).
+    #[test]
+    fn weight_decay_shrinks_the_first_step_by_lr_times_wd_times_w() {
+        let (w0, with) = weights_after(BASE, 1);
+        let without = weights_after(
+            Hyper {
+                weight_decay: 0.0,
+                ..BASE
+            },
+            1,
+        )
+        .1;
+        let want: Vec<f32> = w0
+            .iter()
+            .map(|w| -BASE.lr * BASE.weight_decay * w)
+            .collect();
+        let got: Vec<f32> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
+        assert!(
+            max_abs_diff(&got, &want) < 1e-7,
+            "{}",
+            max_abs_diff(&got, &want)
+        );
+        assert!(want.iter().any(|v| v.abs() > 1e-6));
+    }
+
+    /// Momentum in the second step: w₂ − w₂' = m·(w₁ − w₀), the first step being the same.
+    #[test]
+    fn momentum_carries_the_first_step_into_the_second() {
+        let (w0, w1) = weights_after(BASE, 1);
+        let with = weights_after(BASE, 2).1;
+        let without = weights_after(
+            Hyper {
+                momentum: 0.0,
+                ..BASE
+            },
+            2,
+        )
+        .1;
+        let want: Vec<f32> = w1
+            .iter()
+            .zip(&w0)
+            .map(|(a, b)| BASE.momentum * (a - b))
+            .collect();
+        let got: Vec<f32> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
+        assert!(
+            max_abs_diff(&got, &want) < 1e-6,
+            "{}",
+            max_abs_diff(&got, &want)
+        );
+    }
+
+    /// Dropout changes the gradient, and so the step.
+    #[test]
+    fn dropout_changes_the_step() {
+        let with = weights_after(BASE, 1).1;
+        let without = weights_after(
+            Hyper {
+                dropout: 0.0,
+                ..BASE
+            },
+            1,
+        )
+        .1;
+        assert!(max_abs_diff(&with, &without) > 1e-6);
+    }
+}

@@ -200,9 +200,12 @@ impl<E: Engine> Harness<'_, E> {
             crate::train::engine::random(w.len(), 36),
         );
         let (mut wt2, mut vt2) = (self.up(&w2)?, self.up(&v2)?);
-        ops::sgd_step(&mut w2, &mut v2, &g, 0.01, 0.9, 5e-4);
+        // Rates large enough that each term moves w well past the tolerance: with the paper's
+        // lr 0.01 and decay 5e-4, a step that ignored weight decay passed this check.
+        let (lr, momentum, decay) = (0.1, 0.9, 0.05);
+        ops::sgd_step(&mut w2, &mut v2, &g, lr, momentum, decay);
         self.e
-            .sgd_step(&mut wt2, &mut vt2, &self.up(&g)?, 0.01, 0.9, 5e-4)?;
+            .sgd_step(&mut wt2, &mut vt2, &self.up(&g)?, lr, momentum, decay)?;
         self.compare("SGD weights", &w2, &wt2, ELEMENTWISE)?;
         self.compare("SGD velocity", &v2, &vt2, ELEMENTWISE)
     }
@@ -297,7 +300,11 @@ pub fn compare<E: Engine>(e: &E) -> Vec<Check> {
 }
 
 #[cfg(test)]
+mod faulty;
+
+#[cfg(test)]
 mod tests {
+    use super::faulty::{Fault, Faulty};
     use super::*;
 
     #[test]
@@ -342,6 +349,29 @@ mod tests {
         }
         for c in &checks {
             assert_eq!(c.error, 0.0, "{}", c.name);
+        }
+    }
+
+    /// Each planted fault fails the check for its own operation (and the network checks that
+    /// run through it), while the unfaulted wrapper passes everything.
+    #[test]
+    fn the_selftest_catches_a_wrong_engine() {
+        assert!(compare(&Faulty(Fault::None)).iter().all(Check::passed));
+        for (fault, check) in [
+            (Fault::LeakyRelu, "ReLU forward"),
+            (Fault::LrnWithoutBeta, "LRN forward"),
+            (Fault::ConvDwScaled, "dw"),
+            (Fault::SgdWithoutDecay, "SGD weights"),
+        ] {
+            let failed: Vec<String> = compare(&Faulty(fault))
+                .into_iter()
+                .filter(|c| !c.passed())
+                .map(|c| c.name)
+                .collect();
+            assert!(
+                failed.iter().any(|n| n.contains(check)),
+                "{fault:?} should fail '{check}'; failed: {failed:?}"
+            );
         }
     }
 }

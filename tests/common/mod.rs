@@ -330,3 +330,71 @@ pub fn plain_folder(root: &Path, n: u32) {
         );
     }
 }
+
+/// Runs fc7 with `args` under a file-size limit of `kib` KiB, as a full disk would stop it:
+/// a write past the limit fails with EFBIG (SIGXFSZ is ignored, as a full disk sends none).
+pub fn run_on_a_small_disk(kib: u64, args: &[&str]) -> Output {
+    Command::new("bash")
+        .args([
+            "-c",
+            r#"trap '' XFSZ; ulimit -f "$1"; shift; exec "$@""#,
+            "_",
+        ])
+        .arg(kib.to_string())
+        .arg(env!("CARGO_BIN_EXE_fc7"))
+        .args(args)
+        .env("FC7_PACKS", pack_cache())
+        .output()
+        .expect("run fc7 under ulimit -f")
+}
+
+/// The lines fc7 printed as errors (`fc7: …`).
+pub fn error_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("fc7: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Files an interrupted atomic write would leave behind (`.NAME.tmp-PID`).
+pub fn temp_leftovers(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect()
+}
+
+/// A folder nobody may write to, for as long as the value lives: mode 0555, or for root (whom
+/// modes do not stop) the immutable attribute. `None`, after one visible line, where neither
+/// works (root without `chattr`).
+pub struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    pub fn new(dir: &Path) -> Option<ReadOnly> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let probe = dir.join(".probe");
+        if std::fs::write(&probe, b"").is_ok() {
+            let _ = std::fs::remove_file(&probe);
+            let immutable = Command::new("chattr").arg("+i").arg(dir).status();
+            if !immutable.is_ok_and(|s| s.success()) {
+                let line = format!("SKIPPED: cannot make {} read-only here\n", dir.display());
+                let _ = std::io::stderr().write_all(line.as_bytes());
+                return None;
+            }
+        }
+        Some(ReadOnly(dir.to_path_buf()))
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}

@@ -202,3 +202,21 @@ impl Cuda {
         launched(unsafe { b.launch(per_item(o)) }, "sum_rows")
     }
 }
+
+/// For tests that need a CUDA library but no GPU: true (skip) when `library` is absent, saying
+/// so in one line that the test harness does not capture; a failure instead when `require` is
+/// set in the environment (as scripts/test.sh and CI do).
+#[cfg(test)]
+pub(crate) fn skipped_without(present: bool, library: &str, require: &str) -> bool {
+    use std::io::Write;
+    if present {
+        return false;
+    }
+    assert!(
+        std::env::var_os(require).is_none(),
+        "{require} is set but {library} cannot be loaded (LD_LIBRARY_PATH?)"
+    );
+    let line = format!("SKIPPED: {library} is not installed here (scripts/test.sh installs it)\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    true
+}
