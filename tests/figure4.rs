@@ -56,15 +56,7 @@ fn precision_through_the_index(data: &Path, model: &Path, idx: &Path, k: usize) 
 fn figure4_writes_the_grid_json_html_and_metrics() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    run_ok(&[
-        "dataset",
-        "synthetic",
-        s(&data),
-        "--classes",
-        "3",
-        "--per-class",
-        "20",
-    ]);
+    common::synthetic_dataset(&data, 3, 20);
     // A test image whose name must be escaped in the HTML.
     let class_dir = data.join("val").join("1-bars");
     let first = std::fs::read_dir(&class_dir)
@@ -76,19 +68,7 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
     let evil = class_dir.join("<script>alert(1).png");
     std::fs::rename(&first, &evil).unwrap();
     let stem = d.path().join("m");
-    run_ok(&[
-        "train",
-        s(&data),
-        "--preset",
-        "quick",
-        "--epochs",
-        "1",
-        "--batch",
-        "16",
-        "--out",
-        s(&stem),
-        "--quiet",
-    ]);
+    common::train_quick(&data, &stem, &["--epochs", "1", "--batch", "16"]);
     let out = d.path().join("fig");
     let model = d.path().join("m.onnx");
     let other = class_dir.join(

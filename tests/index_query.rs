@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,23 @@ fn index(photos: &Path, idx: &Path, extra: &[&str]) -> Value {
     ];
     args.extend_from_slice(extra);
     json(&run_ok(&args))
+}
+
+/// `mixed_folder` in dir/photos, indexed into dir/idx.
+fn indexed_mixed_folder(dir: &Path) -> (common::Photos, PathBuf) {
+    let photos = mixed_folder(&dir.join("photos"));
+    let idx = dir.join("idx");
+    index(&photos.root, &idx, &[]);
+    (photos, idx)
+}
+
+/// A new temporary folder with `n` small JPEGs in photos/, indexed into idx/ (all `n` added).
+fn indexed_folder(n: u32) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
+    plain_folder(&root, n);
+    assert_eq!(index(&root, &idx, &[])["added"], n);
+    (d, root, idx)
 }
 
 fn query(img: &Path, idx: &Path, extra: &[&str]) -> Value {
@@ -94,28 +111,12 @@ fn mixed_folder_indexes_every_valid_image_once_and_lists_bad_ones() {
         );
         assert_eq!(r["neighbours"].as_array().unwrap().len(), 7);
     }
-    // A copy outside the index is embedded at query time, not read back from the catalog: its
-    // nearest neighbour is the original at distance ~0, so query-time and index-time
-    // embedding agree (rank 0 above only shows the stored vector matches itself).
-    let original = photos.root.join(&photos.valid[0]);
-    let copy = d.path().join(format!(
-        "copy.{}",
-        original.extension().unwrap().to_string_lossy()
-    ));
-    std::fs::copy(&original, &copy).unwrap();
-    let r = query(&copy, &idx, &[]);
-    assert_eq!(r["indexed"], false, "{r}");
-    let n = &r["neighbours"][0];
-    assert_eq!(n["path"].as_str(), Some(s(&original)), "{r}");
-    assert!(n["distance"].as_f64().unwrap() < 1e-3, "{r}");
 }
 
 #[test]
 fn an_exif_rotated_copy_finds_its_original_first() {
     let d = tempfile::tempdir().unwrap();
-    let photos = mixed_folder(&d.path().join("photos"));
-    let idx = d.path().join("idx");
-    index(&photos.root, &idx, &[]);
+    let (photos, idx) = indexed_mixed_folder(d.path());
     let r = query(
         &photos.root.join("rotation/rotated_exif6.jpg"),
         &idx,
@@ -137,9 +138,7 @@ fn an_exif_rotated_copy_finds_its_original_first() {
 #[test]
 fn an_image_outside_the_index_is_embedded_and_ranked_from_one() {
     let d = tempfile::tempdir().unwrap();
-    let photos = mixed_folder(&d.path().join("photos"));
-    let idx = d.path().join("idx");
-    index(&photos.root, &idx, &[]);
+    let (photos, idx) = indexed_mixed_folder(d.path());
     let outside = d.path().join("copy of stripes.png");
     let stripes = image::open(photos.root.join("stripes.jpg")).unwrap();
     stripes.save(&outside).unwrap();
@@ -160,6 +159,17 @@ fn an_image_outside_the_index_is_embedded_and_ranked_from_one() {
     assert!(neighbour_paths(first)[0].ends_with("stripes.jpg"));
     assert_eq!(first["neighbours"].as_array().unwrap().len(), 3);
     assert_eq!(v["results"][1]["indexed"], true);
+    // A byte-for-byte copy outside the index is embedded at query time: its nearest neighbour
+    // is the original at distance ~0, so query-time and index-time embedding agree.
+    let copy = d.path().join("copy.jpg");
+    std::fs::copy(photos.root.join("stripes.jpg"), &copy).unwrap();
+    let r = query(&copy, &idx, &[]);
+    assert_eq!(r["indexed"], false, "{r}");
+    assert!(neighbour_paths(&r)[0].ends_with("stripes.jpg"), "{r}");
+    assert!(
+        r["neighbours"][0]["distance"].as_f64().unwrap() < 1e-3,
+        "{r}"
+    );
     // A query image that cannot be read is one clear error; the exit code says so.
     let out = fc7()
         .args(["query", "/nonexistent/x.jpg", "--index", s(&idx)])
@@ -175,11 +185,7 @@ fn an_image_outside_the_index_is_embedded_and_ranked_from_one() {
 
 #[test]
 fn modify_delete_and_rename_between_runs() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("photos");
-    plain_folder(&root, 8);
-    let idx = d.path().join("idx");
-    assert_eq!(index(&root, &idx, &[])["added"], 8);
+    let (_d, root, idx) = indexed_folder(8);
     let again = index(&root, &idx, &[]);
     assert_eq!(
         (
@@ -226,11 +232,7 @@ fn modify_delete_and_rename_between_runs() {
 
 #[test]
 fn another_model_is_refused_unless_reembed() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("photos");
-    plain_folder(&root, 3);
-    let idx = d.path().join("idx");
-    index(&root, &idx, &[]);
+    let (d, root, idx) = indexed_folder(3);
     let other = common::other_model(d.path());
     let out = fc7()
         .args(["index", s(&root), "--index", s(&idx), "--model", s(&other)])
@@ -356,11 +358,7 @@ fn ctrl_c_stops_indexing_with_130_keeps_what_was_embedded_and_rerun_resumes() {
 
 #[test]
 fn a_missing_or_damaged_graph_falls_back_and_is_rebuilt() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("photos");
-    plain_folder(&root, 6);
-    let idx = d.path().join("idx");
-    index(&root, &idx, &[]);
+    let (_d, root, idx) = indexed_folder(6);
     let img = root.join("img0004.jpg");
     let before = neighbour_paths(&query(&img, &idx, &[]));
     for f in std::fs::read_dir(&idx).unwrap() {
@@ -382,22 +380,22 @@ fn a_missing_or_damaged_graph_falls_back_and_is_rebuilt() {
     assert_eq!(neighbour_paths(&query(&img, &idx, &[])), before);
 }
 
+/// `fc7 index` of one image in dir/p into dir/i, with `extra` flags and ORT_DYLIB_PATH.
+fn index_one_image(dir: &Path, extra: &[&str], ort_dylib_path: &str) -> std::process::Output {
+    plain_folder(&dir.join("p"), 1);
+    fc7()
+        .args(["index", s(&dir.join("p")), "--index", s(&dir.join("i"))])
+        .args(["--model", s(model())])
+        .args(extra)
+        .env("ORT_DYLIB_PATH", ort_dylib_path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_missing_runtime_library_is_a_one_line_error() {
     let d = tempfile::tempdir().unwrap();
-    plain_folder(&d.path().join("p"), 1);
-    let out = fc7()
-        .args([
-            "index",
-            s(&d.path().join("p")),
-            "--index",
-            s(&d.path().join("i")),
-            "--model",
-            s(model()),
-        ])
-        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
-        .output()
-        .unwrap();
+    let out = index_one_image(d.path(), &[], "/nonexistent/libonnxruntime.so");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -432,18 +430,8 @@ const Base *OrtGetApiBase(void) { return &base; }
 #[test]
 fn a_runtime_of_the_wrong_version_is_named_with_the_one_needed() {
     let d = tempfile::tempdir().unwrap();
-    plain_folder(&d.path().join("p"), 1);
     let lib = old_runtime(d.path());
-    let out = fc7()
-        .args([
-            "index",
-            s(&d.path().join("p")),
-            "--index",
-            s(&d.path().join("i")),
-        ])
-        .args(["--model", s(model()), "--ort-lib", s(&lib)])
-        .output()
-        .unwrap();
+    let out = index_one_image(d.path(), &["--ort-lib", s(&lib)], "");
     assert_eq!(out.status.code(), Some(1));
     let errors = error_lines(&out);
     assert_eq!(errors.len(), 1, "{errors:?}");

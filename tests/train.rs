@@ -15,31 +15,11 @@ use fc7::train::run::TrainOptions;
 fn quick_preset_learns_generated_classes_and_the_model_indexes() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    run_ok(&[
-        "dataset",
-        "synthetic",
-        s(&data),
-        "--classes",
-        "5",
-        "--per-class",
-        "200",
-    ]);
+    common::synthetic_dataset(&data, 5, 200);
     let stem = d.path().join("m");
-    run_ok(&[
-        "train",
-        s(&data),
-        "--preset",
-        "quick",
-        "--epochs",
-        "8",
-        // At 0.01 this small set's last epochs swing by several points with the CPU's float
-        // rounding (AVX2 and AVX-512 kernels differ); 0.005 learns it on both.
-        "--lr",
-        "0.005",
-        "--out",
-        s(&stem),
-        "--quiet",
-    ]);
+    // At --lr 0.01 this small set's last epochs swing by several points with the CPU's float
+    // rounding (AVX2 and AVX-512 kernels differ); 0.005 learns it on both.
+    common::train_quick(&data, &stem, &["--epochs", "8", "--lr", "0.005"]);
     let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
     let epochs: Vec<serde_json::Value> = log
         .lines()
@@ -321,11 +301,7 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(!d.path().join("m.ckpt").exists());
     }
-    run_ok(&[
-        "train",
-        s(&data),
-        "--preset",
-        "quick",
+    let recipe = [
         "--epochs",
         "1",
         "--batch",
@@ -346,10 +322,8 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         "caffe",
         "--device",
         "cpu",
-        "--out",
-        s(&stem),
-        "--quiet",
-    ]);
+    ];
+    common::train_quick(&data, &stem, &recipe);
     let manifest = json_file(&d.path().join("m.json"));
     assert_eq!(manifest["provenance"]["recipe"]["init"], "caffe");
     let r = &manifest["provenance"]["recipe"];

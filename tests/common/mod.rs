@@ -398,3 +398,31 @@ impl Drop for ReadOnly {
         let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
     }
 }
+
+/// `fc7 dataset synthetic` into `dir`: `classes` generated classes of `per_class` pictures.
+pub fn synthetic_dataset(dir: &Path, classes: u32, per_class: u32) {
+    let (c, n) = (classes.to_string(), per_class.to_string());
+    run_ok(&[
+        "dataset",
+        "synthetic",
+        s(dir),
+        "--classes",
+        &c,
+        "--per-class",
+        &n,
+    ]);
+}
+
+/// `fc7 train DATA --preset quick --out STEM --quiet` with `extra` flags; panics on failure.
+pub fn train_quick(data: &Path, stem: &Path, extra: &[&str]) -> Output {
+    let base = [
+        "train",
+        s(data),
+        "--preset",
+        "quick",
+        "--out",
+        s(stem),
+        "--quiet",
+    ];
+    run_ok(&[&base[..], extra].concat())
+}
