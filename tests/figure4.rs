@@ -78,15 +78,16 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
             .find(|n| !n.to_string_lossy().contains('<'))
             .unwrap(),
     );
-    let res = run_ok(&[
+    let (train, val) = (data.join("train"), data.join("val"));
+    let args = [
         "eval",
         "figure4",
         "--model",
         s(&model),
         "--train",
-        s(&data.join("train")),
+        s(&train),
         "--test",
-        s(&data.join("val")),
+        s(&val),
         "--query-files",
         s(&evil),
         s(&other),
@@ -97,7 +98,8 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
         "--json",
         "--device",
         "cpu",
-    ]);
+    ];
+    let res = run_ok(&args);
     let metrics: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     assert_eq!(metrics["train_images"], 48);
     assert_eq!(metrics["test_images"], 12);
@@ -115,6 +117,19 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
     }
     let saved = json_file(&out.join("metrics.json"));
     assert_eq!(saved, metrics);
+    // The same evaluation onto a full disk (writes over 16 KiB fail): one error line naming
+    // the output, and no half-written file left where the figure goes.
+    let full = d.path().join("full");
+    let at = args.iter().position(|a| *a == s(&out)).unwrap();
+    let mut small = args.to_vec();
+    small[at] = s(&full);
+    let failed = common::run_on_a_small_disk(16, &small);
+    assert_eq!(failed.status.code(), Some(1));
+    let errors = common::error_lines(&failed);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains(s(&full)), "{errors:?}");
+    assert!(common::temp_leftovers(&full).is_empty());
+    assert!(!full.join("figure4.png").exists(), "no truncated picture");
     // With 48 training points the graph search is exhaustive: recall must be exact.
     assert_eq!(metrics["hnsw_recall_at_k"], 1.0, "{metrics}");
     let want = precision_through_the_index(&data, &model, &d.path().join("idx"), 4);

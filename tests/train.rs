@@ -564,3 +564,16 @@ fn a_full_disk_at_a_checkpoint_is_one_error_and_keeps_the_previous_checkpoint() 
     assert_eq!(log.lines().count(), 2, "{log}");
     assert!(d.path().join("m.onnx").is_file());
 }
+
+#[test]
+fn resume_on_a_dataset_with_other_classes_is_refused_and_keeps_the_checkpoint() {
+    let (d, data, stem) = small_fixture();
+    let args = ["--device", "cpu", "--batch", "8", "--epochs", "2"];
+    common::train_quick(&data, &stem, &[&args[..], &["--max-steps", "2"]].concat());
+    let before = std::fs::read(d.path().join("m.ckpt")).unwrap();
+    let other = d.path().join("other");
+    fc7::train::dataset::synthetic(&other, 4, 10, 72, 5).unwrap();
+    let err = train_fails(&other, &stem, &[&args[2..], &["--resume"]].concat());
+    assert!(error_line(&err).contains("classes differ"), "{err}");
+    assert_eq!(std::fs::read(d.path().join("m.ckpt")).unwrap(), before);
+}

@@ -172,9 +172,11 @@ pub fn write_all(dir: &Path, rows: &[Row], title: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let png = dir.join("figure4.png");
     let thumbs = thumbnails(rows);
+    let mut bytes = Vec::new();
     render_png(rows, &thumbs)
-        .save(&png)
+        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
         .map_err(|e| Error::Invalid(format!("{}: {e}", png.display())))?;
+    crate::util::fs::atomic_write(&png, &bytes)?;
     crate::util::fs::atomic_write(
         &dir.join("figure4.html"),
         render_html(rows, &thumbs, title).as_bytes(),
