@@ -5,7 +5,7 @@
 //! `tests/layout.rs`):
 //!
 //! 1. shared — `error`, `util` (atomic files, drawing, cache folders), `device` (the one
-//!    CPU/CUDA choice), `model` (architecture, manifest, ONNX writer), `imaging` (finding image
+//!    CPU/CUDA choice), `home` (the data folder of models and indexes), `model` (architecture, manifest, ONNX writer), `imaging` (finding image
 //!    files and turning one into an input tensor);
 //! 2. `infer` (ONNX Runtime: library lookup, the embedder) and `train` (engines, network,
 //!    recipe, data, the training run, checkpoints, self-test), side by side, neither using the
@@ -19,6 +19,7 @@ pub mod cmd;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod home;
 pub mod imaging;
 pub mod infer;
 pub mod model;

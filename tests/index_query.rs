@@ -493,3 +493,44 @@ fn read_only_destinations_are_one_line_errors_naming_them() {
         "nothing left behind"
     );
 }
+
+#[test]
+fn query_draws_its_results_as_html_and_png() {
+    let (d, root, idx) = indexed_folder(8);
+    let odd = root.join("a&b <x>.jpg");
+    std::fs::copy(root.join("img0003.jpg"), &odd).unwrap();
+    index(&root, &idx, &[]);
+    let (html, png) = (d.path().join("q.html"), d.path().join("q.png"));
+    let out = run_ok(&[
+        "query",
+        s(&odd),
+        "--index",
+        s(&idx),
+        "--json",
+        "--html",
+        s(&html),
+        "--png",
+        s(&png),
+    ]);
+    let r = &json(&out)["results"][0];
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("a&amp;b &lt;x&gt;.jpg") && !page.contains("<x>"),
+        "escaped"
+    );
+    assert_eq!(
+        page.matches("<img ").count(),
+        1 + 6,
+        "the query and six neighbours"
+    );
+    for n in r["neighbours"].as_array().unwrap().iter().skip(1) {
+        let label = format!("{:.3}", n["distance"].as_f64().unwrap());
+        assert!(page.contains(&label), "distance {label} drawn");
+    }
+    let pic = image::open(&png).unwrap();
+    let w = 7 * fc7::eval::figure::CELL_W + 8;
+    assert_eq!(
+        (pic.width(), pic.height()),
+        (w, fc7::eval::figure::CELL_H + 8)
+    );
+}

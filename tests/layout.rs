@@ -12,6 +12,7 @@ const RANKS: &[(&str, u8)] = &[
     ("error", 0),
     ("util", 0),
     ("device", 0),
+    ("home", 0),
     ("model", 0),
     ("imaging", 0),
     ("infer", 1),

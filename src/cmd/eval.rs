@@ -9,7 +9,8 @@ use crate::cmd::args::RuntimeArgs;
 
 #[derive(Args)]
 pub struct Figure4Args {
-    #[arg(long, default_value = "models/default.onnx")]
+    /// The model (default: models/default.onnx in fc7's home).
+    #[arg(long, default_value_os_t = crate::home::default_model())]
     model: PathBuf,
     /// Training images in class folders.
     #[arg(long)]

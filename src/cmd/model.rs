@@ -22,7 +22,9 @@ pub struct InitArgs {
     /// he: Kaiming-normal weights, zero biases (random features that tell images apart).
     #[arg(long, default_value = "he")]
     init: Init,
-    #[arg(long, default_value = "models/random.onnx")]
+    /// Where to write it (default: models/default.onnx in fc7's home, the model `fc7 index`
+    /// uses when none is named).
+    #[arg(long, default_value_os_t = crate::home::default_model())]
     out: PathBuf,
     /// Output classes of fc8 (0: no logits output).
     #[arg(long, default_value_t = 1000)]

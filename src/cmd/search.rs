@@ -1,7 +1,7 @@
 //! The index's commands: `fc7 index` (with a progress bar and a summary of what changed),
 //! `fc7 query` and `fc7 info`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
@@ -10,7 +10,7 @@ use clap::Args;
 use crate::search::catalog::Meta;
 use crate::search::ingest::{IndexOptions, Progress, Summary};
 use crate::search::query::{QueryOptions, QueryResult};
-use crate::search::store::{Store, DEFAULT_DIR};
+use crate::search::store::Store;
 
 use crate::cmd::args::RuntimeArgs;
 use crate::cmd::progress::Bar;
@@ -20,9 +20,10 @@ pub struct IndexArgs {
     /// Folders (or files) to index.
     #[arg(required = true)]
     photos: Vec<PathBuf>,
-    #[arg(long, default_value = DEFAULT_DIR)]
+    /// The index folder (default: indexes/default in fc7's home).
+    #[arg(long, default_value_os_t = crate::home::default_index())]
     index: PathBuf,
-    /// Model to embed with (default: the index's own, else models/default.onnx).
+    /// Model to embed with (default: the index's own, else models/default.onnx in fc7's home).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Images per inference batch (default 32 on CPU, 256 on CUDA).
@@ -50,7 +51,8 @@ pub struct QueryArgs {
     images: Vec<PathBuf>,
     #[arg(short, default_value_t = 6)]
     k: usize,
-    #[arg(long, default_value = DEFAULT_DIR)]
+    /// The index folder (default: indexes/default in fc7's home).
+    #[arg(long, default_value_os_t = crate::home::default_index())]
     index: PathBuf,
     /// Brute-force search over every stored vector instead of the HNSW graph.
     #[arg(long)]
@@ -60,13 +62,20 @@ pub struct QueryArgs {
     exclude_self: bool,
     #[arg(long)]
     json: bool,
+    /// Also draw the results, as Figure 4 does, into this HTML page (thumbnails inlined).
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Also draw the results, as Figure 4 does, into this PNG picture.
+    #[arg(long)]
+    png: Option<PathBuf>,
     #[command(flatten)]
     rt: RuntimeArgs,
 }
 
 #[derive(Args)]
 pub struct InfoArgs {
-    #[arg(long, default_value = DEFAULT_DIR)]
+    /// The index folder (default: indexes/default in fc7's home).
+    #[arg(long, default_value_os_t = crate::home::default_index())]
     index: PathBuf,
     /// List every skipped file with its reason.
     #[arg(long)]
@@ -93,10 +102,16 @@ impl Progress for Bar {
 }
 
 pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
+    for p in &a.photos {
+        if !p.exists() {
+            anyhow::bail!("{}: no such file or folder", p.display());
+        }
+    }
+    let model = crate::search::ingest::find_model(&a.index, a.model.as_deref())?;
     let mut store = Store::open_for_update(&a.index)?;
     let opts = IndexOptions {
         roots: a.photos.clone(),
-        model: a.model.clone(),
+        model: Some(model),
         embed: a.rt.embed(),
         batch: a.batch,
         scan: crate::imaging::scan::ScanOptions {
@@ -150,6 +165,50 @@ fn print_summary(s: &Summary) {
     }
 }
 
+/// The results as Figure 4's grid: each query beside its neighbours (itself left out), frames
+/// green where a neighbour is in the query's folder.
+fn draw(results: &[QueryResult], html: Option<&Path>, png: Option<&Path>) -> Result<()> {
+    use crate::eval::figure::{self, Row, Tile};
+    if html.is_none() && png.is_none() {
+        return Ok(());
+    }
+    let folder = |p: &Path| {
+        let parent = p.parent().and_then(Path::file_name).unwrap_or_default();
+        parent.to_string_lossy().into_owned()
+    };
+    let tile = |path: &Path, distance| Tile {
+        path: path.to_path_buf(),
+        class: folder(path),
+        distance,
+    };
+    let rows: Vec<Row> = results
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| Row {
+            query: tile(&r.query, None),
+            neighbours: r
+                .neighbours
+                .iter()
+                .filter(|n| n.rank > 0)
+                .map(|n| tile(&n.path, Some(n.distance)))
+                .collect(),
+        })
+        .collect();
+    let thumbs = figure::thumbnails(&rows);
+    if let Some(p) = html {
+        figure::write_html(
+            p,
+            &rows,
+            &thumbs,
+            "fc7 query: nearest images by fc7 distance",
+        )?;
+    }
+    if let Some(p) = png {
+        figure::write_png(p, &rows, &thumbs)?;
+    }
+    Ok(())
+}
+
 pub fn query(a: QueryArgs) -> Result<i32> {
     let store = Store::open_read(&a.index)?;
     let opts = QueryOptions {
@@ -160,6 +219,7 @@ pub fn query(a: QueryArgs) -> Result<i32> {
         max_pixels: a.rt.max_pixels,
     };
     let results = crate::search::query::query(&store, &a.images, &opts)?;
+    draw(&results, a.html.as_deref(), a.png.as_deref())?;
     if a.json {
         let out =
             serde_json::json!({"index": a.index, "exact": a.exact, "k": a.k, "results": results});
@@ -196,6 +256,7 @@ pub fn info(a: InfoArgs) -> Result<i32> {
     let graph = crate::search::graph::graph_meta(c)?;
     let last = c.last_run()?;
     let out = serde_json::json!({
+        "home": crate::home::dir(),
         "index": a.index,
         "schema_version": c.schema_version()?,
         "indexed": c.count("images")?,

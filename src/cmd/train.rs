@@ -70,8 +70,9 @@ impl TrainProgress for Bar {
 pub struct TrainArgs {
     /// DATA/train/<class>/… (+ DATA/val or DATA/test), or DATA/<class>/… split by --val-fraction.
     pub data: PathBuf,
-    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png.
-    #[arg(long, default_value = "models/default")]
+    /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png
+    /// (default: models/default in fc7's home, the model `fc7 index` uses when none is named).
+    #[arg(long, default_value_os_t = crate::home::models().join("default"))]
     pub out: PathBuf,
     /// paper (the 2012 recipe, 224×224, 90 epochs) or quick (small convolutions, 63×63, 4 epochs, the last at lr/10).
     #[arg(long, default_value = "paper")]

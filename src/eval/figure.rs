@@ -168,19 +168,25 @@ pub fn render_html(rows: &[Row], thumbs: &[Vec<RgbImage>], title: &str) -> Strin
     h
 }
 
+/// Writes the grid as a PNG file, atomically.
+pub fn write_png(path: &Path, rows: &[Row], thumbs: &[Vec<RgbImage>]) -> Result<()> {
+    let mut bytes = Vec::new();
+    render_png(rows, thumbs)
+        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    crate::util::fs::atomic_write(path, &bytes)
+}
+
+/// Writes the grid as one HTML file (thumbnails inlined), atomically.
+pub fn write_html(path: &Path, rows: &[Row], thumbs: &[Vec<RgbImage>], title: &str) -> Result<()> {
+    crate::util::fs::atomic_write(path, render_html(rows, thumbs, title).as_bytes())
+}
+
 pub fn write_all(dir: &Path, rows: &[Row], title: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let png = dir.join("figure4.png");
     let thumbs = thumbnails(rows);
-    let mut bytes = Vec::new();
-    render_png(rows, &thumbs)
-        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", png.display())))?;
-    crate::util::fs::atomic_write(&png, &bytes)?;
-    crate::util::fs::atomic_write(
-        &dir.join("figure4.html"),
-        render_html(rows, &thumbs, title).as_bytes(),
-    )?;
+    write_png(&dir.join("figure4.png"), rows, &thumbs)?;
+    write_html(&dir.join("figure4.html"), rows, &thumbs, title)?;
     let json = serde_json::to_vec_pretty(&serde_json::json!({ "rows": rows })).expect("json");
     crate::util::fs::atomic_write(&dir.join("figure4.json"), &json)
 }

@@ -70,7 +70,7 @@ struct Work {
     replaces: Option<i64>,
 }
 
-/// The model a run uses: the one asked for, else the index's own, else `models/default.onnx`.
+/// The model a run uses: the one asked for, else the index's own, else the home's default.
 pub fn resolve_model(asked: Option<&Path>, cat: &Catalog) -> Result<PathBuf> {
     if let Some(p) = asked {
         return Ok(p.to_path_buf());
@@ -78,7 +78,28 @@ pub fn resolve_model(asked: Option<&Path>, cat: &Catalog) -> Result<PathBuf> {
     if let Some(p) = cat.meta(Meta::ModelPath)? {
         return Ok(PathBuf::from(p));
     }
-    Ok(PathBuf::from("models/default.onnx"))
+    Ok(crate::home::default_model())
+}
+
+/// The model `fc7 index` will use for the index in `dir` (see `resolve_model`), checked to
+/// exist before anything is created, with the ways to get one when it does not.
+pub fn find_model(dir: &Path, asked: Option<&Path>) -> Result<PathBuf> {
+    let model = match asked {
+        Some(p) => p.to_path_buf(),
+        None if dir.join(crate::search::catalog::FILE).is_file() => {
+            resolve_model(None, &Store::open_read(dir)?.catalog)?
+        }
+        None => crate::home::default_model(),
+    };
+    if model.is_file() {
+        return Ok(model);
+    }
+    Err(Error::Model {
+        path: model,
+        reason: "no model here: train one (`fc7 train DATA`), write a random one \
+                 (`fc7 model init --random`), or name one with --model"
+            .into(),
+    })
 }
 
 /// Checks the index was built with this model (or adopts it for a new index / `--reembed`).

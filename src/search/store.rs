@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::search::catalog::Catalog;
 
-pub const DEFAULT_DIR: &str = "indexes/default";
 const LOCK: &str = "lock";
 
 pub struct Store {

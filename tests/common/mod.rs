@@ -22,10 +22,17 @@ pub fn pack_cache() -> &'static Path {
     CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
-/// The real binary, with its training packs in `pack_cache()`.
+/// A home ($FC7_HOME) of this test process's own, so no test touches the user's.
+pub fn test_home() -> &'static Path {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The real binary, with its training packs in `pack_cache()` and its home in `test_home()`.
 pub fn fc7() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fc7"));
-    c.env("FC7_PACKS", pack_cache());
+    c.env("FC7_PACKS", pack_cache())
+        .env("FC7_HOME", test_home());
     c
 }
 
@@ -344,6 +351,7 @@ pub fn run_on_a_small_disk(kib: u64, args: &[&str]) -> Output {
         .arg(env!("CARGO_BIN_EXE_fc7"))
         .args(args)
         .env("FC7_PACKS", pack_cache())
+        .env("FC7_HOME", test_home())
         .output()
         .expect("run fc7 under ulimit -f")
 }

@@ -105,7 +105,7 @@ impl Catalog {
         if !create && !path.exists() {
             return Err(Error::Index {
                 path: dir.to_path_buf(),
-                reason: "no catalog here (run fc7 index first)".into(),
+                reason: "no index here yet (`fc7 index PHOTOS --index DIR` builds one)".into(),
             });
         }
         if create {
