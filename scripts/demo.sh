@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine (about 14 minutes on 2 CPU cores, build included):
+# The main job, end to end on a fresh machine (14-25 minutes on 2 CPU cores, build included;
+# BENCHMARKS.md has both machines):
 #   build fc7 and set up ONNX Runtime; get Fashion-MNIST (Debian package dataset-fashion-mnist,
 #   or, if it cannot be installed, a generated dataset, said clearly); train AlexNet with
 #   `--preset quick`; index the training images; render the paper's Figure 4 with its metrics.
