@@ -24,3 +24,17 @@ lrn = [n for n in m.graph.node if n.op_type == "LRN"]
 assert len(lrn) == 2 and abs(onnx.helper.get_attribute_value(lrn[0].attribute[1]) - 5e-4) < 1e-9
 print("onnx.checker: the written AlexNet (opset %d) is valid" % m.opset_import[0].version)
 PY
+# NumPy (installed with onnx) reads what `fc7 export-vectors` writes: an independent reader of
+# the .npy format, against the metadata's row count and the index's dimension.
+target/debug/fc7 dataset synthetic "$tmp/d" --classes 2 --per-class 5 >/dev/null
+FC7_HOME="$tmp/home" target/debug/fc7 index "$tmp/d/train" --model "$tmp/m.onnx" --index "$tmp/i" --quiet
+target/debug/fc7 export-vectors --index "$tmp/i" --out "$tmp/x" >/dev/null
+python3 - "$tmp/x" <<'PY'
+import sys, json, numpy as np
+v = np.load(sys.argv[1] + "/vectors.npy")
+meta = [json.loads(l) for l in open(sys.argv[1] + "/metadata.jsonl")]
+assert v.dtype == np.float32 and v.shape == (len(meta), 4096), (v.dtype, v.shape, len(meta))
+assert len(meta) == 8 and np.isfinite(v).all() and (np.linalg.norm(v, axis=1) > 0).all()
+print("numpy: fc7 export-vectors wrote a %dx%d float32 array and %d metadata lines" % (v.shape + (len(meta),)))
+PY
+

@@ -534,3 +534,53 @@ fn query_draws_its_results_as_html_and_png() {
         (w, fc7::eval::figure::CELL_H + 8)
     );
 }
+
+#[test]
+fn exported_vectors_read_back_as_the_index_holds_them() {
+    let (d, root, idx) = indexed_folder(5);
+    let out = d.path().join("export");
+    run_ok(&["export-vectors", "--index", s(&idx), "--out", s(&out)]);
+    let npy = std::fs::read(out.join("vectors.npy")).unwrap();
+    let header_len = 10 + u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let header = std::str::from_utf8(&npy[10..header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (5, 4096)"),
+        "{header}"
+    );
+    let data: Vec<f32> = npy[header_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), 5 * 4096);
+    let lines: Vec<Value> = std::fs::read_to_string(out.join("metadata.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    // Each exported row is its file's vector: querying the file (its stored vector) with
+    // --exact finds itself at 0, and the distance to another row matches the exported rows'.
+    let row = |i: usize| &data[i * 4096..(i + 1) * 4096];
+    let path = |i: usize| lines[i]["path"].as_str().unwrap().to_string();
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["row"], i);
+        assert!(path(i).starts_with(s(&root)), "{l}");
+    }
+    let r = query(Path::new(&path(0)), &idx, &["--exact", "-k", "4"]);
+    for n in r["neighbours"].as_array().unwrap().iter().skip(1) {
+        let j = (0..5)
+            .find(|&j| path(j) == n["path"].as_str().unwrap())
+            .unwrap();
+        let want: f32 = row(0)
+            .iter()
+            .zip(row(j))
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt();
+        let got = n["distance"].as_f64().unwrap() as f32;
+        assert!(
+            (got - want).abs() <= 1e-3 * want.max(1.0),
+            "row {j}: {got} vs {want}"
+        );
+    }
+}

@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::cmd::dataset::DatasetCmd;
 use crate::cmd::eval::Figure4Args;
 use crate::cmd::model::ModelCmd;
-use crate::cmd::search::{IndexArgs, InfoArgs, QueryArgs};
+use crate::cmd::search::{ExportVectorsArgs, IndexArgs, InfoArgs, QueryArgs};
 use crate::cmd::selftest::SelftestArgs;
 use crate::cmd::train::{ExportArgs, TrainArgs};
 
@@ -46,6 +46,9 @@ pub enum Command {
     Query(QueryArgs),
     /// Show what an index holds.
     Info(InfoArgs),
+    /// Write an index's vectors as vectors.npy (float32 [N, D]) + metadata.jsonl, for faiss,
+    /// Qdrant, Milvus and the like.
+    ExportVectors(ExportVectorsArgs),
     /// Train AlexNet from scratch on a folder of class folders, then export it to ONNX.
     Train(TrainArgs),
     /// Export a training checkpoint to ONNX + manifest.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
         Command::Index(a) => search::index(a, &stop),
         Command::Query(a) => search::query(a),
         Command::Info(a) => search::info(a),
+        Command::ExportVectors(a) => search::export_vectors(a),
         Command::Train(a) => train::train(a, &stop),
         Command::Export(a) => train::export(a),
         Command::Eval(EvalCmd::Figure4(a)) => eval::figure4(a),

@@ -250,6 +250,29 @@ fn print_results(results: &[QueryResult]) {
     }
 }
 
+#[derive(Args)]
+pub struct ExportVectorsArgs {
+    /// The index folder (default: indexes/default in fc7's home).
+    #[arg(long, default_value_os_t = crate::home::default_index())]
+    index: PathBuf,
+    /// Folder to write vectors.npy and metadata.jsonl into.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn export_vectors(a: ExportVectorsArgs) -> Result<i32> {
+    let store = Store::open_read(&a.index)?;
+    let e = crate::search::export::export_vectors(&store, &a.out)?;
+    println!(
+        "wrote {} vectors of {} dimensions to {} and their paths to {}",
+        e.rows,
+        e.dim,
+        e.vectors.display(),
+        e.metadata.display()
+    );
+    Ok(0)
+}
+
 pub fn info(a: InfoArgs) -> Result<i32> {
     let store = Store::open_read(&a.index)?;
     let c = &store.catalog;

@@ -1,9 +1,10 @@
 //! The index folder and what answers from it: `store` opens a folder (SQLite `catalog` of
 //! files and vectors, typed meta, the HNSW `graph`), `fingerprint` recognises moved files,
 //! `knn` is the exact search everything approximate is checked against, `ingest` runs
-//! `fc7 index` and `query` answers `fc7 query`.
+//! `fc7 index`, `query` answers `fc7 query` and `export` writes the vectors for other stores.
 
 pub mod catalog;
+pub mod export;
 pub mod fingerprint;
 pub mod graph;
 pub mod ingest;
