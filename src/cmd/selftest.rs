@@ -59,27 +59,25 @@ fn check<E: Engine>(e: &E, a: &SelftestArgs) -> Result<i32> {
 }
 
 pub fn selftest(a: SelftestArgs) -> Result<i32> {
-    let device = match a.device {
-        Device::Auto if crate::train::engine::cuda::Cuda::new(0).is_err() => {
-            eprintln!("note: no CUDA engine here; checking the CPU engine against itself");
-            Device::Cpu
-        }
-        Device::Auto => Device::Cuda(0),
-        d => d,
+    let ordinal = match a.device {
+        Device::Cpu => return check(&Cpu, &a),
+        Device::Cuda(n) => n,
+        Device::Auto => 0,
     };
-    match device {
-        Device::Cpu => check(&Cpu, &a),
-        Device::Cuda(n) => {
-            // Full FP32 so that a difference is a bug rather than TF32 rounding.
-            let mut gpu = crate::train::engine::cuda::Cuda::with_tf32(n, false)?;
-            let code = check(&gpu, &a)?;
-            if a.bench {
-                println!("with TF32 convolutions (training's default):");
-                gpu.set_tf32(true);
-                bench(&gpu, a.iters)?;
-            }
-            Ok(code)
+    // Full FP32 so that a difference is a bug rather than TF32 rounding.
+    let mut gpu = match crate::train::engine::cuda::Cuda::with_tf32(ordinal, false) {
+        Ok(g) => g,
+        Err(e) if a.device == Device::Auto => {
+            eprintln!("note: no CUDA engine here ({e}); checking the CPU engine against itself");
+            return check(&Cpu, &a);
         }
-        Device::Auto => unreachable!("resolved above"),
+        Err(e) => return Err(e.into()),
+    };
+    let code = check(&gpu, &a)?;
+    if a.bench {
+        println!("with TF32 convolutions (training's default):");
+        gpu.set_tf32(true);
+        bench(&gpu, a.iters)?;
     }
+    Ok(code)
 }
