@@ -21,7 +21,7 @@ fn main() {
     let code = match cli::run(args, stop) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("fc7: {e:#}");
+            eprintln!("fc7: {}", cli::error_line(&e));
             1
         }
     };

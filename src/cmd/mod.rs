@@ -70,6 +70,19 @@ pub enum EvalCmd {
     Figure4(Figure4Args),
 }
 
+/// An error and its causes as one line, each cause added only when the text before does not
+/// already say it (fc7's errors name their source in their own message).
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !line.contains(&c) {
+            line = format!("{line}: {c}");
+        }
+    }
+    line
+}
+
 /// Runs a parsed command; `Ok(code)` is the process exit code.
 pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
     match cli.command {
@@ -83,5 +96,26 @@ pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
         Command::Eval(EvalCmd::Figure4(a)) => eval::figure4(a),
         Command::Selftest(a) => selftest::selftest(a),
         Command::Dataset(c) => dataset::run(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder");
+        let e = anyhow::Error::from(crate::Error::io("/x/photos", io));
+        assert_eq!(error_line(&e), "/x/photos: no such file or folder");
+        let denied = std::io::Error::from_raw_os_error(13);
+        let e = Err::<(), _>(crate::Error::io("/ro/m.onnx", denied))
+            .context("writing /ro/m.onnx")
+            .unwrap_err();
+        assert_eq!(
+            error_line(&e),
+            "writing /ro/m.onnx: /ro/m.onnx: Permission denied (os error 13)"
+        );
     }
 }

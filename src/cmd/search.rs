@@ -102,11 +102,7 @@ impl Progress for Bar {
 }
 
 pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
-    for p in &a.photos {
-        if !p.exists() {
-            anyhow::bail!("{}: no such file or folder", p.display());
-        }
-    }
+    crate::imaging::scan::check_roots(&a.photos)?;
     let model = crate::search::ingest::find_model(&a.index, a.model.as_deref())?;
     let mut store = Store::open_for_update(&a.index)?;
     let opts = IndexOptions {

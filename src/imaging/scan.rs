@@ -77,18 +77,24 @@ fn sniffs_as_image(path: &Path) -> bool {
     crate::imaging::sniff(&head[..n]).is_some()
 }
 
+/// Fails on the first of `roots` that does not exist, naming it.
+pub fn check_roots(roots: &[PathBuf]) -> Result<()> {
+    match roots.iter().find(|r| !r.exists()) {
+        Some(r) => Err(Error::io(
+            r,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Lists every regular file under `roots` (absolute paths), in a stable order.
 pub fn scan(roots: &[PathBuf], opts: &ScanOptions) -> Result<Scan> {
     let excludes = exclude_set(&opts.exclude)?;
     let mut out = Scan::default();
     for root in roots {
         let root = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
-        if !root.exists() {
-            return Err(Error::io(
-                &root,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
-        }
+        check_roots(std::slice::from_ref(&root))?;
         let walker = WalkDir::new(&root)
             .follow_links(opts.follow_symlinks)
             .sort_by_file_name();
