@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use fc7::device::Device;
 use fc7::imaging::{self, View};
-use fc7::infer::embed::{Device, EmbedOptions, Embedder};
+use fc7::infer::embed::{EmbedOptions, Embedder};
 use rayon::prelude::*;
 
 fn photo(seed: u32, w: u32, h: u32) -> image::RgbImage {

@@ -3,7 +3,8 @@
 //! LRN b = a / (k + α Σ a²)^β over n neighbouring channels, overlapping 3/2 max-pooling, and
 //! fully connected layers.
 
-use fc7::infer::embed::{Device, EmbedOptions, Embedder};
+use fc7::device::Device;
+use fc7::infer::embed::{EmbedOptions, Embedder};
 use fc7::model::{init_params, AlexNetConfig, Conv, Init, Lrn, Param, Preprocess};
 
 struct T {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
 
-pub use crate::device::Device;
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::Manifest;
 

@@ -95,7 +95,8 @@ pub fn export_vectors(store: &Store, out: &Path) -> Result<Exported> {
             .map_err(|e| Error::io(p, e))
     };
     let result = failed.map_or(Ok(()), Err).and_then(|_| {
-        if written != rows || vec_dim_mismatch(dim, rows) {
+        // Rows without a recorded dimension cannot be described as an array either.
+        if written != rows || (dim == 0 && rows > 0) {
             return Err(Error::Index {
                 path: store.dir.clone(),
                 reason: "changed during the export (an fc7 index run?); export again".into(),
@@ -116,11 +117,6 @@ pub fn export_vectors(store: &Store, out: &Path) -> Result<Exported> {
         vectors,
         metadata,
     })
-}
-
-/// An index with rows but no recorded dimension cannot be described as an array.
-fn vec_dim_mismatch(dim: usize, rows: usize) -> bool {
-    dim == 0 && rows > 0
 }
 
 #[cfg(test)]
