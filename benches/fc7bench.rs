@@ -4,6 +4,13 @@
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   decode FILE ITERS          fast preprocess vs plain image decode + resize (time, pixel diff)
 //!   recall INDEX N K           HNSW vs exact top-K over N indexed images, and query times
+//!   recall-vectors INDEX N K CANDIDATES...   graph + re-rank vs exact top-K for N stored
+//!                              vectors (any index, synthetic ones too), per candidate count
+//!   synth-index SRC OUT N      an index of N vectors drawn around SRC's real fc7 vectors
+//!                              (each a random real one plus Gaussian noise of a quarter of
+//!                              each dimension's spread, ReLU'd), then its graph; rows 0-9
+//!                              name real files in OUT.files so `fc7 query` can open them
+//!   rebuild-graph INDEX        builds INDEX's graph again, timed
 //!   train-step PRESET BATCH ITERS [cpu|cuda]   training images/s (forward + backward + SGD)
 //!   feed DATA SIDE CROP BATCH BATCHES CACHE    the training feed alone: crops/s from the pack
 //!                                              (built first if missing, its time printed)
@@ -189,6 +196,7 @@ fn recall(index: &Path, n: usize, k: usize) {
         let opts = fc7::search::query::QueryOptions {
             k,
             exact,
+            candidates: fc7::search::searcher::CANDIDATES,
             exclude_self: true,
             embed: EmbedOptions::default(),
             max_pixels: imaging::DEFAULT_MAX_PIXELS,
@@ -206,6 +214,177 @@ fn recall(index: &Path, n: usize, k: usize) {
     }
     let recall = hit as f64 / (paths.len() * k) as f64;
     println!("recall index_size={total} queries={} k={k} recall={recall:.4} hnsw_ms_per_query={ta:.2} exact_ms_per_query={te:.2}", paths.len());
+}
+
+/// `n` stored vectors spread over `store`: (id, vector).
+fn sample_rows(store: &fc7::search::store::Store, n: usize) -> Vec<(i64, Vec<f32>)> {
+    let rows = store.catalog.slots_after(0).unwrap();
+    let view = store.vectors().unwrap();
+    let step = (rows.len() / n.max(1)).max(1);
+    rows.iter()
+        .step_by(step)
+        .take(n)
+        .map(|(id, slot)| (*id, view.row(*slot).unwrap()))
+        .collect()
+}
+
+/// Exact top-k ids for each query over every row, a block of rows at a time.
+fn exact_ids(
+    store: &fc7::search::store::Store,
+    queries: &[f32],
+    dim: usize,
+    k: usize,
+) -> Vec<Vec<i64>> {
+    let rows = store.catalog.slots_after(0).unwrap();
+    let view = store.vectors().unwrap();
+    let nq = queries.len() / dim;
+    let mut best: Vec<Vec<(i64, f32)>> = vec![Vec::new(); nq];
+    for block in rows.chunks(16_384) {
+        let base: Vec<f32> = block
+            .par_iter()
+            .flat_map_iter(|r| view.row(r.1).unwrap())
+            .collect();
+        for (q, hits) in fc7::search::knn::exact_knn(queries, &base, dim, k)
+            .into_iter()
+            .enumerate()
+        {
+            best[q].extend(hits.into_iter().map(|(i, d)| (block[i].0, d)));
+            fc7::search::knn::sort_hits(&mut best[q]);
+            best[q].truncate(k);
+        }
+    }
+    best.into_iter()
+        .map(|b| b.into_iter().map(|h| h.0).collect())
+        .collect()
+}
+
+fn recall_vectors(index: &Path, n: usize, k: usize, candidates: &[usize]) {
+    let store = fc7::search::store::Store::open_read(index).unwrap();
+    let sample = sample_rows(&store, n);
+    let dim = sample[0].1.len();
+    let flat: Vec<f32> = sample.iter().flat_map(|s| s.1.iter().copied()).collect();
+    let t = Instant::now();
+    let truth = exact_ids(&store, &flat, dim, k + 1);
+    let exact_ms = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let total = store.catalog.count("images").unwrap();
+    for &c in candidates {
+        let s = fc7::search::searcher::Searcher::open(&store, false, c).unwrap();
+        let t = Instant::now();
+        let mut hit = 0;
+        for ((id, v), want) in sample.iter().zip(&truth) {
+            let got = s.nearest(v, k + 1).unwrap();
+            let want: Vec<&i64> = want.iter().filter(|w| *w != id).take(k).collect();
+            hit += got
+                .iter()
+                .filter(|h| h.0 != *id && want.contains(&&h.0))
+                .count();
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+        println!(
+            "recall-vectors index_size={total} queries={n} k={k} candidates={c} recall={:.4} ms_per_query={ms:.2} exact_ms_per_query={exact_ms:.1}",
+            hit as f64 / (n * k) as f64
+        );
+    }
+}
+
+fn synth_index(src: &Path, out: &Path, n: usize) {
+    use fc7::search::catalog::{Meta, NewImage};
+    use rand::{Rng, SeedableRng};
+    let real = sample_rows(
+        &fc7::search::store::Store::open_read(src).unwrap(),
+        usize::MAX,
+    );
+    let dim = real[0].1.len();
+    let mut sd = vec![0.0f64; dim];
+    let mut mean = vec![0.0f64; dim];
+    for (_, v) in &real {
+        for j in 0..dim {
+            mean[j] += v[j] as f64 / real.len() as f64;
+        }
+    }
+    for (_, v) in &real {
+        for j in 0..dim {
+            sd[j] += (v[j] as f64 - mean[j]).powi(2) / real.len() as f64;
+        }
+    }
+    let noise: Vec<f32> = sd.iter().map(|v| (v.sqrt() * 0.25) as f32).collect();
+    let files = out.with_extension("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut store = fc7::search::store::Store::open_for_update(out).unwrap();
+    store.catalog.set_meta(Meta::Dim, &dim.to_string()).unwrap();
+    let t = Instant::now();
+    for start in (0..n).step_by(10_000) {
+        let m = 10_000.min(n - start);
+        let rows: Vec<f32> = (start..start + m)
+            .into_par_iter()
+            .flat_map_iter(|i| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
+                let base = &real[rng.random_range(0..real.len())].1;
+                let normal = rand_distr::Normal::new(0.0f32, 1.0).unwrap();
+                let v: Vec<f32> = base
+                    .iter()
+                    .zip(&noise)
+                    .map(|(x, s)| {
+                        (x + s * rand_distr::Distribution::sample(&normal, &mut rng)).max(0.0)
+                    })
+                    .collect();
+                v
+            })
+            .collect();
+        let paths: Vec<PathBuf> = (start..start + m)
+            .map(|i| {
+                if i < 10 {
+                    let p = std::path::absolute(files.join(format!("q{i}.jpg"))).unwrap();
+                    std::fs::write(&p, format!("query {i}")).unwrap();
+                    p
+                } else {
+                    PathBuf::from(format!("/synthetic/{i:07}.jpg"))
+                }
+            })
+            .collect();
+        let facts: Vec<(u64, i64)> = paths
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p).map_or((1, 1), |m| (m.len(), fc7::imaging::scan::mtime_ns(&m)))
+            })
+            .collect();
+        store
+            .write_batch(&rows, |w, first| {
+                for (i, p) in paths.iter().enumerate() {
+                    w.insert(&NewImage {
+                        path: p,
+                        size: facts[i].0,
+                        mtime_ns: facts[i].1,
+                        hash: &(start + i).to_le_bytes(),
+                        width: 1,
+                        height: 1,
+                        slot: first + i as i64,
+                    })?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    println!(
+        "synth-index rows={n} write_s={:.1}",
+        t.elapsed().as_secs_f64()
+    );
+    rebuild_graph(&mut store);
+}
+
+fn rebuild_graph(store: &mut fc7::search::store::Store) {
+    let n = store.catalog.count("images").unwrap();
+    store
+        .catalog
+        .clear_meta(fc7::search::catalog::Meta::Graph)
+        .unwrap();
+    let t = Instant::now();
+    let r = store.refresh_graph(None).unwrap();
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "graph={r:?} build_s={s:.1} vectors_per_s={:.0}",
+        n as f64 / s
+    );
 }
 
 fn train_step(preset: &str, batch: usize, iters: usize, device: &str) {
@@ -245,6 +424,14 @@ fn main() {
         Some("agree") => agree(&p(1), &p(2), n(3)),
         Some("decode") => decode(&p(1), n(2)),
         Some("recall") => recall(&p(1), n(2), n(3)),
+        Some("recall-vectors") => {
+            let c: Vec<usize> = a[4..].iter().map(|x| x.parse().unwrap()).collect();
+            recall_vectors(&p(1), n(2), n(3), &c)
+        }
+        Some("synth-index") => synth_index(&p(1), &p(2), n(3)),
+        Some("rebuild-graph") => {
+            rebuild_graph(&mut fc7::search::store::Store::open_for_update(&p(1)).unwrap())
+        }
         Some("train-step") => train_step(&a[1], n(2), n(3), a.get(4).map_or("cpu", String::as_str)),
         Some("feed") => feed(&p(1), n(2), n(3), n(4), n(5), &p(6)),
         _ => eprintln!("usage: see the header of benches/fc7bench.rs"),

@@ -9,6 +9,12 @@ use clap::Parser;
 use fc7::cmd as cli;
 
 fn main() {
+    // Output piped into `head` ends quietly when the reader closes, as in other Unix tools,
+    // instead of panicking on the write.
+    // SAFETY: restoring the default action of a signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -363,7 +363,7 @@ fn a_missing_or_damaged_graph_falls_back_and_is_rebuilt() {
     let before = neighbour_paths(&query(&img, &idx, &[]));
     for f in std::fs::read_dir(&idx).unwrap() {
         let p = f.unwrap().path();
-        if p.to_string_lossy().ends_with(".hnsw.data") {
+        if p.to_string_lossy().ends_with(".fc7g") {
             std::fs::write(&p, b"garbage").unwrap();
         }
     }

@@ -37,6 +37,10 @@ pub struct IndexArgs {
     /// Re-embed everything when the index was built with another model.
     #[arg(long)]
     reembed: bool,
+    /// Dimensions of the short PCA codes the search graph is built on (kept for later
+    /// rebuilds; changing it rebuilds the graph). Default 128.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    code_dim: Option<u16>,
     #[arg(long)]
     json: bool,
     #[arg(long, short)]
@@ -57,6 +61,9 @@ pub struct QueryArgs {
     /// Brute-force search over every stored vector instead of the HNSW graph.
     #[arg(long)]
     exact: bool,
+    /// Graph candidates re-ranked by their full 4096-d vectors (more: slower, closer to --exact).
+    #[arg(long, default_value_t = crate::search::searcher::CANDIDATES)]
+    candidates: usize,
     /// Leave the query image itself out of the results when it is indexed.
     #[arg(long)]
     exclude_self: bool,
@@ -116,6 +123,7 @@ pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
         },
         reembed: a.reembed,
         max_pixels: a.rt.max_pixels,
+        code_dim: a.code_dim.map(usize::from),
     };
     let progress = Bar::new(
         a.quiet || a.json,
@@ -210,6 +218,7 @@ pub fn query(a: QueryArgs) -> Result<i32> {
     let opts = QueryOptions {
         k: a.k,
         exact: a.exact,
+        candidates: a.candidates,
         exclude_self: a.exclude_self,
         embed: a.rt.embed(),
         max_pixels: a.rt.max_pixels,
@@ -273,6 +282,7 @@ pub fn info(a: InfoArgs) -> Result<i32> {
     let store = Store::open_read(&a.index)?;
     let c = &store.catalog;
     let graph = crate::search::graph::graph_meta(c)?;
+    let (_, vector_rows) = c.vector_file()?;
     let last = c.last_run()?;
     let out = serde_json::json!({
         "home": crate::home::dir(),
@@ -284,7 +294,19 @@ pub fn info(a: InfoArgs) -> Result<i32> {
         "model": c.meta(Meta::ModelPath)?,
         "model_sha256": c.meta(Meta::ModelSha256)?,
         "dimension": c.meta(Meta::Dim)?.and_then(|d| d.parse::<usize>().ok()),
-        "graph": graph.as_ref().map(|g| serde_json::json!({"generation": g.generation, "points": g.points, "newer_rows": c.count_after(g.max_id).unwrap_or(0)})),
+        "graph": graph.as_ref().map(|g| serde_json::json!({
+            "generation": g.generation,
+            "points": g.points,
+            "newer_rows": c.count_after(g.max_id).unwrap_or(0),
+            "code_dim": g.code_dim,
+            "variance_kept": g.kept,
+            "bytes": g.bytes,
+        })),
+        "vectors": serde_json::json!({
+            "rows": vector_rows,
+            "precision": "f16",
+            "bytes": store.vector_bytes(),
+        }),
         "bytes_on_disk": store.disk_bytes(),
         "last_run": last.map(|r| serde_json::json!({
             "started": r.started,

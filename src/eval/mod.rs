@@ -22,6 +22,7 @@ pub mod figure;
 mod metrics;
 
 use crate::search::knn::exact_knn;
+use crate::search::searcher::Searcher;
 use crate::train::metrics::top_errors;
 pub use metrics::precision_at_k;
 
@@ -94,7 +95,7 @@ fn embed_all(
     e: &mut Embedder,
     files: Vec<(PathBuf, usize)>,
     with_logits: bool,
-    known: Option<&crate::search::catalog::Catalog>,
+    known: Option<&Searcher>,
 ) -> Result<Embedded> {
     let pre = e.manifest.preprocess.clone();
     let (crop, per) = (pre.crop, (3 * pre.crop * pre.crop) as usize);
@@ -178,10 +179,10 @@ fn embed_all(
     Ok(em)
 }
 
-fn stored_vector(c: &crate::search::catalog::Catalog, path: &Path) -> Option<Vec<f32>> {
+fn stored_vector(c: &Searcher, path: &Path) -> Option<Vec<f32>> {
     let abs = std::path::absolute(path).ok()?;
     let meta = std::fs::metadata(&abs).ok()?;
-    c.vector_of(&abs, meta.len(), crate::imaging::scan::mtime_ns(&meta))
+    c.stored(&abs, meta.len(), crate::imaging::scan::mtime_ns(&meta))
         .ok()
         .flatten()
         .map(|(_, v)| v)
@@ -198,10 +199,11 @@ fn labelled(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
     Ok(files)
 }
 
-/// How many of the exact neighbours the HNSW graph finds: the index's graph when given (its
-/// ids mapped back to training files by path), else one built in memory.
+/// How many of the exact neighbours the approximate search finds: the index's (graph with
+/// re-rank, its ids mapped back to training files by path) when given, else an in-memory
+/// HNSW graph.
 fn hnsw_hits(
-    store: Option<&crate::search::store::Store>,
+    index: Option<&Searcher>,
     train: &Embedded,
     queries: &[f32],
     dim: usize,
@@ -210,46 +212,41 @@ fn hnsw_hits(
 ) -> Result<usize> {
     let count =
         |found: Vec<usize>, q: usize| knn[q].iter().filter(|(i, _)| found.contains(i)).count();
-    let Some(s) = store else {
+    let Some(s) = index else {
         let graph = crate::search::graph::build_in_memory(&train.fc7, dim);
         return Ok(queries
             .chunks(dim)
             .enumerate()
             .map(|(q, v)| {
-                count(
-                    crate::search::graph::search(&graph, v, k)
-                        .iter()
-                        .map(|h| h.0 as usize)
-                        .collect(),
-                    q,
-                )
+                let found = crate::search::graph::search_in_memory(&graph, v, k);
+                count(found.iter().map(|h| h.0 as usize).collect(), q)
             })
             .sum());
     };
+    if !s.has_graph() {
+        return Err(Error::Index {
+            path: s.store().dir.clone(),
+            reason: "has no usable graph (run fc7 index)".into(),
+        });
+    }
     let by_path: std::collections::HashMap<PathBuf, usize> = train
         .files
         .iter()
         .enumerate()
         .map(|(i, f)| (std::path::absolute(&f.0).unwrap_or(f.0.clone()), i))
         .collect();
-    let meta = crate::search::graph::graph_meta(&s.catalog)?;
-    crate::search::graph::with_graph(&s.dir, meta.as_ref(), |g| -> Result<usize> {
-        let g = g.ok_or_else(|| Error::Index {
-            path: s.dir.clone(),
-            reason: "has no usable graph (run fc7 index)".into(),
-        })?;
-        let mut hits = 0;
-        for (q, v) in queries.chunks(dim).enumerate() {
-            let mut found = Vec::new();
-            for (id, _) in crate::search::graph::search(g, v, k) {
-                if let Some(i) = s.catalog.path_of(id)?.and_then(|p| by_path.get(&p)) {
-                    found.push(*i);
-                }
-            }
-            hits += count(found, q);
-        }
-        Ok(hits)
-    })
+    let mut hits = 0;
+    for (q, v) in queries.chunks(dim).enumerate() {
+        let found = s.nearest(v, k)?;
+        hits += count(
+            found
+                .iter()
+                .filter_map(|h| by_path.get(&h.2).copied())
+                .collect(),
+            q,
+        );
+    }
+    Ok(hits)
 }
 
 /// The index given with `--index`, refused when it was built with another model.
@@ -275,7 +272,7 @@ fn test_files(opts: &Figure4Options, classes: &[String]) -> Result<Vec<(PathBuf,
 
 /// The metrics table from both embedded sets and the exact fc7 neighbours.
 fn metrics(
-    store: Option<&crate::search::store::Store>,
+    index: Option<&Searcher>,
     (train, test): (&Embedded, &Embedded),
     dim: usize,
     knn: &[Vec<(usize, f32)>],
@@ -290,7 +287,7 @@ fn metrics(
             .collect()
     };
     let recall_n = test.files.len().min(1000);
-    let hits = hnsw_hits(store, train, &test.fc7[..recall_n * dim], dim, knn, k)?;
+    let hits = hnsw_hits(index, train, &test.fc7[..recall_n * dim], dim, knn, k)?;
     let errs = |l: &[f32]| (!l.is_empty()).then(|| top_errors(l, &labels));
     let (c, t) = (errs(&test.logits), errs(&test.logits10));
     Ok(Metrics {
@@ -351,14 +348,22 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
     let classes = crate::train::dataset::subdirs(&opts.train)?;
     let mut e = Embedder::open(&opts.model, &opts.embed)?;
     let store = open_index(opts, &e)?;
-    let stored = store.as_ref().map(|s| &s.catalog);
-    let train = embed_all(&mut e, labelled(&opts.train, &classes)?, false, stored)?;
+    let searcher = store
+        .as_ref()
+        .map(|s| Searcher::open(s, false, crate::search::searcher::CANDIDATES))
+        .transpose()?;
+    let train = embed_all(
+        &mut e,
+        labelled(&opts.train, &classes)?,
+        false,
+        searcher.as_ref(),
+    )?;
     let has_logits =
         e.manifest.logits_output.is_some() && e.manifest.classes.len() == classes.len();
     let test = embed_all(&mut e, test_files(opts, &classes)?, has_logits, None)?;
     let (dim, k) = (e.dim(), opts.k);
     let knn = exact_knn(&test.fc7, &train.fc7, dim, k);
-    let mut m = metrics(store.as_ref(), (&train, &test), dim, &knn, k)?;
+    let mut m = metrics(searcher.as_ref(), (&train, &test), dim, &knn, k)?;
     m.seconds = started.elapsed().as_secs_f64();
     let rows = figure_rows(opts, &classes, (&train, &test), &knn);
     crate::eval::figure::write_all(

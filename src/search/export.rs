@@ -68,13 +68,15 @@ pub fn export_vectors(store: &Store, out: &Path) -> Result<Exported> {
     let mut failed: Option<Error> = None;
     v.write_all(&npy_header(rows, dim))
         .map_err(|e| Error::io(&vtmp, e))?;
-    cat.for_each_vector(0, |id, vec| {
-        if failed.is_some() {
-            return;
-        }
+    let view = store.vectors()?;
+    for (id, slot) in cat.slots_after(0)? {
+        let Some(vec) = view.row(slot) else { break };
         let path = match cat.path_of(id) {
             Ok(p) => p.unwrap_or_default(),
-            Err(e) => return failed = Some(e),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         };
         let bytes: Vec<u8> = vec.iter().flat_map(|x| x.to_le_bytes()).collect();
         let line = serde_json::to_string(&Line {
@@ -84,10 +86,11 @@ pub fn export_vectors(store: &Store, out: &Path) -> Result<Exported> {
         })
         .expect("json");
         if let Err(e) = v.write_all(&bytes).and_then(|_| writeln!(m, "{line}")) {
-            return failed = Some(Error::io(out, e));
+            failed = Some(Error::io(out, e));
+            break;
         }
         written += 1;
-    })?;
+    }
     let finish = |w: BufWriter<std::fs::File>, p: &Path| {
         w.into_inner()
             .map_err(|e| e.into_error())

@@ -41,6 +41,8 @@ pub struct IndexOptions {
     pub scan: ScanOptions,
     pub reembed: bool,
     pub max_pixels: u64,
+    /// Dimensions of the graph's codes (kept by the index for later rebuilds).
+    pub code_dim: Option<usize>,
 }
 
 /// What a run did.
@@ -103,12 +105,12 @@ pub fn find_model(dir: &Path, asked: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Checks the index was built with this model (or adopts it for a new index / `--reembed`).
-fn bind_model(cat: &mut Catalog, model: &Path, manifest: &Manifest, reembed: bool) -> Result<()> {
-    match cat.check_model(model, manifest) {
-        Err(_) if reembed => cat.clear_images()?,
+fn bind_model(store: &mut Store, model: &Path, manifest: &Manifest, reembed: bool) -> Result<()> {
+    match store.catalog.check_model(model, manifest) {
+        Err(_) if reembed => store.clear_images()?,
         r => r?,
     }
-    cat.bind_model(model, manifest)
+    store.catalog.bind_model(model, manifest)
 }
 
 fn under_roots(path: &Path, roots: &[PathBuf]) -> bool {
@@ -229,7 +231,7 @@ pub fn run(
     let mut sum = Summary::default();
     let model = resolve_model(opts.model.as_deref(), &store.catalog)?;
     let manifest = crate::model::manifest::read_manifest(&model)?;
-    bind_model(&mut store.catalog, &model, &manifest, opts.reembed)?;
+    bind_model(store, &model, &manifest, opts.reembed)?;
     let run_id = store.catalog.begin_run()?;
     let roots: Vec<PathBuf> = opts
         .roots
@@ -269,10 +271,7 @@ pub fn run(
     sum.interrupted = stop.load(Ordering::SeqCst);
     if !sum.interrupted {
         let graph_start = Instant::now();
-        sum.graph = format!(
-            "{:?}",
-            crate::search::graph::refresh(&store.dir, &store.catalog)?
-        );
+        sum.graph = format!("{:?}", store.refresh_graph(opts.code_dim)?);
         sum.graph_seconds = graph_start.elapsed().as_secs_f64();
     }
     sum.seconds = started.elapsed().as_secs_f64();
@@ -351,8 +350,7 @@ fn store_batch(
     } else {
         embedder.run(&input, ok.len(), false)?.fc7
     };
-    let dim = embedder.dim();
-    store.catalog.transaction(|b| {
+    store.write_batch(&fc7, |b, first| {
         for (i, (w, d)) in ok.iter().enumerate() {
             if let Some(old) = w.replaces {
                 b.remove(old)?;
@@ -364,7 +362,7 @@ fn store_batch(
                 hash: &d.hash,
                 width: d.width,
                 height: d.height,
-                vector: &fc7[i * dim..(i + 1) * dim],
+                slot: first + i as i64,
             })?;
         }
         for (w, d) in chunk.iter().zip(&decoded) {

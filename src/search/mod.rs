@@ -9,5 +9,8 @@ pub mod fingerprint;
 pub mod graph;
 pub mod ingest;
 pub mod knn;
+pub mod pca;
 pub mod query;
+pub mod searcher;
 pub mod store;
+pub mod vectors;

@@ -20,6 +20,10 @@ pub enum Meta {
     Preprocess,
     /// The HNSW graph's description (`GraphMeta`, JSON).
     Graph,
+    /// The vector file's generation and committed rows (JSON).
+    Vectors,
+    /// Dimensions of the graph's codes, when the user chose them.
+    CodeDim,
 }
 
 impl Meta {
@@ -30,11 +34,31 @@ impl Meta {
             Meta::Dim => "dim",
             Meta::Preprocess => "preprocess",
             Meta::Graph => "graph",
+            Meta::Vectors => "vectors",
+            Meta::CodeDim => "code_dim",
         }
     }
 }
 
+/// The `Meta::Vectors` value for vector file `generation` with `rows` committed rows.
+pub fn vectors_json(generation: i64, rows: i64) -> String {
+    serde_json::json!({"generation": generation, "rows": rows}).to_string()
+}
+
 impl Catalog {
+    /// The vector file's generation and committed rows ((1, 0) before any).
+    pub fn vector_file(&self) -> Result<(i64, i64)> {
+        let Some(text) = self.meta(Meta::Vectors)? else {
+            return Ok((1, 0));
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{}: vectors meta: {e}", self.path.display())))?;
+        Ok((
+            v["generation"].as_i64().unwrap_or(1),
+            v["rows"].as_i64().unwrap_or(0),
+        ))
+    }
+
     /// Refuses `model` when the index holds vectors of another model; an index without a model
     /// yet accepts any.
     pub fn check_model(&self, model: &Path, manifest: &Manifest) -> Result<()> {

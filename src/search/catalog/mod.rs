@@ -1,6 +1,7 @@
 //! The index's source of truth: one SQLite file (bundled SQLite, WAL) holding every indexed
-//! image's path, file facts and fc7 vector, the files skipped and why, the model the index was
-//! built with, and a log of runs. The HNSW graph is derived from it and can always be rebuilt.
+//! image's path, file facts and the slot of its fc7 vector in the vector file (`vectors`), the
+//! files skipped and why, the model the index was built with, and a log of runs. The graph is
+//! derived from it and the vectors, and can always be rebuilt.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,15 +12,19 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{Error, Result};
 
 mod meta;
+mod upgrade;
 mod writes;
 
-pub use meta::Meta;
+pub use meta::{vectors_json, Meta};
 
 pub use writes::{NewImage, Writes};
 
 pub const FILE: &str = "catalog.sqlite";
 
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+/// The schema version this fc7 writes: 2 moved the vectors out of the catalog (`upgrade`).
+pub const SCHEMA: i64 = 2;
+
+/// The first schema; `PRAGMA user_version` records the version a catalog is at.
 const MIGRATIONS: [&str; 1] = [r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE images (
@@ -70,6 +75,8 @@ pub struct Run {
 pub struct Catalog {
     conn: Connection,
     pub path: PathBuf,
+    /// Vectors this open moved out of a schema-1 catalog (`upgrade`).
+    pub upgraded: i64,
 }
 
 pub fn path_bytes(p: &Path) -> Vec<u8> {
@@ -86,16 +93,6 @@ pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-pub fn vector_blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub fn blob_vector(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 impl Catalog {
@@ -122,8 +119,15 @@ impl Catalog {
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
-        let mut cat = Catalog { conn, path };
+        let mut cat = Catalog {
+            conn,
+            path,
+            upgraded: 0,
+        };
         cat.migrate()?;
+        if cat.schema_version()? < SCHEMA {
+            cat.upgraded = upgrade::to_2(&mut cat, dir)?;
+        }
         Ok(cat)
     }
 
@@ -139,7 +143,7 @@ impl Catalog {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| self.err(e))?;
-        if version > MIGRATIONS.len() {
+        if version > SCHEMA as usize {
             return Err(Error::Index {
                 path: self.path.clone(),
                 reason: format!("schema version {version} is newer than this fc7 understands"),
@@ -253,22 +257,17 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// Calls `f(id, vector)` for every image with `id > after`, in id order.
-    pub fn for_each_vector(&self, after: i64, mut f: impl FnMut(i64, &[f32])) -> Result<()> {
+    /// (id, vector slot) of every image with `id > after`, in id order.
+    pub fn slots_after(&self, after: i64) -> Result<Vec<(i64, i64)>> {
         let mut st = self
             .conn
-            .prepare("SELECT id, vector FROM images WHERE id > ?1 ORDER BY id")
+            .prepare("SELECT id, slot FROM images WHERE id > ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
-        let mut rows = st.query([after]).map_err(|e| self.err(e))?;
-        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let id: i64 = r.get(0).map_err(|e| self.err(e))?;
-            let blob = r
-                .get_ref(1)
-                .and_then(|v| Ok(v.as_blob()?))
-                .map_err(|e| self.err(e))?;
-            f(id, &blob_vector(blob));
-        }
-        Ok(())
+        let rows = st
+            .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
     }
 
     /// The path of image `id`, if it is still indexed.
@@ -282,27 +281,34 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// The stored vector of `path` if it is indexed with this size and mtime.
-    pub fn vector_of(
-        &self,
-        path: &Path,
-        size: u64,
-        mtime_ns: i64,
-    ) -> Result<Option<(i64, Vec<f32>)>> {
+    /// (id, vector slot) of `path` if it is indexed with this size and mtime.
+    pub fn slot_of(&self, path: &Path, size: u64, mtime_ns: i64) -> Result<Option<(i64, i64)>> {
         self.conn
             .query_row(
-                "SELECT id, vector FROM images WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
+                "SELECT id, slot FROM images WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
                 params![path_bytes(path), size as i64, mtime_ns],
-                |r| Ok((r.get(0)?, blob_vector(&r.get::<_, Vec<u8>>(1)?))),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(|e| self.err(e))
     }
 
-    /// Forgets every image, skip and the graph (before re-embedding with another model).
-    pub fn clear_images(&mut self) -> Result<()> {
+    /// Forgets every image, skip and the graph (before re-embedding with another model), and
+    /// starts vector file `generation` with no rows.
+    pub fn clear_images(&mut self, generation: i64) -> Result<()> {
+        let vectors = meta::vectors_json(generation, 0);
+        self.transaction(|w| {
+            w.tx.execute_batch(
+                "DELETE FROM images; DELETE FROM skipped; DELETE FROM meta WHERE key = 'graph';",
+            )?;
+            w.set_meta(Meta::Vectors, &vectors)
+        })
+    }
+
+    pub fn clear_meta(&self, key: Meta) -> Result<()> {
         self.conn
-            .execute_batch("BEGIN; DELETE FROM images; DELETE FROM skipped; DELETE FROM meta WHERE key = 'graph'; COMMIT;")
+            .execute("DELETE FROM meta WHERE key = ?1", [key.key()])
+            .map(|_| ())
             .map_err(|e| self.err(e))
     }
 
@@ -378,8 +384,6 @@ mod tests {
     fn rows_round_trip_and_ids_are_never_reused() {
         let d = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(d.path(), true).unwrap();
-        assert_eq!(c.schema_version().unwrap(), 1);
-        let v = [1.5f32, -2.0, 0.25];
         let img = |p: &'static str| NewImage {
             path: Path::new(p),
             size: 10,
@@ -387,15 +391,17 @@ mod tests {
             hash: b"h",
             width: 3,
             height: 4,
-            vector: &v,
+            slot: 7,
         };
         let a = c.transaction(|b| b.insert(&img("/x/a.jpg"))).unwrap();
         c.transaction(|b| b.remove(a)).unwrap();
         let b = c.transaction(|b| b.insert(&img("/x/b.jpg"))).unwrap();
         assert!(b > a, "AUTOINCREMENT must not reuse {a}");
-        let (id, got) = c.vector_of(Path::new("/x/b.jpg"), 10, 7).unwrap().unwrap();
-        assert_eq!((id, got.as_slice()), (b, &v[..]));
-        assert!(c.vector_of(Path::new("/x/b.jpg"), 11, 7).unwrap().is_none());
+        assert_eq!(
+            c.slot_of(Path::new("/x/b.jpg"), 10, 7).unwrap(),
+            Some((b, 7))
+        );
+        assert!(c.slot_of(Path::new("/x/b.jpg"), 11, 7).unwrap().is_none());
         drop(c);
         let c = Catalog::open(d.path(), false).unwrap();
         assert_eq!(c.count("images").unwrap(), 1);

@@ -1,14 +1,15 @@
 //! The catalog's writes: one transaction per batch of files, so that a crash or kill -9 leaves
-//! either all of a batch's rows (vectors, moves, removals, skips) or none of them.
+//! either all of a batch's rows (new rows with their vector slots, the vector file's row count,
+//! moves, removals, skips) or none of them.
 
 use std::path::Path;
 
 use rusqlite::params;
 
-use super::{now_secs, path_bytes, vector_blob, Catalog};
+use super::{now_secs, path_bytes, Catalog, Meta};
 use crate::error::{Error, Result};
 
-/// A new row: a file and its vector.
+/// A new row: a file and the slot of its vector in the vector file.
 pub struct NewImage<'a> {
     pub path: &'a Path,
     pub size: u64,
@@ -16,7 +17,7 @@ pub struct NewImage<'a> {
     pub hash: &'a [u8],
     pub width: u32,
     pub height: u32,
-    pub vector: &'a [f32],
+    pub slot: i64,
 }
 
 impl Catalog {
@@ -36,7 +37,7 @@ impl Catalog {
 
 /// The writes one transaction may make.
 pub struct Writes<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    pub(super) tx: &'a rusqlite::Transaction<'a>,
 }
 
 impl Writes<'_> {
@@ -45,7 +46,7 @@ impl Writes<'_> {
         self.tx
             .execute("DELETE FROM skipped WHERE path = ?1", [&p])?;
         self.tx.execute(
-            "INSERT INTO images(path, size, mtime_ns, hash, width, height, indexed_at, vector)
+            "INSERT INTO images(path, size, mtime_ns, hash, width, height, indexed_at, slot)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 p,
@@ -55,7 +56,7 @@ impl Writes<'_> {
                 img.width,
                 img.height,
                 now_secs(),
-                vector_blob(img.vector)
+                img.slot
             ],
         )?;
         Ok(self.tx.last_insert_rowid())
@@ -71,6 +72,28 @@ impl Writes<'_> {
                 "UPDATE images SET path = ?1, mtime_ns = ?2 WHERE id = ?3",
                 params![p, mtime_ns, id],
             )
+            .map(|_| ())
+    }
+
+    pub fn set_meta(&self, key: Meta, value: &str) -> rusqlite::Result<()> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                [key.key(), value],
+            )
+            .map(|_| ())
+    }
+
+    pub fn clear_meta(&self, key: Meta) -> rusqlite::Result<()> {
+        self.tx
+            .execute("DELETE FROM meta WHERE key = ?1", [key.key()])
+            .map(|_| ())
+    }
+
+    /// Gives row `id` vector slot `slot` (when the vector file is rewritten).
+    pub fn set_slot(&self, id: i64, slot: i64) -> rusqlite::Result<()> {
+        self.tx
+            .execute("UPDATE images SET slot = ?1 WHERE id = ?2", [slot, id])
             .map(|_| ())
     }
 

@@ -1,0 +1,137 @@
+//! Principal components of the indexed vectors: the projection that turns a 4096-d fc7 vector
+//! into the short code the graph is built and searched on (the AlexNet paper, §6.1, suggests
+//! short codes for exactly this search). Fitted by subspace iteration on a sample of rows:
+//! distances between codes only depend on the subspace, not on the basis chosen inside it, so
+//! an orthonormal basis of the leading subspace is all the search needs.
+
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use crate::util::matmul::{dot_rows, matmul, Mat};
+
+/// Rows sampled for the fit; more moves the subspace little and costs linear time.
+pub const FIT_ROWS: usize = 20_000;
+const ITERATIONS: usize = 6;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pca {
+    /// [dim]
+    pub mean: Vec<f32>,
+    /// [code_dim, dim], orthonormal rows.
+    pub basis: Vec<f32>,
+    pub dim: usize,
+    pub code_dim: usize,
+    /// Share of the sample's variance its codes keep.
+    pub kept: f32,
+}
+
+/// Orthonormalises the rows of `m` ([r, dim]) in place (modified Gram-Schmidt, twice).
+fn orthonormalise(m: &mut [f32], dim: usize) {
+    let r = m.len() / dim;
+    for _ in 0..2 {
+        for i in 0..r {
+            let (done, rest) = m.split_at_mut(i * dim);
+            let row = &mut rest[..dim];
+            for prev in done.chunks(dim) {
+                let p: f32 = prev.iter().zip(row.iter()).map(|(a, b)| a * b).sum();
+                row.iter_mut().zip(prev).for_each(|(x, y)| *x -= p * y);
+            }
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-20);
+            row.iter_mut().for_each(|x| *x /= n);
+        }
+    }
+}
+
+fn sum_squares(v: &[f32]) -> f64 {
+    v.par_iter().map(|x| (*x as f64) * (*x as f64)).sum()
+}
+
+impl Pca {
+    /// Fits `code_dim` components to `rows` ([n, dim]); `code_dim` is capped at the rank the
+    /// rows can have.
+    pub fn fit(rows: &[f32], dim: usize, code_dim: usize, seed: u64) -> Pca {
+        let n = rows.len() / dim;
+        let code_dim = code_dim.min(dim).min(n.max(1));
+        let mut mean = vec![0.0f64; dim];
+        for r in rows.chunks(dim) {
+            mean.iter_mut().zip(r).for_each(|(m, x)| *m += *x as f64);
+        }
+        let mean: Vec<f32> = mean.iter().map(|m| (m / n.max(1) as f64) as f32).collect();
+        let mut x = rows.to_vec(); // [n, dim], centred
+        x.par_chunks_mut(dim)
+            .for_each(|r| r.iter_mut().zip(&mean).for_each(|(v, m)| *v -= m));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut basis: Vec<f32> = (0..code_dim * dim)
+            .map(|_| rng.random::<f32>() - 0.5)
+            .collect(); // [code_dim, dim]
+        orthonormalise(&mut basis, dim);
+        for _ in 0..ITERATIONS {
+            let z = dot_rows(&x, &basis, dim); // [n, code_dim]
+            let mut next = vec![0.0; code_dim * dim];
+            // Xᵀ Z, as rows: [code_dim, n] · [n, dim]
+            matmul(
+                Mat::t(&z, n, code_dim),
+                Mat::new(&x, n, dim),
+                &mut next,
+                false,
+                true,
+            );
+            orthonormalise(&mut next, dim);
+            basis = next;
+        }
+        let z = dot_rows(&x, &basis, dim);
+        let kept = (sum_squares(&z) / sum_squares(&x).max(1e-30)) as f32;
+        Pca {
+            mean,
+            basis,
+            dim,
+            code_dim,
+            kept,
+        }
+    }
+
+    /// Codes of `rows` ([n, dim]): [n, code_dim].
+    pub fn project(&self, rows: &[f32]) -> Vec<f32> {
+        let mut centred = rows.to_vec();
+        centred
+            .par_chunks_mut(self.dim)
+            .for_each(|r| r.iter_mut().zip(&self.mean).for_each(|(v, m)| *v -= m));
+        dot_rows(&centred, &self.basis, self.dim)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points spread along two known directions of a 6-d space, with a little noise elsewhere.
+    #[test]
+    fn finds_the_plane_the_points_lie_in_and_keeps_their_distances() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (u, v) = (
+            [0.6f32, 0.8, 0.0, 0.0, 0.0, 0.0],
+            [0.0f32, 0.0, 0.0, 0.0, 1.0, 0.0],
+        );
+        let rows: Vec<f32> = (0..500)
+            .flat_map(|_| {
+                let (a, b) = (rng.random::<f32>() * 10.0, rng.random::<f32>() * 4.0);
+                let noise: Vec<f32> = (0..6).map(|_| (rng.random::<f32>() - 0.5) * 0.01).collect();
+                (0..6)
+                    .map(|i| 5.0 + a * u[i] + b * v[i] + noise[i])
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let p = Pca::fit(&rows, 6, 2, 1);
+        assert!(p.kept > 0.999, "kept {}", p.kept);
+        // Each basis row lies in the plane of u and v.
+        for b in p.basis.chunks(6) {
+            let inside = b[0] * 0.6 + b[1] * 0.8;
+            assert!((inside * inside + b[4] * b[4] - 1.0).abs() < 1e-3, "{b:?}");
+        }
+        let codes = p.project(&rows[..12]);
+        let full = crate::search::knn::l2(&rows[..6], &rows[6..12]);
+        let short = crate::search::knn::l2(&codes[..2], &codes[2..4]);
+        assert!((full - short).abs() < 0.02, "{full} vs {short}");
+        assert!(p.mean.iter().all(|m| m.is_finite()) && (p.mean[2] - 5.0).abs() < 0.01);
+    }
+}
