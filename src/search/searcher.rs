@@ -128,8 +128,10 @@ mod tests {
 
     const DIM: usize = 192;
 
-    /// `n` vectors around 64 cluster centres, as image features gather by content; the
-    /// clusters differ in a few directions only, as fc7 vectors do, so short codes lose some.
+    /// `n` vectors around 64 cluster centres, as image features gather by content: the
+    /// centres and most of each point's spread lie in 24 of the 192 dimensions, as most of
+    /// fc7's variance lies in a few directions, and a little spread in all the others is what
+    /// short codes lose.
     fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut centres_rng = rand::rngs::StdRng::seed_from_u64(0);
         let wide = Normal::new(0.0f32, 4.0).unwrap();
@@ -151,7 +153,11 @@ mod tests {
         (0..n)
             .map(|i| {
                 let c = &centres[(i * 7 + seed as usize) % 64];
-                c.iter().map(|x| x + near.sample(&mut rng)).collect()
+                let spread = |j: usize| if j < 24 { 1.0 } else { 0.25 };
+                c.iter()
+                    .enumerate()
+                    .map(|(j, x)| x + spread(j) * near.sample(&mut rng))
+                    .collect()
             })
             .collect()
     }
@@ -191,7 +197,7 @@ mod tests {
         store.catalog.set_meta(Meta::Dim, &DIM.to_string()).unwrap();
         let ids = add(&mut store, &vectors(20_000, 1), 0);
         assert_eq!(
-            store.refresh_graph(Some(16)).unwrap(),
+            store.refresh_graph(Some(32)).unwrap(),
             Refresh::Rebuilt(20_000)
         );
         // Rows newer than the graph (brute force at query time), then 5% of the graph deleted
@@ -213,7 +219,7 @@ mod tests {
         let searcher = Searcher::open(&store, false, CANDIDATES).unwrap();
         assert!(searcher.has_graph());
         let (g, _) = searcher.graph.as_ref().unwrap();
-        assert_eq!(g.header.code_dim, 16);
+        assert_eq!(g.header.code_dim, 32);
         let (queries, k) = (vectors(300, 4), 6);
         let (mut ours, mut codes_only) = (0, 0);
         for q in &queries {
@@ -233,7 +239,7 @@ mod tests {
         let recall = |hits: usize| hits as f64 / (k * queries.len()) as f64;
         assert!(
             recall(codes_only) < 0.9,
-            "16-d codes alone should miss neighbours (recall {}), or the re-rank is untested",
+            "32-d codes alone should miss neighbours (recall {}), or the re-rank is untested",
             recall(codes_only)
         );
         assert!(recall(ours) >= 0.99, "recall@6 {}", recall(ours));
