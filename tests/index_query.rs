@@ -160,16 +160,16 @@ fn an_image_outside_the_index_is_embedded_and_ranked_from_one() {
     assert_eq!(first["neighbours"].as_array().unwrap().len(), 3);
     assert_eq!(v["results"][1]["indexed"], true);
     // A byte-for-byte copy outside the index is embedded at query time: its nearest neighbour
-    // is the original at distance ~0, so query-time and index-time embedding agree.
+    // is the original, at the distance half-precision storage leaves (each component within
+    // 2^-11 of itself, ~5e-4 of the vector's length at most) — over a thousand times nearer
+    // than any other image — so query-time and index-time embedding agree.
     let copy = d.path().join("copy.jpg");
     std::fs::copy(photos.root.join("stripes.jpg"), &copy).unwrap();
     let r = query(&copy, &idx, &[]);
     assert_eq!(r["indexed"], false, "{r}");
     assert!(neighbour_paths(&r)[0].ends_with("stripes.jpg"), "{r}");
-    assert!(
-        r["neighbours"][0]["distance"].as_f64().unwrap() < 1e-3,
-        "{r}"
-    );
+    let d = |i: usize| r["neighbours"][i]["distance"].as_f64().unwrap();
+    assert!(d(0) < 1e-3 * d(1), "{r}");
     // A query image that cannot be read is one clear error; the exit code says so.
     let out = fc7()
         .args(["query", "/nonexistent/x.jpg", "--index", s(&idx)])
@@ -447,9 +447,9 @@ fn a_full_disk_stops_indexing_in_one_line_and_the_next_run_completes() {
     let d = tempfile::tempdir().unwrap();
     let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
     plain_folder(&root, 60);
-    // 600 KiB: room for the catalog's first batches of 16 KiB vectors, not for all 60.
+    // Files of at most 300 KiB: room for the first batches' 8 KiB vectors, not for all 60.
     let args = ["index", s(&root), "--index", s(&idx), "--model", s(model())];
-    let out = run_on_a_small_disk(600, &[&args[..], &["--batch", "8", "--quiet"]].concat());
+    let out = run_on_a_small_disk(300, &[&args[..], &["--batch", "8", "--quiet"]].concat());
     assert_eq!(out.status.code(), Some(1));
     let errors = error_lines(&out);
     assert_eq!(errors.len(), 1, "{errors:?}");
