@@ -14,3 +14,7 @@ pub mod query;
 pub mod searcher;
 pub mod store;
 pub mod vectors;
+
+// The vector and graph files are little endian and read in place through memory maps.
+#[cfg(target_endian = "big")]
+compile_error!("fc7's index files are little endian and are read in place");

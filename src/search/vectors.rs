@@ -13,6 +13,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
@@ -88,30 +89,38 @@ impl Vectors {
         self.generation
     }
 
-    fn bytes(&self, slot: i64) -> Option<&[u8]> {
+    /// The half floats of `slot` (the map is page-aligned and rows are whole f16s; fc7 runs
+    /// on little-endian machines, as the file is).
+    fn halves(&self, slot: i64) -> Option<&[f16]> {
         let s = usize::try_from(slot).ok().filter(|s| *s < self.rows)?;
         let row = self.dim * 2;
-        Some(&self.map.as_ref()?[s * row..(s + 1) * row])
+        Some(bytemuck::cast_slice(
+            &self.map.as_ref()?[s * row..(s + 1) * row],
+        ))
     }
 
     /// The vector in `slot`; `None` for a slot beyond the rows this view was opened with
     /// (a row committed after it, which the caller may ignore).
     pub fn row(&self, slot: i64) -> Option<Vec<f32>> {
-        let b = self.bytes(slot)?;
-        Some(
-            b.chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        )
+        let h = self.halves(slot)?;
+        let mut out = vec![0.0; h.len()];
+        h.convert_to_f32_slice(&mut out); // F16C where the CPU has it
+        Some(out)
     }
 
     /// Euclidean distance from `q` to the vector in `slot`.
     pub fn l2_to(&self, slot: i64, q: &[f32]) -> Option<f32> {
-        let b = self.bytes(slot)?;
+        let h = self.halves(slot)?;
+        let mut buf = [0.0f32; 256];
         let mut s = 0.0f32;
-        for (c, x) in b.chunks_exact(2).zip(q) {
-            let d = f16::from_le_bytes([c[0], c[1]]).to_f32() - x;
-            s += d * d;
+        for (hc, qc) in h.chunks(256).zip(q.chunks(256)) {
+            let b = &mut buf[..hc.len()];
+            hc.convert_to_f32_slice(b);
+            s += b
+                .iter()
+                .zip(qc)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>();
         }
         Some(s.sqrt())
     }
