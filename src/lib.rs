@@ -10,10 +10,11 @@
 //! 2. `infer` (ONNX Runtime: library lookup, the embedder) and `train` (engines, network,
 //!    recipe, data, the training run, checkpoints, self-test), side by side, neither using the
 //!    other;
-//! 3. `search` — the index folder: SQLite catalog, HNSW graph, exact k-NN, `fc7 index` and
-//!    `fc7 query`;
+//! 3. `search` — the index folder: SQLite catalog, the f16 vector file, the memory-mapped
+//!    graph over PCA codes, exact k-NN, `fc7 index` and `fc7 query`;
 //! 4. `eval` — Figure 4 and its metrics;
-//! 5. `cmd` — the command line; the only wing that sees clap.
+//! 5. `serve` — the web gallery over an index (`fc7 serve`);
+//! 6. `cmd` — the command line; the only wing that sees clap.
 
 pub mod cmd;
 pub mod device;
@@ -24,6 +25,7 @@ pub mod imaging;
 pub mod infer;
 pub mod model;
 pub mod search;
+pub mod serve;
 pub mod train;
 pub mod util;
 

@@ -19,7 +19,8 @@ const RANKS: &[(&str, u8)] = &[
     ("train", 1),
     ("search", 2),
     ("eval", 3),
-    ("cmd", 4),
+    ("serve", 4),
+    ("cmd", 5),
 ];
 
 /// One use of another wing: (from, to) → the first place it was seen.

@@ -9,6 +9,7 @@ mod model;
 mod progress;
 mod search;
 mod selftest;
+mod serve;
 mod train;
 
 use std::sync::atomic::AtomicBool;
@@ -22,6 +23,7 @@ use crate::cmd::eval::Figure4Args;
 use crate::cmd::model::ModelCmd;
 use crate::cmd::search::{ExportVectorsArgs, IndexArgs, InfoArgs, QueryArgs};
 use crate::cmd::selftest::SelftestArgs;
+use crate::cmd::serve::ServeArgs;
 use crate::cmd::train::{ExportArgs, TrainArgs};
 
 #[derive(Parser)]
@@ -46,6 +48,8 @@ pub enum Command {
     Query(QueryArgs),
     /// Show what an index holds.
     Info(InfoArgs),
+    /// Browse an index in a web browser: pick or drop an image, click neighbours.
+    Serve(ServeArgs),
     /// Write an index's vectors as vectors.npy (float32 [N, D]) + metadata.jsonl, for faiss,
     /// Qdrant, Milvus and the like.
     ExportVectors(ExportVectorsArgs),
@@ -90,6 +94,7 @@ pub fn run(cli: Cli, stop: Arc<AtomicBool>) -> Result<i32> {
         Command::Index(a) => search::index(a, &stop),
         Command::Query(a) => search::query(a),
         Command::Info(a) => search::info(a),
+        Command::Serve(a) => serve::serve(a, stop),
         Command::ExportVectors(a) => search::export_vectors(a),
         Command::Train(a) => train::train(a, &stop),
         Command::Export(a) => train::export(a),

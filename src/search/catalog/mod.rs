@@ -12,10 +12,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{Error, Result};
 
 mod meta;
+mod runs;
 mod upgrade;
 mod writes;
 
 pub use meta::{vectors_json, Meta};
+pub use runs::Run;
 
 pub use writes::{NewImage, Writes};
 
@@ -61,15 +63,6 @@ pub struct Known {
     pub size: u64,
     pub mtime_ns: i64,
     pub hash: Vec<u8>,
-}
-
-/// One `fc7 index` run: start and end (seconds since the epoch) and its summary as JSON; a run
-/// without an end was interrupted.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Run {
-    pub started: i64,
-    pub finished: Option<i64>,
-    pub summary: Option<String>,
 }
 
 pub struct Catalog {
@@ -281,6 +274,31 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Path and vector slot of image `id`, if it is still indexed.
+    pub fn slot_of_id(&self, id: i64) -> Result<Option<(PathBuf, i64)>> {
+        self.conn
+            .query_row("SELECT path, slot FROM images WHERE id = ?1", [id], |r| {
+                Ok((bytes_path(&r.get::<_, Vec<u8>>(0)?), r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` images with ids above `after`, in id order: (id, path).
+    pub fn page(&self, after: i64, limit: usize) -> Result<Vec<(i64, PathBuf)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, path FROM images WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![after, limit as i64], |r| {
+                Ok((r.get(0)?, bytes_path(&r.get::<_, Vec<u8>>(1)?)))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// (id, vector slot) of `path` if it is indexed with this size and mtime.
     pub fn slot_of(&self, path: &Path, size: u64, mtime_ns: i64) -> Result<Option<(i64, i64)>> {
         self.conn
@@ -309,41 +327,6 @@ impl Catalog {
         self.conn
             .execute("DELETE FROM meta WHERE key = ?1", [key.key()])
             .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn begin_run(&self) -> Result<i64> {
-        self.conn
-            .execute("INSERT INTO runs(started_at) VALUES (?1)", [now_secs()])
-            .map_err(|e| self.err(e))?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    pub fn finish_run(&self, run: i64, summary: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE id = ?3",
-                params![now_secs(), summary, run],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// The latest run.
-    pub fn last_run(&self) -> Result<Option<Run>> {
-        self.conn
-            .query_row(
-                "SELECT started_at, finished_at, summary FROM runs ORDER BY id DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(Run {
-                        started: r.get(0)?,
-                        finished: r.get(1)?,
-                        summary: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
             .map_err(|e| self.err(e))
     }
 
