@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: installs what is missing (ONNX Runtime's library, NVRTC and cuDNN from PyPI, Python's
-# onnx for the checker), runs every Rust test, then has onnx.checker validate a model fc7 writes.
+# onnx for the checker, Chromium and chromedriver from apt), runs every Rust test, then has
+# onnx.checker validate a model fc7 writes, NumPy read an export, and Chromium use fc7 serve.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup/build.sh
@@ -37,4 +38,8 @@ assert v.dtype == np.float32 and v.shape == (len(meta), 4096), (v.dtype, v.shape
 assert len(meta) == 8 and np.isfinite(v).all() and (np.linalg.norm(v, axis=1) > 0).all()
 print("numpy: fc7 export-vectors wrote a %dx%d float32 array and %d metadata lines" % (v.shape + (len(meta),)))
 PY
+# fc7 serve in a real browser (Debian's Chromium through chromedriver) on that index.
+scripts/setup/browser.sh
+FC7_HOME="$tmp/home" python3 tests/browser/gallery.py target/debug/fc7 "$tmp/i" \
+  "$(ls "$tmp"/d/train/*/* | head -1)"
 
