@@ -22,7 +22,7 @@ fn main() {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\nstopping after the current batch (Ctrl-C again to quit now)");
+        eprintln!("\nstopping at the next safe point (Ctrl-C again to quit now)");
     });
     let code = match cli::run(args, stop) {
         Ok(code) => code,

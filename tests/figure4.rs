@@ -138,6 +138,23 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
         (got - want).abs() < 1e-9,
         "figure4 {got}, index + exact query {want}"
     );
+    // Through that index: the same precision, and the index keeps the numbers for `fc7 info`
+    // and `fc7 serve`.
+    let idx = d.path().join("idx");
+    let through = d.path().join("through-index");
+    let at = args.iter().position(|a| *a == s(&out)).unwrap();
+    let mut with_index = args.to_vec();
+    with_index[at] = s(&through);
+    with_index.extend_from_slice(&["--index", s(&idx)]);
+    let again: serde_json::Value = serde_json::from_slice(&run_ok(&with_index).stdout).unwrap();
+    assert_eq!(again["fc7_precision_at_k"], metrics["fc7_precision_at_k"]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", "--index", s(&idx), "--json"]).stdout).unwrap();
+    assert_eq!(
+        info["figure4"],
+        json_file(&through.join("metrics.json")),
+        "{info}"
+    );
 
     let fig = json_file(&out.join("figure4.json"));
     let rows = fig["rows"].as_array().unwrap();

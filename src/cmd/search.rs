@@ -307,6 +307,7 @@ pub fn info(a: InfoArgs) -> Result<i32> {
             "precision": "f16",
             "bytes": store.vector_bytes(),
         }),
+        "figure4": c.meta(Meta::Figure4)?.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
         "bytes_on_disk": store.disk_bytes(),
         "last_run": last.map(|r| serde_json::json!({
             "started": r.started,

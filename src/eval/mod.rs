@@ -21,6 +21,7 @@ use crate::infer::embed::{EmbedOptions, Embedder};
 pub mod figure;
 mod metrics;
 
+use crate::search::catalog::Meta;
 use crate::search::knn::exact_knn;
 use crate::search::searcher::Searcher;
 use crate::train::metrics::top_errors;
@@ -371,9 +372,12 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
         &rows,
         "fc7 nearest neighbours (Krizhevsky et al. 2012, Figure 4)",
     )?;
-    crate::util::fs::atomic_write(
-        &opts.out.join("metrics.json"),
-        &serde_json::to_vec_pretty(&m).expect("json"),
-    )?;
+    let json = serde_json::to_vec_pretty(&m).expect("json");
+    crate::util::fs::atomic_write(&opts.out.join("metrics.json"), &json)?;
+    if let Some(s) = &store {
+        // The index keeps its model's latest Figure 4 numbers, for `fc7 info` and `fc7 serve`.
+        let text = String::from_utf8(json).expect("json is UTF-8");
+        s.catalog.set_meta(Meta::Figure4, &text)?;
+    }
     Ok((rows, m))
 }

@@ -204,6 +204,7 @@ async fn info(State(g): State<Arc<Gallery>>) -> Answer<Json<Value>> {
             "indexed": c.count("images")?,
             "model": model,
             "manifest": metrics,
+            "figure4": c.meta(Meta::Figure4)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
         })))
     })
     .await

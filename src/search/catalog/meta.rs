@@ -24,6 +24,8 @@ pub enum Meta {
     Vectors,
     /// Dimensions of the graph's codes, when the user chose them.
     CodeDim,
+    /// The metrics of the last `fc7 eval figure4` run on this index (JSON).
+    Figure4,
 }
 
 impl Meta {
@@ -36,6 +38,7 @@ impl Meta {
             Meta::Graph => "graph",
             Meta::Vectors => "vectors",
             Meta::CodeDim => "code_dim",
+            Meta::Figure4 => "figure4",
         }
     }
 }
