@@ -151,6 +151,12 @@ impl FlatGraph {
         self.section::<u32>(3)[node as usize]
     }
 
+    /// The code of a full vector `q`: its PCA projection, [code_dim].
+    pub fn encode(&self, q: &[f32]) -> Vec<f32> {
+        let centred: Vec<f32> = q.iter().zip(self.mean()).map(|(x, m)| x - m).collect();
+        crate::util::matmul::dot_rows(&centred, self.basis(), self.header.dim as usize)
+    }
+
     fn code(&self, node: u32) -> &[f32] {
         let c = self.header.code_dim as usize;
         &self.section::<f32>(4)[node as usize * c..(node as usize + 1) * c]
