@@ -66,6 +66,14 @@ impl<'a> Searcher<'a> {
         Ok(self.vectors.row(slot).map(|v| (id, v)))
     }
 
+    /// The path and stored vector of image `id`, if it is indexed.
+    pub fn row_of(&self, id: i64) -> Result<Option<(PathBuf, Vec<f32>)>> {
+        let Some((path, slot)) = self.store.catalog.slot_of_id(id)? else {
+            return Ok(None);
+        };
+        Ok(self.vectors.row(slot).map(|v| (path, v)))
+    }
+
     /// The graph's live candidates for `q` — at least as many as asked for and `want`, unless
     /// the graph has fewer — with their exact distances and paths, and the highest id the
     /// graph holds. Deleted rows do not count, so a search widens past them.

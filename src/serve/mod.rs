@@ -107,9 +107,7 @@ impl K {
 }
 
 /// The neighbours of `q` as JSON, leaving out `self_id`.
-fn neighbours(g: &Gallery, q: &[f32], k: usize, self_id: Option<i64>) -> Answer<Value> {
-    let store = g.store.lock().expect("store lock");
-    let s = Searcher::open(&store, false, CANDIDATES)?;
+fn neighbours(s: &Searcher, q: &[f32], k: usize, self_id: Option<i64>) -> Answer<Value> {
     let hits = s.nearest(q, k + 1)?;
     let list: Vec<Value> = hits
         .into_iter()
@@ -126,13 +124,10 @@ async fn by_id(
     Query(k): Query<K>,
 ) -> Answer<Json<Value>> {
     blocking(&g, move |g| {
-        let (path, v) = {
-            let store = g.store.lock().expect("store lock");
-            let row = store.catalog.slot_of_id(id)?.ok_or_else(|| not_found(id))?;
-            let v = store.vectors()?.row(row.1).ok_or_else(|| not_found(id))?;
-            (row.0, v)
-        };
-        let mut out = neighbours(g, &v, k.get(), Some(id))?;
+        let store = g.store.lock().expect("store lock");
+        let s = Searcher::open(&store, false, CANDIDATES)?;
+        let (path, v) = s.row_of(id)?.ok_or_else(|| not_found(id))?;
+        let mut out = neighbours(&s, &v, k.get(), Some(id))?;
         out["query"] = json!({"id": id, "name": name_of(&path), "path": path});
         Ok(Json(out))
     })
@@ -162,7 +157,13 @@ async fn upload(
         )?;
         let v = e.run(&input.tensor, 1, false)?.fc7;
         drop(slot);
-        let mut out = neighbours(g, &v, k.get(), None)?;
+        let store = g.store.lock().expect("store lock");
+        let mut out = neighbours(
+            &Searcher::open(&store, false, CANDIDATES)?,
+            &v,
+            k.get(),
+            None,
+        )?;
         out["query"] = json!({"id": null, "name": "uploaded image"});
         Ok(Json(out))
     })
