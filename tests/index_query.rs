@@ -264,12 +264,15 @@ fn indexed_count(idx: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// `fc7 index` of 60 small JPEGs in batches of two, returned once `rows` rows are saved.
+/// `fc7 index` of 60 small JPEGs in batches of two, each commit held 300 ms so that the run
+/// outlives what the test does to it on any machine, returned once `rows` rows are saved.
 fn index_in_background(root: &Path, idx: &Path, rows: u64, stdout: Stdio) -> std::process::Child {
     plain_folder(root, 60);
     let child = fc7()
         .args(["index", s(root), "--index", s(idx), "--model", s(model())])
         .args(["--batch", "2", "--quiet", "--json"])
+        .env("FC7_STALL", "batch-committed")
+        .env("FC7_STALL_MS", "300")
         .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()

@@ -120,11 +120,13 @@ impl Store {
         };
         crate::util::fault::point("vectors-appended");
         let count = vectors_json(generation, rows + n as i64);
-        self.catalog.transaction(|w| {
+        let out = self.catalog.transaction(|w| {
             let out = f(w, first)?;
             w.set_meta(Meta::Vectors, &count)?;
             Ok(out)
-        })
+        })?;
+        crate::util::fault::stall("batch-committed");
+        Ok(out)
     }
 
     /// Forgets every image (before re-embedding with another model) and starts a new, empty
