@@ -11,7 +11,7 @@
 //!                              each dimension's spread, ReLU'd), then its graph; rows 0-9
 //!                              name real files in OUT.files so `fc7 query` can open them
 //!   rebuild-graph INDEX        builds INDEX's graph again, timed
-//!   train-step PRESET BATCH ITERS [cpu|cuda]   training images/s (forward + backward + SGD)
+//!   train-step PRESET BATCH ITERS [cpu|cuda] [CLASSES]   training images/s (forward + backward + SGD; 1000 classes unless given)
 //!   feed DATA SIDE CROP BATCH BATCHES CACHE    the training feed alone: crops/s from the pack
 //!                                              (built first if missing, its time printed)
 
@@ -387,9 +387,9 @@ fn rebuild_graph(store: &mut fc7::search::store::Store) {
     );
 }
 
-fn train_step(preset: &str, batch: usize, iters: usize, device: &str) {
+fn train_step(preset: &str, batch: usize, iters: usize, device: &str, classes: usize) {
     let recipe = fc7::train::recipe::preset(preset).unwrap();
-    let cfg = fc7::train::recipe::architecture(&recipe, 1000);
+    let cfg = fc7::train::recipe::architecture(&recipe, classes);
     let (engine, rate) = match device {
         "cpu" => (
             fc7::train::engine::Engine::describe(&fc7::train::engine::cpu::Cpu),
@@ -432,7 +432,13 @@ fn main() {
         Some("rebuild-graph") => {
             rebuild_graph(&mut fc7::search::store::Store::open_for_update(&p(1)).unwrap())
         }
-        Some("train-step") => train_step(&a[1], n(2), n(3), a.get(4).map_or("cpu", String::as_str)),
+        Some("train-step") => train_step(
+            &a[1],
+            n(2),
+            n(3),
+            a.get(4).map_or("cpu", String::as_str),
+            a.get(5).map_or(1000, |c| c.parse().expect("CLASSES")),
+        ),
         Some("feed") => feed(&p(1), n(2), n(3), n(4), n(5), &p(6)),
         _ => eprintln!("usage: see the header of benches/fc7bench.rs"),
     }

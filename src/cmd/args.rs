@@ -8,6 +8,7 @@ use clap::Args;
 use crate::device::Device;
 use crate::infer::embed::EmbedOptions;
 use crate::model::Init;
+use crate::train::exemplar::Exemplar;
 use crate::train::recipe::Recipe;
 
 #[derive(Args, Clone)]
@@ -80,6 +81,64 @@ recipe_args! {
     /// Initial weights: he (Kaiming-normal, zero biases; both presets' default), paper
     /// (N(0, 0.01), biases 1: stays at chance on Fashion-MNIST) or caffe (biases 0.1).
     init: Init,
+}
+
+/// Exemplar training's flags; each left out keeps `Exemplar::default()`'s value.
+#[derive(Args, Clone, Default)]
+pub struct ExemplarArgs {
+    /// Learn from an unlabelled folder: DATA is any photo folder, each image (or --surrogates of
+    /// them) its own class, learnt from random views of it (Dosovitskiy et al. 2014). The model
+    /// is written without fc8. Default epochs: 36 (quick), 60 (paper); no dropout.
+    #[arg(long)]
+    pub exemplar: bool,
+    /// Surrogate classes: images drawn with --seed when the folder has more (default 2000).
+    #[arg(long, requires = "exemplar")]
+    pub surrogates: Option<usize>,
+    /// Largest shift of a view, as a fraction of the crop side (default 0.1).
+    #[arg(long, requires = "exemplar")]
+    pub translate: Option<f32>,
+    /// Scales drawn from [1/ZOOM, ZOOM] (default 1.2).
+    #[arg(long, requires = "exemplar")]
+    pub zoom: Option<f32>,
+    /// Rotations drawn from ±DEGREES (default 10).
+    #[arg(long, requires = "exemplar")]
+    pub rotate: Option<f32>,
+    /// Contrast factors drawn from [1/C, C] (default 1.3).
+    #[arg(long, requires = "exemplar")]
+    pub contrast: Option<f32>,
+    /// Saturation factors drawn from [1/S, S] (default 1.3).
+    #[arg(long, requires = "exemplar")]
+    pub saturation: Option<f32>,
+    /// Hue turns drawn from ±HUE of the colour wheel (default 0.03).
+    #[arg(long, requires = "exemplar")]
+    pub hue: Option<f32>,
+    /// Brightness shifts drawn from ±B of the full range (default 0.05).
+    #[arg(long, requires = "exemplar")]
+    pub brightness: Option<f32>,
+    /// Views an epoch shows at least: each surrogate is shown ⌈N / surrogates⌉ times (default 8000).
+    #[arg(long, requires = "exemplar")]
+    pub epoch_views: Option<usize>,
+}
+
+impl ExemplarArgs {
+    /// The exemplar settings asked for, if --exemplar was.
+    pub fn exemplar(&self) -> Option<Exemplar> {
+        if !self.exemplar {
+            return None;
+        }
+        let mut ex = Exemplar::default();
+        let set = |v: Option<f32>, field: &mut f32| *field = v.unwrap_or(*field);
+        ex.surrogates = self.surrogates.unwrap_or(ex.surrogates);
+        ex.epoch_views = self.epoch_views.unwrap_or(ex.epoch_views);
+        set(self.translate, &mut ex.translate);
+        set(self.zoom, &mut ex.zoom);
+        set(self.rotate, &mut ex.rotate);
+        set(self.contrast, &mut ex.contrast);
+        set(self.saturation, &mut ex.saturation);
+        set(self.hue, &mut ex.hue);
+        set(self.brightness, &mut ex.brightness);
+        Some(ex)
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::cmd::args::RecipeArgs;
+use crate::cmd::args::{ExemplarArgs, RecipeArgs};
 use crate::cmd::progress::Bar;
 use crate::device::Device;
 use crate::train::checkpoint::EpochRecord;
@@ -62,13 +62,17 @@ impl TrainProgress for Bar {
             "epoch {:>3}  lr {:.0e}  train loss {:.3} error {:.2}%  val loss {:.3} top-1 {:.2}% top-5 {:.2}%  {:.0} img/s  {:.0} s",
             r.epoch, r.lr, r.train_loss, r.train_error * 100.0, r.val_loss, r.val_top1_error * 100.0, r.val_top5_error * 100.0, r.images_per_second, r.seconds
         );
-        self.line(&line);
+        match r.folder_precision_at_6 {
+            Some(p) => self.line(&format!("{line}  class-folder P@6 {p:.3}")),
+            None => self.line(&line),
+        }
     }
 }
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// DATA/train/<class>/… (+ DATA/val or DATA/test), or DATA/<class>/… split by --val-fraction.
+    /// DATA/train/<class>/… (+ DATA/val or DATA/test), or DATA/<class>/… split by --val-fraction;
+    /// with --exemplar, any folder of images.
     pub data: PathBuf,
     /// Output stem: writes STEM.onnx, STEM.json, STEM.ckpt, STEM.log.jsonl, STEM.png
     /// (default: models/default in fc7's home, the model `fc7 index` uses when none is named).
@@ -79,6 +83,8 @@ pub struct TrainArgs {
     pub preset: String,
     #[command(flatten)]
     pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub exemplar: ExemplarArgs,
     /// Stop after this many SGD steps, saving a checkpoint (smoke runs, benchmarks).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -104,6 +110,9 @@ pub struct ExportArgs {
 
 pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
     let mut r = crate::train::recipe::preset(&a.preset)?;
+    if let Some(ex) = a.exemplar.exemplar() {
+        r = crate::train::recipe::exemplar(r, ex);
+    }
     a.recipe.apply(&mut r);
     let opts = TrainOptions {
         data: a.data,
@@ -143,6 +152,21 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
             m.display(),
             res.state.seconds / 60.0,
             e * 100.0
+        );
+    }
+    if let (Some(m), Some(last), true) =
+        (&res.model, st.history.last(), st.recipe.exemplar.is_some())
+    {
+        let folders = last
+            .folder_precision_at_6
+            .map(|p| format!("; precision@6 of class folder {p:.3}"))
+            .unwrap_or_default();
+        eprintln!(
+            "wrote {} ({:.1} min; {} surrogate classes, held-out views top-1 error {:.2}%{folders})",
+            m.display(),
+            st.seconds / 60.0,
+            st.classes.len(),
+            last.val_top1_error * 100.0
         );
     }
     Ok(0)

@@ -33,6 +33,10 @@ pub struct EpochRecord {
     pub val_top5_error: f32,
     pub images_per_second: f32,
     pub seconds: f32,
+    /// Exemplar training on a folder of class folders: the validation images' precision@6
+    /// of class with fc7 (the classes are never trained on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder_precision_at_6: Option<f32>,
 }
 
 /// Where a run is, between batches.

@@ -1,7 +1,6 @@
 //! One training run's work on one engine: the weights, velocities and gradients kept where the
-//! engine computes (host vectors or GPU buffers), batches assembled on the host as 8-bit crops
-//! (the geometric augmentation) and turned into network input by the engine, the SGD step,
-//! and validation. `feed` prepares the next batches while the engine works on this one.
+//! engine computes (host vectors or GPU buffers), the SGD step, and an epoch's loop over the
+//! batches that `batch` assembles and `feed` prepares while the engine works on the last.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -10,14 +9,13 @@ use std::time::Instant;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model::{AlexNetConfig, Param};
-use crate::train::augment::{self, ColourStats, Crop};
+use crate::train::batch::{mix, training_batch, Batch, Plan};
 use crate::train::checkpoint::{self, State};
 use crate::train::dataset::Split;
-use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::engine::Engine;
 use crate::train::feed;
 use crate::train::network::{self, Mode};
 use crate::train::progress::TrainProgress;
@@ -57,154 +55,6 @@ impl<E: Engine> Weights<E> {
         }
         Ok(())
     }
-}
-
-/// One batch on the host: crops [n, 3, crop, crop] u8, colour shifts and labels.
-pub struct Batch {
-    pixels: Vec<u8>,
-    shifts: Vec<[f32; 3]>,
-    labels: Vec<u32>,
-    crop: usize,
-}
-
-impl Batch {
-    /// Reads images `idx` of `split` from its pack and cuts `views` out of them.
-    pub fn new(split: &Split, idx: &[usize], views: &[Crop], crop: usize) -> Result<Batch> {
-        let images = split.read_images(idx)?;
-        Ok(Batch::cut(&images, split, idx, views, crop))
-    }
-
-    /// Cuts `views` out of `images` (images `idx` of `split`, as `Split::read_images` gives).
-    fn cut(images: &[u8], split: &Split, idx: &[usize], views: &[Crop], crop: usize) -> Batch {
-        let per = 3 * crop * crop;
-        let mut pixels = vec![0u8; idx.len() * per];
-        pixels
-            .par_chunks_mut(per)
-            .zip(images.par_chunks(split.image_bytes()).zip(views))
-            .for_each(|(out, (image, v))| augment::write_crop(image, split.side, crop, v, out));
-        Batch {
-            pixels,
-            shifts: views.iter().map(|v| v.shift).collect(),
-            labels: idx.iter().map(|&i| split.labels[i] as u32).collect(),
-            crop,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The normalised network input on the engine.
-    pub fn input<E: Engine>(&self, e: &E, stats: &ColourStats) -> Result<E::Tensor> {
-        let norm = Normalise {
-            mean: stats.mean,
-            std: stats.std,
-        };
-        let s = Shape::new(self.len(), 3, self.crop, self.crop);
-        e.input(&self.pixels, &self.shifts, &norm, s)
-    }
-}
-
-/// A split's scores under one set of views.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Evaluation {
-    pub loss: f32,
-    pub top1: f32,
-    pub top5: f32,
-    /// The share of images predicted as the most predicted class (near 1/C for a network that
-    /// tells classes apart, near 1 for one that has collapsed onto a class).
-    pub top_class_share: f32,
-}
-
-/// Mean loss, top-1 and top-5 error on `split`, averaging softmax over `views`.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate<E: Engine>(
-    e: &E,
-    cfg: &AlexNetConfig,
-    params: &[E::Tensor],
-    split: &Split,
-    stats: &ColourStats,
-    views: &[Crop],
-    batch: usize,
-) -> Result<Evaluation> {
-    let k = cfg.classes;
-    let mut loss = 0.0f64;
-    let mut all_probs = Vec::with_capacity(split.len() * k);
-    let all: Vec<usize> = (0..split.len()).collect();
-    for idx in all.chunks(batch.max(1)) {
-        let mut probs = vec![0.0f32; idx.len() * k];
-        // Read once, cut once per view (10 views: the 10-crop evaluation).
-        let images = split.read_images(idx)?;
-        for v in views {
-            let b = Batch::cut(&images, split, idx, &vec![*v; idx.len()], cfg.input);
-            let out = network::forward(e, cfg, params, b.input(e, stats)?, idx.len(), Mode::Eval)?;
-            let logits = e.download(out.logits.as_ref().expect("a classifier"))?;
-            for (row, p) in logits.chunks(k).zip(probs.chunks_mut(k)) {
-                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-                p.iter_mut()
-                    .zip(row)
-                    .for_each(|(p, v)| *p += (v - max).exp() / sum / views.len() as f32);
-            }
-        }
-        for (p, &i) in probs.chunks(k).zip(idx) {
-            loss -= (p[split.labels[i]].max(1e-12) as f64).ln();
-        }
-        all_probs.extend(probs);
-    }
-    let (e1, e5) = crate::train::metrics::top_errors(&all_probs, &split.labels);
-    let n = split.len().max(1) as f64;
-    Ok(Evaluation {
-        loss: (loss / n) as f32,
-        top1: e1 as f32,
-        top5: e5 as f32,
-        top_class_share: top_class_share(&all_probs, k),
-    })
-}
-
-/// The share of rows whose arg-max is the most frequent arg-max.
-fn top_class_share(probs: &[f32], k: usize) -> f32 {
-    let mut counts = vec![0usize; k];
-    for row in probs.chunks(k) {
-        let best = (0..k).fold(0, |b, c| if row[c] > row[b] { c } else { b });
-        counts[best] += 1;
-    }
-    let rows = (probs.len() / k.max(1)).max(1);
-    *counts.iter().max().unwrap_or(&0) as f32 / rows as f32
-}
-
-pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut x =
-        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    x ^= x >> 31;
-    x.wrapping_mul(0xBF58_476D_1CE4_E5B9)
-}
-
-/// What the feed needs to make an epoch's batches (a copy, so the engine's side may change
-/// the run's state meanwhile).
-pub(crate) struct Plan {
-    pub seed: u64,
-    pub epoch: usize,
-    pub crop: usize,
-    pub pca_std: f32,
-    pub stats: ColourStats,
-}
-
-/// A batch of the epoch: random views seeded by (seed, epoch, sample).
-pub(crate) fn training_batch(p: &Plan, train: &Split, idx: &[usize]) -> Result<Batch> {
-    let views: Vec<Crop> = idx
-        .iter()
-        .map(|&i| {
-            let mut rng =
-                rand::rngs::StdRng::seed_from_u64(mix(p.seed, p.epoch as u64 + 1, i as u64));
-            augment::random_crop(&mut rng, train.side, p.crop, &p.stats, p.pca_std)
-        })
-        .collect();
-    Batch::new(train, idx, &views, p.crop)
 }
 
 /// The recipe's per-step numbers.
@@ -293,7 +143,13 @@ pub fn run_epoch<E: Engine>(
     halt: &mut Halt,
     ckpt: &Path,
 ) -> Result<Outcome> {
-    let mut order: Vec<usize> = (0..train.len()).collect();
+    // Exemplar training shows each surrogate several times an epoch (`Exemplar::passes`).
+    let passes = st
+        .recipe
+        .exemplar
+        .as_ref()
+        .map_or(1, |ex| ex.passes(train.len()));
+    let mut order: Vec<usize> = (0..passes * train.len()).map(|i| i % train.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(
         st.recipe.seed,
         st.epoch as u64,
@@ -309,9 +165,11 @@ pub fn run_epoch<E: Engine>(
         crop: st.recipe.crop,
         pca_std: st.recipe.pca_std,
         stats: st.stats.clone(),
+        exemplar: st.recipe.exemplar.clone(),
     };
     let jobs: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().skip(first).collect();
-    let make = |(b, idx): (usize, &[usize])| Ok((b, training_batch(&plan, train, idx)?));
+    let batch = st.recipe.batch;
+    let make = |(b, idx): (usize, &[usize])| Ok((b, training_batch(&plan, train, idx, b * batch)?));
     let halted = feed::prefetch(jobs, feed::DEPTH, make, |(b, batch)| {
         let outcome = if halt.stop.load(Ordering::SeqCst) {
             Outcome::Interrupted

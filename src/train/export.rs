@@ -8,7 +8,23 @@ use crate::model::manifest::{write_model, ModelInfo};
 use crate::model::{Param, Preprocess};
 use crate::train::checkpoint::{self, State};
 
-/// Writes a model (ONNX + manifest) from a training state.
+/// What exemplar training's manifest says of it: the folder, its surrogate classes, the
+/// views, and how well the held-out views were recognised.
+fn exemplar_provenance(st: &State) -> Option<serde_json::Value> {
+    let ex = st.recipe.exemplar.as_ref()?;
+    let last = st.history.last();
+    Some(serde_json::json!({
+        "folder": st.data,
+        "surrogate_classes": st.classes.len(),
+        "views": ex,
+        "held_out_view_top1_error": last.map(|l| l.val_top1_error),
+        "folder_precision_at_6": last.and_then(|l| l.folder_precision_at_6),
+    }))
+}
+
+/// Writes a model (ONNX + manifest) from a training state. An exemplar model is written
+/// without fc8: its classes are the training images themselves, of no use to whoever indexes
+/// with it, and thousands of them would outweigh the rest of the network.
 pub fn export(
     st: &State,
     params: &[Param],
@@ -17,6 +33,14 @@ pub fn export(
 ) -> Result<()> {
     let r = &st.recipe;
     let last = st.history.last();
+    let exemplar = exemplar_provenance(st);
+    let (mut config, mut params, mut classes) = (st.config.clone(), params, st.classes.clone());
+    if exemplar.is_some() {
+        // conv1..5, fc6, fc7, fc8 (w, b): fc8 is the last pair.
+        config.classes = 0;
+        params = &params[..params.len() - 2];
+        classes = Vec::new();
+    }
     let provenance = serde_json::json!({
         "trained": true,
         "trainer": format!("fc7 {}", env!("CARGO_PKG_VERSION")),
@@ -32,6 +56,7 @@ pub fn export(
             "val_top5_error_10crop": ten_crop.map(|t| t.1),
         },
         "colour_pca": st.stats,
+        "exemplar": exemplar,
     });
     let preprocess = Preprocess {
         resize: r.side as u32,
@@ -43,10 +68,10 @@ pub fn export(
     };
     write_model(
         path,
-        &st.config,
+        &config,
         params,
         ModelInfo {
-            classes: st.classes.clone(),
+            classes,
             preprocess,
             provenance,
         },

@@ -1,16 +1,20 @@
 //! Training AlexNet from scratch. `engine` is the trait of layer operations that the CPU
 //! (im2col + GEMM) and CUDA (cuDNN, cuBLAS, NVRTC) engines implement; `network` is the forward
-//! and backward pass written once against it; `dataset` reads class folders through the packed
-//! cache, `augment` and `feed` turn them into batches; `recipe` holds the settings and presets;
-//! `epoch` runs one epoch on an engine, `run` the whole schedule, `guard` stops a run that
-//! diverges or stays at chance; `checkpoint` saves it, `export` writes the ONNX model, `plot`
-//! draws its curves; `selftest` compares an engine with the CPU one.
+//! and backward pass written once against it; `dataset` reads class folders (or, for exemplar
+//! training, any photo folder) through the packed cache; `augment` (the paper's crops) and
+//! `exemplar` (warped, recoloured views of each image, its own class) make the views that
+//! `batch` assembles and `feed` prefetches; `recipe` holds the settings and presets; `epoch`
+//! runs one epoch on an engine, `validation` scores it, `run` the whole schedule, `guard` stops
+//! a run that diverges or stays at chance; `checkpoint` saves it, `export` writes the ONNX
+//! model, `plot` draws its curves; `selftest` compares an engine with the CPU one.
 
 pub mod augment;
+pub mod batch;
 pub mod checkpoint;
 pub mod dataset;
 pub mod engine;
 pub mod epoch;
+pub mod exemplar;
 pub mod export;
 pub mod feed;
 pub mod guard;
@@ -22,3 +26,4 @@ pub mod recipe;
 pub mod run;
 pub mod selftest;
 pub mod throughput;
+pub mod validation;

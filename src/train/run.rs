@@ -12,14 +12,16 @@ use crate::error::{Error, Result};
 use crate::model::{self, Param};
 use crate::train::augment;
 use crate::train::checkpoint::{self, EpochRecord, State};
-use crate::train::dataset::{self, Split};
+use crate::train::dataset;
 use crate::train::engine::cpu::Cpu;
 use crate::train::engine::Engine;
 use crate::train::epoch::{self, Halt, HostCopy, Outcome, Weights};
 use crate::train::export;
 use crate::train::guard;
+use crate::train::metrics;
 use crate::train::progress::TrainProgress;
 use crate::train::recipe::{architecture, changes, Recipe};
+use crate::train::validation::{Evaluation, Scorer, Views};
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -84,26 +86,52 @@ fn fresh(
 /// The host copy of a run: state, parameters and velocities (what a checkpoint holds).
 type Host = (State, Vec<Param>, Vec<Vec<f32>>);
 
+/// Validation at an epoch's end: the centre crop's scores, or for exemplar training the
+/// held-out views' scores and, on a folder of class folders, the retrieval precision@6 of class.
+fn validate<E: Engine>(
+    e: &E,
+    st: &State,
+    w: &Weights<E>,
+    data: &dataset::Dataset,
+) -> Result<(Evaluation, Option<f32>)> {
+    let scorer = Scorer {
+        e,
+        cfg: &st.config,
+        params: &w.params,
+        stats: &st.stats,
+        batch: st.recipe.batch,
+    };
+    let centre = augment::centre_crop(data.val.side, st.recipe.crop);
+    let Some(ex) = &st.recipe.exemplar else {
+        return Ok((scorer.evaluate(&data.val, &Views::Crops(&[centre]))?, None));
+    };
+    let ev = scorer.evaluate(&data.val, &Views::HeldOut(ex, st.recipe.seed))?;
+    let precision = match &data.val_folders {
+        Some(groups) => {
+            let fc7 = scorer.features(&data.val, centre)?;
+            Some(metrics::leave_one_out_precision(
+                &fc7,
+                st.config.hidden,
+                groups,
+                6,
+            ))
+        }
+        None => None,
+    };
+    Ok((ev, precision))
+}
+
 /// Closes an epoch: validation, the learning-rate schedule, the log and the checkpoint. A
 /// network still at chance after `STALL_CHECK_STEPS` stops the run (nothing is written).
 fn end_epoch<E: Engine>(
     e: &E,
     (st, params, vel): &mut Host,
     w: &Weights<E>,
-    val: &Split,
+    data: &dataset::Dataset,
     out: &Path,
     (rate, secs): (f32, f32),
 ) -> Result<EpochRecord> {
-    let centre = [augment::centre_crop(val.side, st.recipe.crop)];
-    let ev = epoch::evaluate(
-        e,
-        &st.config,
-        &w.params,
-        val,
-        &st.stats,
-        &centre,
-        st.recipe.batch,
-    )?;
+    let (ev, folder_precision_at_6) = validate(e, st, w, data)?;
     let (val_loss, top1, top5) = (ev.loss, ev.top1, ev.top5);
     guard::finite_validation(val_loss, st.epoch + 1)?;
     let rec = EpochRecord {
@@ -116,9 +144,13 @@ fn end_epoch<E: Engine>(
         val_top5_error: top5,
         images_per_second: rate,
         seconds: secs,
+        folder_precision_at_6,
     };
     let chance = guard::at_chance(&rec, ev.top_class_share, st.classes.len());
-    guard::judge_stall(chance.as_deref(), st.steps, st.epoch + 1)?;
+    // Exemplar training's first epoch meets each class once, always unseen: chance by design.
+    if st.recipe.exemplar.is_none() || rec.epoch >= guard::EXEMPLAR_FIRST_JUDGED_EPOCH {
+        guard::judge_stall(chance.as_deref(), st.steps, st.epoch + 1)?;
+    }
     // The plateau rule: a tenth of the rate when validation error stops falling, but never
     // for a network at chance, whose rate is not what holds it back.
     if top1 < st.best_val_error {
@@ -237,7 +269,10 @@ fn start(
         cache: &cache,
         progress: &|done, total| progress.packing(done, total),
     };
-    let data = dataset::load(&source, recipe.side, recipe.val_fraction, recipe.seed)?;
+    let data = match &recipe.exemplar {
+        Some(ex) => dataset::unlabelled::load(&source, recipe.side, ex.surrogates, recipe.seed)?,
+        None => dataset::load(&source, recipe.side, recipe.val_fraction, recipe.seed)?,
+    };
     progress.note(&format!(
         "training pack {} ({}: {:.2} GB, {} bytes an image)",
         data.pack.dir.display(),
@@ -257,10 +292,11 @@ fn start(
     );
     let host = match resumed {
         Some(r) if r.0.classes != data.classes => {
-            return Err(Error::Invalid(format!(
-                "{}: classes differ from the checkpoint's",
-                opts.data.display()
-            )))
+            let what = match r.0.recipe.exemplar {
+                Some(_) => "the images drawn as surrogate classes differ from the checkpoint's (images were added, removed or changed)",
+                None => "classes differ from the checkpoint's",
+            };
+            return Err(Error::Invalid(format!("{}: {what}", opts.data.display())));
         }
         Some(mut r) => {
             // A resumed run may be given more epochs than it first planned; the rest of its
@@ -312,28 +348,33 @@ fn train_on<E: Engine>(
         }
         let secs = (st.seconds - t0) as f32;
         let rate = (st.epoch_seen - seen0) as f32 / secs.max(1e-6);
-        let rec = end_epoch(e, &mut host, &w, &data.val, &opts.out, (rate, secs))?;
+        let rec = end_epoch(e, &mut host, &w, &data, &opts.out, (rate, secs))?;
         progress.epoch_end(&rec);
     }
     let st = &host.0;
-    let ten = augment::ten_crops(data.val.side, st.recipe.crop);
-    let ten_crop = epoch::evaluate(
-        e,
-        &st.config,
-        &w.params,
-        &data.val,
-        &st.stats,
-        &ten,
-        st.recipe.batch,
-    )?;
-    let (ten_top1, ten_top5) = (ten_crop.top1, ten_crop.top5);
+    // The ten crops score classes; exemplar training's surrogates are not what a user asks.
+    let ten_crop = match st.recipe.exemplar {
+        Some(_) => None,
+        None => {
+            let ten = augment::ten_crops(data.val.side, st.recipe.crop);
+            let scorer = Scorer {
+                e,
+                cfg: &st.config,
+                params: &w.params,
+                stats: &st.stats,
+                batch: st.recipe.batch,
+            };
+            let ev = scorer.evaluate(&data.val, &Views::Crops(&ten))?;
+            Some((ev.top1, ev.top5))
+        }
+    };
     w.download(e, &mut host.1, &mut host.2)?;
     let model = with_ext(&opts.out, ".onnx");
-    export::export(&host.0, &host.1, &model, Some((ten_top1, ten_top5)))?;
+    export::export(&host.0, &host.1, &model, ten_crop)?;
     Ok(TrainResult {
         state: host.0,
         outcome: Outcome::Finished,
         model: Some(model),
-        ten_crop_top1_error: Some(ten_top1),
+        ten_crop_top1_error: ten_crop.map(|t| t.0),
     })
 }

@@ -10,9 +10,10 @@ use rand::SeedableRng;
 use crate::error::Result;
 use crate::model::{init_params, AlexNetConfig, Init};
 use crate::train::augment;
+use crate::train::batch::{training_batch, Plan};
 use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Normalise, Shape};
-use crate::train::epoch::{train_step, training_batch, Hyper, Plan, Weights};
+use crate::train::epoch::{train_step, Hyper, Weights};
 use crate::train::feed;
 
 /// Training images per second of `cfg` on `e` at `batch`, over `iters` steps after two
@@ -63,6 +64,7 @@ pub fn feed_rate(train: &Split, crop: usize, batch: usize, batches: usize) -> Re
         crop,
         pca_std: 0.1,
         stats: augment::colour_stats(train),
+        exemplar: None,
     };
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(1));
@@ -72,7 +74,7 @@ pub fn feed_rate(train: &Split, crop: usize, batch: usize, batches: usize) -> Re
     feed::prefetch(
         jobs,
         feed::DEPTH,
-        |idx| training_batch(&plan, train, idx),
+        |idx| training_batch(&plan, train, idx, 0),
         |b| {
             crops += b.len();
             Ok(ControlFlow::<()>::Continue(()))

@@ -217,7 +217,7 @@ pub fn huge_png_header() -> Vec<u8> {
     out
 }
 
-fn write(root: &Path, rel: &str, bytes: &[u8]) {
+pub fn write(root: &Path, rel: &str, bytes: &[u8]) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, bytes).unwrap();

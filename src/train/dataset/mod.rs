@@ -1,12 +1,14 @@
 //! Training data: a folder of class folders (`DATA/train/<class>/…` with `DATA/val/<class>/…`
 //! or `DATA/test/<class>/…`, or `DATA/<class>/…` split by `val_fraction`), read from its packed
 //! on-disk cache (`pack`; built on first use) so that memory does not grow with the dataset.
-//! `fashion_mnist`, `synthetic` and `scenes` write the datasets fc7 knows as class folders.
+//! `fashion_mnist`, `synthetic` and `scenes` write the datasets fc7 knows as class folders;
+//! `unlabelled` reads any photo folder as exemplar training's surrogate classes.
 
 pub mod fashion_mnist;
 pub mod pack;
 pub mod scenes;
 pub mod synthetic;
+pub mod unlabelled;
 
 pub use fashion_mnist::{fashion_mnist, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR};
 pub use synthetic::{synthetic, synthetic_image};
@@ -68,6 +70,9 @@ pub struct Dataset {
     /// Files that could not be decoded, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
     pub pack: Arc<Pack>,
+    /// The class folder of each validation image, for an unlabelled folder whose images sit
+    /// in class folders (a retrieval score, never trained on).
+    pub val_folders: Option<Vec<usize>>,
 }
 
 /// Visible sub-folder names, sorted: the class names of a class-folder dataset.
@@ -200,5 +205,6 @@ pub fn load(src: &Source, side: usize, val_fraction: f32, seed: u64) -> Result<D
         val: split_of(&pack, src.root, &val_idx),
         skipped,
         pack,
+        val_folders: None,
     })
 }

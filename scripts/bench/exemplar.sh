@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Exemplar training's benchmarks behind BENCHMARKS.md ("Exemplar training", issue 13), in one
+# run on this machine:
+#   fmnist  Fashion-MNIST with its labels withheld: `fc7 train --exemplar` on its first 8,000
+#           training images (the default --surrogates are drawn from them), then Figure 4 of
+#           the 60,000 labelled training images against the test set (the supervised quick
+#           model: 0.848; raw pixels: 0.8045).
+#   edits   200 generated distinct scenes and 6 edited copies of each (benches/edits.rs): how
+#           often each copy's nearest indexed image is its source, with an exemplar model
+#           trained on the scenes against a random He-initialised AlexNet, same index, same run.
+# Usage: scripts/bench/exemplar.sh [fmnist|edits|all] [WORKDIR]   (default all /tmp/fc7-exemplar)
+#   fmnist: ~20 minutes of training + ~3 of Figure 4 on 2 cores; edits: ~6 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+part=${1:-all}
+w=${2:-/tmp/fc7-exemplar}
+cargo build --release --bins --benches -q
+fc7=target/release/fc7
+edits=$(ls -t target/release/deps/edits-* | grep -v '\.d$' | head -1)
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+mkdir -p "$w"
+
+if [[ $part == fmnist || $part == all ]]; then
+  $fc7 dataset fashion-mnist "$w/fm" >/dev/null
+  $fc7 dataset fashion-mnist "$w/fm8k" --limit 8000 >/dev/null
+  rm -rf "$w/fm8k/test"   # the unlabelled folder: 8,000 training images, their class folders unused
+  /usr/bin/time -f "exemplar training: %e s wall, %M KB max RSS" \
+    $fc7 train "$w/fm8k/train" --exemplar --preset quick --device cpu --out "$w/fmnist-exemplar" --quiet
+  $fc7 eval figure4 --model "$w/fmnist-exemplar.onnx" --train "$w/fm/train" --test "$w/fm/test" \
+    --device cpu --out "$w/figure4-exemplar" | tail -8
+fi
+
+if [[ $part == edits || $part == all ]]; then
+  rm -rf "$w/scenes" "$w/copies"
+  $fc7 dataset imagenet-like "$w/scenes" --classes 200 --per-class 1 --seed 7 >/dev/null
+  $edits edits "$w/scenes/train" "$w/copies"
+  $fc7 train "$w/scenes/train" --exemplar --preset quick --device cpu --epochs 12 \
+    --out "$w/scenes-exemplar" --quiet 2>&1 | tail -1
+  $fc7 model init --random --classes 0 --out "$w/random.onnx" >/dev/null
+  for m in scenes-exemplar random; do
+    rm -rf "$w/idx-$m"
+    $fc7 index "$w/scenes/train" --model "$w/$m.onnx" --index "$w/idx-$m" --device cpu --quiet >/dev/null
+    $fc7 query "$w"/copies/*.jpg --index "$w/idx-$m" -k 1 --json --device cpu >"$w/hits-$m.json"
+    python3 - "$w/hits-$m.json" "$m" <<'PY'
+import json, sys, collections
+r = json.load(open(sys.argv[1]))["results"]
+hits, n = collections.Counter(), collections.Counter()
+for q in r:
+    name = q["query"].rsplit("/", 1)[1]
+    source, edit = name.rsplit(".", 2)[0], name.rsplit(".", 2)[1]
+    top = q["neighbours"][0]["path"]
+    n[edit] += 1
+    hits[edit] += top.endswith(source.split("-", 1)[1] + ".jpg") and ("/" + source.split("-", 1)[0] + "/") in top
+print(f"{sys.argv[2]:>16}: source first for {sum(hits.values())}/{sum(n.values())}; " +
+      ", ".join(f"{e} {hits[e]}/{n[e]}" for e in sorted(n)))
+PY
+  done
+fi
