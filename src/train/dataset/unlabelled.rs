@@ -43,7 +43,8 @@ fn images(root: &Path) -> Result<(Vec<PathBuf>, Skipped)> {
 }
 
 /// The class-folder index of each of `paths` (under `root`), when `root` holds at least two
-/// visible folders and every path lies in one of them.
+/// visible folders, every path lies in one of them, and they hold seven images a class on
+/// average (a folder an image, as in a dump of albums, scores nothing).
 fn folder_classes(root: &Path, paths: &[PathBuf]) -> Result<Option<Vec<usize>>> {
     let folders = subdirs(root)?;
     if folders.len() < 2 {
@@ -58,7 +59,12 @@ fn folder_classes(root: &Path, paths: &[PathBuf]) -> Result<Option<Vec<usize>>> 
             .position(|f| *f == name)
             .filter(|_| in_folder)
     };
-    Ok(paths.iter().map(class_of).collect())
+    let groups: Option<Vec<usize>> = paths.iter().map(class_of).collect();
+    // Precision@6 of class needs classes of at least seven images, on average.
+    Ok(groups.filter(|g| {
+        let distinct: std::collections::BTreeSet<_> = g.iter().collect();
+        g.len() >= 7 * distinct.len()
+    }))
 }
 
 /// Loads `src.root` as surrogate classes (module header), packing the drawn images at `side`.
@@ -156,28 +162,20 @@ mod tests {
     fn each_image_is_a_class_drawn_when_too_many_and_class_folders_are_kept_aside() {
         let d = tempfile::tempdir().unwrap();
         let (root, cache) = (d.path().join("photos"), d.path().join("cache"));
-        for (i, class) in ["cats", "cats", "cats", "dogs", "dogs", "dogs"]
-            .iter()
-            .enumerate()
-        {
-            png(&root.join(class).join(format!("{i}.png")), i as u8 * 40);
+        let classes = [["cats"; 7], ["dogs"; 7]].concat();
+        for (i, class) in classes.iter().enumerate() {
+            png(&root.join(class).join(format!("{i:02}.png")), i as u8 * 15);
         }
         std::fs::write(root.join("dogs/list.txt"), "not a picture").unwrap();
         let data = load_dir(&root, &cache, 100);
+        assert_eq!(data.classes.len(), 14);
         assert_eq!(
-            data.classes,
-            [
-                "cats/0.png",
-                "cats/1.png",
-                "cats/2.png",
-                "dogs/3.png",
-                "dogs/4.png",
-                "dogs/5.png"
-            ]
+            (&*data.classes[0], &*data.classes[13]),
+            ("cats/00.png", "dogs/13.png")
         );
-        assert_eq!(data.train.labels, [0, 1, 2, 3, 4, 5]);
-        assert_eq!(data.val.labels, [0, 1, 2, 3, 4, 5]);
-        assert_eq!(data.val_folders, Some(vec![0, 0, 0, 1, 1, 1]));
+        assert_eq!(data.train.labels, (0..14).collect::<Vec<_>>());
+        assert_eq!(data.val.labels, data.train.labels);
+        assert_eq!(data.val_folders, Some([[0; 7], [1; 7]].concat()));
         assert_eq!(data.skipped.len(), 1);
         assert!(
             data.skipped[0].0.ends_with("dogs/list.txt"),
@@ -187,13 +185,14 @@ mod tests {
         // Each class's row is its own image.
         let mut a = vec![0u8; data.train.image_bytes()];
         data.train.read(4, &mut a).unwrap();
-        assert_eq!(a[0], 160);
+        assert_eq!(a[0], 60);
 
-        // Fewer surrogates than images: a seeded draw, the same each time; a flat folder
-        // (or a single class folder) has no classes to score.
+        // Fewer surrogates than images: a seeded draw, the same each time, whose 3 images
+        // are too few for classes of 7; a single class folder has no classes to score.
         let three = load_dir(&root, &cache, 3);
         assert_eq!(three.classes.len(), 3);
         assert_eq!(three.classes, load_dir(&root, &cache, 3).classes);
+        assert_eq!(three.val_folders, None);
         assert_eq!(load_dir(&root.join("cats"), &cache, 100).val_folders, None);
     }
 }
