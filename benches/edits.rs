@@ -56,13 +56,9 @@ fn main() {
     };
     assert_eq!(cmd, "edits");
     std::fs::create_dir_all(out).unwrap();
-    let mut files: Vec<_> = walkdir::WalkDir::new(src)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
-    files.sort();
+    let opts = fc7::imaging::scan::ScanOptions::default();
+    let found = fc7::imaging::scan::scan(&[src.into()], &opts).unwrap();
+    let files: Vec<_> = found.files.into_iter().map(|f| f.path).collect();
     for f in &files {
         let img = image::open(f).unwrap().to_rgb8();
         let stem = f.file_stem().unwrap().to_string_lossy();

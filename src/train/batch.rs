@@ -41,18 +41,8 @@ impl Batch {
         views: &[View],
         crop: usize,
     ) -> Batch {
-        let per = 3 * crop * crop;
-        let mut pixels = vec![0u8; idx.len() * per];
-        pixels
-            .par_chunks_mut(per)
-            .zip(images.par_chunks(split.image_bytes()).zip(views))
-            .for_each(|(out, (image, v))| exemplar::render(image, split.side, crop, v, out));
-        Batch {
-            pixels,
-            shifts: vec![[0.0; 3]; idx.len()],
-            labels: idx.iter().map(|&i| split.labels[i] as u32).collect(),
-            crop,
-        }
+        let shifts = vec![[0.0; 3]; idx.len()];
+        Batch::assemble(images, split, idx, views, crop, shifts, exemplar::render)
     }
 
     /// Cuts `views` out of `images` (images `idx` of `split`, as `Split::read_images` gives).
@@ -63,15 +53,29 @@ impl Batch {
         views: &[Crop],
         crop: usize,
     ) -> Batch {
+        let shifts = views.iter().map(|v| v.shift).collect();
+        Batch::assemble(images, split, idx, views, crop, shifts, augment::write_crop)
+    }
+
+    /// One view of each image written by `write(image, side, crop, view, out)`, in parallel.
+    fn assemble<V: Sync>(
+        images: &[u8],
+        split: &Split,
+        idx: &[usize],
+        views: &[V],
+        crop: usize,
+        shifts: Vec<[f32; 3]>,
+        write: impl Fn(&[u8], usize, usize, &V, &mut [u8]) + Sync,
+    ) -> Batch {
         let per = 3 * crop * crop;
         let mut pixels = vec![0u8; idx.len() * per];
         pixels
             .par_chunks_mut(per)
             .zip(images.par_chunks(split.image_bytes()).zip(views))
-            .for_each(|(out, (image, v))| augment::write_crop(image, split.side, crop, v, out));
+            .for_each(|(out, (image, v))| write(image, split.side, crop, v, out));
         Batch {
             pixels,
-            shifts: views.iter().map(|v| v.shift).collect(),
+            shifts,
             labels: idx.iter().map(|&i| split.labels[i] as u32).collect(),
             crop,
         }
