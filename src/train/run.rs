@@ -94,13 +94,7 @@ fn validate<E: Engine>(
     w: &Weights<E>,
     data: &dataset::Dataset,
 ) -> Result<(Evaluation, Option<f32>)> {
-    let scorer = Scorer {
-        e,
-        cfg: &st.config,
-        params: &w.params,
-        stats: &st.stats,
-        batch: st.recipe.batch,
-    };
+    let scorer = Scorer::of(e, st, &w.params);
     let centre = augment::centre_crop(data.val.side, st.recipe.crop);
     let Some(ex) = &st.recipe.exemplar else {
         return Ok((scorer.evaluate(&data.val, &Views::Crops(&[centre]))?, None));
@@ -357,14 +351,7 @@ fn train_on<E: Engine>(
         Some(_) => None,
         None => {
             let ten = augment::ten_crops(data.val.side, st.recipe.crop);
-            let scorer = Scorer {
-                e,
-                cfg: &st.config,
-                params: &w.params,
-                stats: &st.stats,
-                batch: st.recipe.batch,
-            };
-            let ev = scorer.evaluate(&data.val, &Views::Crops(&ten))?;
+            let ev = Scorer::of(e, st, &w.params).evaluate(&data.val, &Views::Crops(&ten))?;
             Some((ev.top1, ev.top5))
         }
     };

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::model::AlexNetConfig;
 use crate::train::augment::{ColourStats, Crop};
 use crate::train::batch::Batch;
+use crate::train::checkpoint::State;
 use crate::train::dataset::Split;
 use crate::train::engine::Engine;
 use crate::train::exemplar::{self, Exemplar};
@@ -39,7 +40,18 @@ pub struct Scorer<'a, E: Engine> {
     pub batch: usize,
 }
 
-impl<E: Engine> Scorer<'_, E> {
+impl<'a, E: Engine> Scorer<'a, E> {
+    /// The network of a run's state with `params` on the engine, at the recipe's batch size.
+    pub fn of(e: &'a E, st: &'a State, params: &'a [E::Tensor]) -> Self {
+        Scorer {
+            e,
+            cfg: &st.config,
+            params,
+            stats: &st.stats,
+            batch: st.recipe.batch,
+        }
+    }
+
     /// The batches of `views` of images `idx` of `split`, read once.
     fn batches(&self, split: &Split, idx: &[usize], views: &Views) -> Result<Vec<Batch>> {
         let images = split.read_images(idx)?;
