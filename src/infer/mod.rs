@@ -1,6 +1,8 @@
 //! Inference: the exported ONNX model run through ONNX Runtime. `runtime` finds and loads the
 //! library (no download at run time), `embed` turns batches of input tensors into fc7 vectors
-//! (and logits) on the CPU or CUDA provider.
+//! (and logits) on the CPU or CUDA provider; `quantize` writes an int8 model calibrated on the
+//! user's images.
 
 pub mod embed;
+pub mod quantize;
 pub mod runtime;

@@ -53,6 +53,27 @@ pub struct Manifest {
     pub architecture: AlexNetConfig,
     pub provenance: serde_json::Value,
     pub onnx_sha256: String,
+    /// The arithmetic of the weights and activations (fp32 unless the model was quantised).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// How a model computes: as trained (fp32), or quantised to 8-bit integers for CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Int8,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        })
+    }
 }
 
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -76,11 +97,21 @@ pub fn write_model(
     params: &[Param],
     info: ModelInfo,
 ) -> Result<Manifest> {
-    let bytes = to_onnx_bytes(
-        config,
-        params,
-        "AlexNet (Krizhevsky et al. 2012), written by fc7",
-    )?;
+    let bytes = to_onnx_bytes(config, params, DOC)?;
+    write_onnx(path, &bytes, config, info, Precision::Fp32)
+}
+
+/// The doc string of every model fc7 writes.
+pub const DOC: &str = "AlexNet (Krizhevsky et al. 2012), written by fc7";
+
+/// Writes the serialised model `bytes` to `path` and its manifest, each atomically.
+pub fn write_onnx(
+    path: &Path,
+    bytes: &[u8],
+    config: &AlexNetConfig,
+    info: ModelInfo,
+    precision: Precision,
+) -> Result<Manifest> {
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         input: INPUT.into(),
@@ -97,10 +128,11 @@ pub fn write_model(
         preprocess: info.preprocess,
         architecture: config.clone(),
         provenance: info.provenance,
-        onnx_sha256: sha256_hex(&bytes),
+        onnx_sha256: sha256_hex(bytes),
+        precision,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    atomic_write(path, &bytes)?;
+    atomic_write(path, bytes)?;
     atomic_write(&manifest_path(path), &json)?;
     Ok(manifest)
 }

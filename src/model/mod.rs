@@ -5,7 +5,7 @@
 pub mod manifest;
 pub mod onnx;
 
-pub use manifest::{Manifest, Preprocess, MANIFEST_FORMAT};
+pub use manifest::{Manifest, Precision, Preprocess, MANIFEST_FORMAT};
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};

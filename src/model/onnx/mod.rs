@@ -5,10 +5,14 @@
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::model::{AlexNetConfig, Param};
+use crate::model::{AlexNetConfig, Conv, Lrn, Param};
 
+mod graph;
 mod proto;
+pub mod qdq;
+pub mod read;
 
+use graph::{f32_tensor, Builder};
 use proto::*;
 
 pub const OPSET: i64 = 17;
@@ -16,95 +20,6 @@ pub const IR_VERSION: i64 = 8;
 pub const INPUT: &str = "image";
 pub const EMBEDDING: &str = "fc7";
 pub const LOGITS: &str = "logits";
-
-fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        i,
-        r#type: ATTR_INT,
-        ..Default::default()
-    }
-}
-
-fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        ints: ints.to_vec(),
-        r#type: ATTR_INTS,
-        ..Default::default()
-    }
-}
-
-fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        f,
-        r#type: ATTR_FLOAT,
-        ..Default::default()
-    }
-}
-
-/// Accumulates nodes; each helper returns the name of the tensor it produced.
-struct Builder {
-    nodes: Vec<NodeProto>,
-}
-
-impl Builder {
-    fn node(&mut self, op: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>) -> String {
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.to_string()],
-            name: out.to_string(),
-            op_type: op.into(),
-            attribute: attrs,
-        });
-        out.to_string()
-    }
-
-    fn conv(&mut self, x: &str, name: &str, c: &crate::model::Conv) -> String {
-        let (w, b) = (format!("{name}.w"), format!("{name}.b"));
-        let k = c.kernel as i64;
-        let p = c.pad as i64;
-        let s = c.stride as i64;
-        let attrs = vec![
-            attr_ints("kernel_shape", &[k, k]),
-            attr_ints("strides", &[s, s]),
-            attr_ints("pads", &[p, p, p, p]),
-            attr_int("group", c.groups as i64),
-        ];
-        self.node("Conv", &[x, &w, &b], name, attrs)
-    }
-
-    fn gemm(&mut self, x: &str, name: &str, out: &str) -> String {
-        let (w, b) = (format!("{name}.w"), format!("{name}.b"));
-        self.node("Gemm", &[x, &w, &b], out, vec![attr_int("transB", 1)])
-    }
-
-    fn relu(&mut self, x: &str, out: &str) -> String {
-        self.node("Relu", &[x], out, vec![])
-    }
-
-    fn lrn(&mut self, x: &str, out: &str, l: &crate::model::Lrn) -> String {
-        let attrs = vec![
-            attr_int("size", l.size as i64),
-            // ONNX divides alpha by size; the paper does not.
-            attr_float("alpha", l.alpha * l.size as f32),
-            attr_float("beta", l.beta),
-            attr_float("bias", l.k),
-        ];
-        self.node("LRN", &[x], out, attrs)
-    }
-
-    fn pool(&mut self, x: &str, out: &str) -> String {
-        let k = crate::model::POOL_KERNEL as i64;
-        let s = crate::model::POOL_STRIDE as i64;
-        let attrs = vec![
-            attr_ints("kernel_shape", &[k, k]),
-            attr_ints("strides", &[s, s]),
-        ];
-        self.node("MaxPool", &[x], out, attrs)
-    }
-}
 
 fn value_info(name: &str, dims: &[DimValue]) -> ValueInfoProto {
     let dim = dims
@@ -124,50 +39,71 @@ fn value_info(name: &str, dims: &[DimValue]) -> ValueInfoProto {
     }
 }
 
-fn initializer(p: &Param) -> TensorProto {
-    let mut raw = Vec::with_capacity(p.data.len() * 4);
-    for v in &p.data {
-        raw.extend_from_slice(&v.to_le_bytes());
-    }
-    TensorProto {
-        dims: p.shape.iter().map(|&d| d as i64).collect(),
-        data_type: FLOAT,
-        name: p.name.clone(),
-        raw_data: raw,
+/// A float output of unknown shape.
+fn untyped_output(name: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type: FLOAT,
+                shape: None,
+            }),
+        }),
     }
 }
 
-/// Nodes of the forward graph in eval mode (dropout is the identity): image → fc7 (→ logits).
-fn nodes(config: &AlexNetConfig) -> Vec<NodeProto> {
-    let mut b = Builder { nodes: Vec::new() };
+/// The LRN of `x` ([N, C, H, W]) as ONNX Runtime runs it fast: Σ x² over neighbouring channels
+/// by a 1×1 convolution with a band matrix (NCHWc kernels), then x / (k + α Σ)^β. The LRN
+/// operator itself runs one thread over plain loops: half of the network's time on 2 cores.
+fn lrn(b: &mut Builder, x: &str, out: &str, channels: usize, l: &Lrn) -> String {
+    let band = graph::lrn_band(channels, l);
+    let w = b.constant(f32_tensor(
+        &format!("{out}.band"),
+        &[channels, channels, 1, 1],
+        &band,
+    ));
+    let k = b.constant(f32_tensor(
+        &format!("{out}.k"),
+        &[channels],
+        &vec![l.k; channels],
+    ));
+    let sq = b.node("Mul", &[x, x], &format!("{out}.square"), vec![]);
+    let one = Conv::new(channels, 1, 1, 0, 1);
+    let den = b.conv(&sq, &w, &k, &format!("{out}.den"), &one);
+    b.lrn_divide(x, &den, l, out)
+}
+
+/// The forward graph in eval mode (dropout is the identity): image → fc7 (→ logits).
+fn build(config: &AlexNetConfig) -> Builder {
+    let mut b = Builder::default();
     let mut x = INPUT.to_string();
     for (i, c) in config.convs.iter().enumerate() {
         let n = i + 1;
-        x = b.conv(&x, &format!("conv{n}"), c);
+        let (w, bias) = (format!("conv{n}.w"), format!("conv{n}.b"));
+        x = b.conv(&x, &w, &bias, &format!("conv{n}"), c);
         x = b.relu(&x, &format!("relu{n}"));
         if n <= 2 {
             if let Some(l) = &config.lrn {
-                x = b.lrn(&x, &format!("lrn{n}"), l);
+                x = lrn(&mut b, &x, &format!("lrn{n}"), c.out, l);
             }
         }
         if matches!(n, 1 | 2 | 5) {
-            x = b.pool(&x, &format!("pool{n}"));
+            x = b.pool("MaxPool", &x, &format!("pool{n}"));
         }
     }
-    x = b.node("Flatten", &[&x], "flat", vec![attr_int("axis", 1)]);
-    x = b.gemm(&x, "fc6", "fc6_linear");
+    x = b.node("Flatten", &[&x], "flat", vec![graph::attr_int("axis", 1)]);
+    x = b.gemm(&x, "fc6.w", "fc6.b", "fc6_linear");
     x = b.relu(&x, "fc6");
-    x = b.gemm(&x, "fc7", "fc7_linear");
+    x = b.gemm(&x, "fc7.w", "fc7.b", "fc7_linear");
     x = b.relu(&x, EMBEDDING);
     if config.classes > 0 {
-        b.gemm(&x, "fc8", LOGITS);
+        b.gemm(&x, "fc8.w", "fc8.b", LOGITS);
     }
-    b.nodes
+    b
 }
 
-/// Serialises the network with `params` as initialisers. Parameters must match
-/// `config.param_shapes()` in name and shape.
-pub fn to_onnx_bytes(config: &AlexNetConfig, params: &[Param], doc: &str) -> Result<Vec<u8>> {
+/// Checks that `params` are `config`'s parameters by name, shape and length.
+pub fn check_params(config: &AlexNetConfig, params: &[Param]) -> Result<()> {
     config.validate().map_err(Error::Invalid)?;
     let want = config.param_shapes();
     if want.len() != params.len()
@@ -179,6 +115,11 @@ pub fn to_onnx_bytes(config: &AlexNetConfig, params: &[Param], doc: &str) -> Res
             "parameters do not match the architecture".into(),
         ));
     }
+    Ok(())
+}
+
+/// The graph's input and outputs: image [N, 3, S, S] → fc7 [N, hidden] (and logits).
+fn signature(config: &AlexNetConfig) -> (ValueInfoProto, Vec<ValueInfoProto>) {
     let n = DimValue::Param("N".into());
     let hw = config.input as i64;
     let input = value_info(
@@ -200,26 +141,67 @@ pub fn to_onnx_bytes(config: &AlexNetConfig, params: &[Param], doc: &str) -> Res
             &[n, DimValue::Value(config.classes as i64)],
         ));
     }
-    let graph = GraphProto {
-        node: nodes(config),
-        name: "alexnet".into(),
-        initializer: params.iter().map(initializer).collect(),
-        input: vec![input],
-        output: outputs,
-    };
-    let model = ModelProto {
+    (input, outputs)
+}
+
+/// A model of `nodes` reading `initializers`, with `domains` besides the default operator set.
+fn model(
+    b: Builder,
+    mut initializer: Vec<TensorProto>,
+    config: &AlexNetConfig,
+    doc: &str,
+    extra_outputs: &[&str],
+) -> ModelProto {
+    let (input, mut output) = signature(config);
+    output.extend(extra_outputs.iter().map(|name| untyped_output(name)));
+    let mut opset_import = vec![OperatorSetIdProto {
+        domain: String::new(),
+        version: OPSET,
+    }];
+    if b.nodes.iter().any(|n| n.domain == MS_DOMAIN) {
+        opset_import.push(OperatorSetIdProto {
+            domain: MS_DOMAIN.into(),
+            version: 1,
+        });
+    }
+    initializer.extend(b.constants);
+    ModelProto {
         ir_version: IR_VERSION,
         producer_name: "fc7".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: doc.into(),
-        graph: Some(graph),
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
+        graph: Some(GraphProto {
+            node: b.nodes,
+            name: "alexnet".into(),
+            initializer,
+            input: vec![input],
+            output,
+        }),
+        opset_import,
         metadata_props: vec![],
-    };
-    Ok(model.encode_to_vec())
+    }
+}
+
+/// Serialises the network with `params` as initialisers. Parameters must match
+/// `config.param_shapes()` in name and shape.
+pub fn to_onnx_bytes(config: &AlexNetConfig, params: &[Param], doc: &str) -> Result<Vec<u8>> {
+    to_onnx_with_outputs(config, params, doc, &[])
+}
+
+/// [`to_onnx_bytes`] with intermediate tensors (e.g. `relu1`, `lrn1`) as extra float outputs,
+/// for calibrating a quantised model on what the fp32 network computes.
+pub fn to_onnx_with_outputs(
+    config: &AlexNetConfig,
+    params: &[Param],
+    doc: &str,
+    extra_outputs: &[&str],
+) -> Result<Vec<u8>> {
+    check_params(config, params)?;
+    let init = params
+        .iter()
+        .map(|p| f32_tensor(&p.name, &p.shape, &p.data))
+        .collect();
+    Ok(model(build(config), init, config, doc, extra_outputs).encode_to_vec())
 }
 
 #[cfg(test)]
@@ -228,14 +210,19 @@ mod tests {
     use crate::model::{init_params, Init};
 
     #[test]
-    fn lrn_alpha_is_scaled_for_onnx() {
-        let nodes = nodes(&AlexNetConfig::paper(10, 2));
-        let lrn = nodes.iter().find(|n| n.op_type == "LRN").unwrap();
-        let alpha = lrn.attribute.iter().find(|a| a.name == "alpha").unwrap().f;
-        assert!((alpha - 5e-4).abs() < 1e-9);
-        let groups: Vec<i64> = nodes
+    fn lrn_band_sums_the_engines_window_and_convs_keep_their_groups() {
+        let l = Lrn::PAPER;
+        let band = graph::lrn_band(6, &l);
+        let row = |o: usize| band[o * 6..o * 6 + 6].to_vec();
+        let a = l.alpha;
+        assert_eq!(row(0), vec![a, a, a, 0.0, 0.0, 0.0]);
+        assert_eq!(row(3), vec![0.0, a, a, a, a, a]);
+        let b = build(&AlexNetConfig::paper(10, 2));
+        assert!(b.nodes.iter().all(|n| n.op_type != "LRN"));
+        let groups: Vec<i64> = b
+            .nodes
             .iter()
-            .filter(|n| n.op_type == "Conv")
+            .filter(|n| n.op_type == "Conv" && !n.name.ends_with(".den"))
             .map(|n| n.attribute.iter().find(|a| a.name == "group").unwrap().i)
             .collect();
         assert_eq!(groups, vec![1, 2, 1, 2, 2]);
@@ -250,7 +237,8 @@ mod tests {
         let bytes = to_onnx_bytes(&c, &p, "t").unwrap();
         let m = ModelProto::decode(bytes.as_slice()).unwrap();
         let g = m.graph.unwrap();
-        assert_eq!(g.initializer.len(), p.len());
+        // the parameters, then each LRN's band and k
+        assert_eq!(g.initializer.len(), p.len() + 4);
         let fc7 = g.initializer.iter().find(|t| t.name == "fc7.w").unwrap();
         assert_eq!(fc7.raw_data.len(), 32 * 32 * 4);
         assert_eq!(&fc7.raw_data[..4], &p[12].data[0].to_le_bytes());

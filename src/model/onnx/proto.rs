@@ -57,7 +57,11 @@ pub struct NodeProto {
     pub op_type: String,
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
+    #[prost(string, tag = "7")]
+    pub domain: String,
 }
+/// ONNX Runtime's contrib operator set (NhwcMaxPool).
+pub const MS_DOMAIN: &str = "com.microsoft";
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AttributeProto {
     #[prost(string, tag = "1")]
@@ -71,7 +75,6 @@ pub struct AttributeProto {
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
-pub const ATTR_FLOAT: i32 = 1;
 pub const ATTR_INT: i32 = 2;
 pub const ATTR_INTS: i32 = 7;
 #[derive(Clone, PartialEq, prost::Message)]
@@ -86,6 +89,9 @@ pub struct TensorProto {
     pub raw_data: Vec<u8>,
 }
 pub const FLOAT: i32 = 1;
+pub const UINT8: i32 = 2;
+pub const INT8: i32 = 3;
+pub const INT32: i32 = 6;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ValueInfoProto {
     #[prost(string, tag = "1")]
