@@ -8,6 +8,7 @@ use ort::value::TensorRef;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::infer::cache::Prepared;
 use crate::model::Manifest;
 
 /// Options for opening a model.
@@ -16,6 +17,8 @@ pub struct EmbedOptions {
     pub device: Device,
     pub ort_lib: Option<PathBuf>,
     pub threads: usize,
+    /// Where ONNX Runtime's optimised graphs are kept (`infer::cache`); None: optimise each time.
+    pub cache: Option<PathBuf>,
 }
 
 impl Default for EmbedOptions {
@@ -24,6 +27,7 @@ impl Default for EmbedOptions {
             device: Device::Auto,
             ort_lib: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache: Some(crate::util::fs::cache_dir().join("optimized")),
         }
     }
 }
@@ -43,6 +47,8 @@ pub struct Embedder {
     pub provider: &'static str,
     /// Set when `Device::Auto` fell back to the CPU: why.
     pub fallback: Option<String>,
+    /// Whether the optimised graph came from the cache.
+    pub prepared: Prepared,
 }
 
 fn builder(threads: usize) -> Result<ort::session::builder::SessionBuilder> {
@@ -63,6 +69,13 @@ fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<
     })
 }
 
+/// A CPU session, its optimised graph from (or saved to) the cache.
+fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Session, Prepared)> {
+    let threads = opts.threads;
+    let b = move || builder(threads);
+    crate::infer::cache::session(opts.cache.as_deref(), model, &m.onnx_sha256, "CPU", &b)
+}
+
 fn cuda_session(model: &Path, id: i32, threads: usize) -> Result<Session> {
     let ep = ort::ep::CUDA::default()
         .with_device_id(id)
@@ -79,13 +92,16 @@ impl Embedder {
     pub fn open(model: &Path, opts: &EmbedOptions) -> Result<Embedder> {
         let manifest = crate::model::manifest::read_manifest(model)?;
         crate::infer::runtime::init(opts.ort_lib.as_deref(), opts.device != Device::Cpu)?;
-        let (session, provider, fallback) = match opts.device {
-            Device::Cpu => (commit(builder(opts.threads)?, model)?, "CPU", None),
-            Device::Cuda(id) => (cuda_session(model, id, opts.threads)?, "CUDA", None),
-            Device::Auto => match cuda_session(model, 0, opts.threads) {
-                Ok(s) => (s, "CUDA", None),
+        // CUDA sessions are not cached: their start is the device's, not the graph's.
+        let uncached = || Prepared::Uncached("CUDA".into());
+        let cuda = |id| cuda_session(model, id, opts.threads);
+        let ((session, prepared), provider, fallback) = match opts.device {
+            Device::Cpu => (cpu_session(model, &manifest, opts)?, "CPU", None),
+            Device::Cuda(id) => ((cuda(id)?, uncached()), "CUDA", None),
+            Device::Auto => match cuda(0) {
+                Ok(s) => ((s, uncached()), "CUDA", None),
                 Err(e) => (
-                    commit(builder(opts.threads)?, model)?,
+                    cpu_session(model, &manifest, opts)?,
                     "CPU",
                     Some(e.to_string()),
                 ),
@@ -97,6 +113,7 @@ impl Embedder {
             model_path: model.to_path_buf(),
             provider,
             fallback,
+            prepared,
         })
     }
 

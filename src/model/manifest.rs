@@ -148,8 +148,7 @@ pub fn read_manifest(onnx: &Path) -> Result<Manifest> {
         path: mpath.clone(),
         reason: format!("invalid manifest: {e}"),
     })?;
-    let bytes = std::fs::read(onnx).map_err(|e| Error::io(onnx, e))?;
-    if sha256_hex(&bytes) != manifest.onnx_sha256 {
+    if crate::util::stamp::sha256_of_file(onnx)? != manifest.onnx_sha256 {
         return Err(Error::Model {
             path: onnx.to_path_buf(),
             reason: format!(
