@@ -2,6 +2,8 @@
 //!   make-photos DIR N W H      synthetic textured "photos" as JPEGs (parallel)
 //!   extract MODEL DEVICE BATCH ITERS   pure fc7 inference images/s, input prepared once
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
+//!   agree-models A B DIR N K   model B against model A (e.g. int8 against fp32) on N images
+//!                              spread over DIR: relative fc7 error, recall@K of exact neighbours
 //!   decode FILE ITERS          fast preprocess vs plain image decode + resize (time, pixel diff)
 //!   recall INDEX N K           HNSW vs exact top-K over N indexed images, and query times
 //!   recall-vectors INDEX N K CANDIDATES...   graph + re-rank vs exact top-K for N stored
@@ -146,6 +148,83 @@ fn agree(model: &Path, dir: &Path, n: usize) {
     println!(
         "agree images={} max_abs_diff={max:.3e} mean_abs_diff={mean:.3e} max_value={scale:.3}",
         paths.len()
+    );
+}
+
+/// fc7 of every path under `model` (CPU), batches of 32.
+fn embed_all(model: &Path, paths: &[PathBuf]) -> Vec<Vec<f32>> {
+    let mut e = open(model, "cpu");
+    let pre = e.manifest.preprocess.clone();
+    let per = 3 * (pre.crop as usize).pow(2);
+    let dim = e.dim();
+    let mut out = Vec::new();
+    for chunk in paths.chunks(32) {
+        let inputs: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|p| {
+                imaging::input_from_file(p, &pre, imaging::DEFAULT_MAX_PIXELS)
+                    .unwrap()
+                    .tensor
+            })
+            .collect();
+        let flat = inputs.concat();
+        debug_assert_eq!(flat.len(), chunk.len() * per);
+        let v = e.run(&flat, chunk.len(), false).unwrap().fc7;
+        out.extend(v.chunks(dim).map(<[f32]>::to_vec));
+    }
+    out
+}
+
+/// The `k` nearest other rows to each row, exactly.
+fn exact_neighbours(v: &[Vec<f32>], k: usize) -> Vec<Vec<usize>> {
+    let d = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
+    (0..v.len())
+        .into_par_iter()
+        .map(|i| {
+            let mut all: Vec<(f32, usize)> = (0..v.len())
+                .filter(|&j| j != i)
+                .map(|j| (d(&v[i], &v[j]), j))
+                .collect();
+            all.select_nth_unstable_by(k, |a, b| a.0.total_cmp(&b.0));
+            all.truncate(k);
+            all.into_iter().map(|(_, j)| j).collect()
+        })
+        .collect()
+}
+
+/// Model B against reference model A on N images spread over DIR (recursive): relative fc7
+/// error and recall@K of B's exact neighbours against A's.
+fn agree_models(a: &Path, b: &Path, dir: &Path, n: usize, k: usize) {
+    let mut all: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    all.sort();
+    let stride = (all.len() / n.max(1)).max(1);
+    let paths: Vec<PathBuf> = all.into_iter().step_by(stride).take(n).collect();
+    let (va, vb) = (embed_all(a, &paths), embed_all(b, &paths));
+    let rel: Vec<f32> = va
+        .iter()
+        .zip(&vb)
+        .map(|(x, y)| {
+            let e: f32 = x.iter().zip(y).map(|(p, q)| (p - q).powi(2)).sum();
+            (e / x.iter().map(|p| p * p).sum::<f32>().max(1e-12)).sqrt()
+        })
+        .collect();
+    let (na, nb) = (exact_neighbours(&va, k), exact_neighbours(&vb, k));
+    let hits: usize = na
+        .iter()
+        .zip(&nb)
+        .map(|(x, y)| y.iter().filter(|j| x.contains(j)).count())
+        .sum();
+    println!(
+        "agree-models images={} relative_error_mean={:.4} relative_error_max={:.4} recall@{k}={:.4}",
+        paths.len(),
+        rel.iter().sum::<f32>() / rel.len() as f32,
+        rel.iter().cloned().fold(0.0, f32::max),
+        hits as f64 / (paths.len() * k) as f64
     );
 }
 
@@ -422,6 +501,7 @@ fn main() {
         Some("make-photos") => make_photos(&p(1), n(2) as u32, n(3) as u32, n(4) as u32),
         Some("extract") => extract(&p(1), &a[2], n(3), n(4)),
         Some("agree") => agree(&p(1), &p(2), n(3)),
+        Some("agree-models") => agree_models(&p(1), &p(2), &p(3), n(4), n(5)),
         Some("decode") => decode(&p(1), n(2)),
         Some("recall") => recall(&p(1), n(2), n(3)),
         Some("recall-vectors") => {

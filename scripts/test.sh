@@ -21,8 +21,10 @@ import sys, onnx
 m = onnx.load(sys.argv[1])
 onnx.checker.check_model(m, full_check=True)
 assert [o.name for o in m.graph.output] == ["fc7", "logits"], m.graph.output
-lrn = [n for n in m.graph.node if n.op_type == "LRN"]
-assert len(lrn) == 2 and abs(onnx.helper.get_attribute_value(lrn[0].attribute[1]) - 5e-4) < 1e-9
+# the LRN as a band of alpha = 1e-4 over 5 channels (a 1x1 convolution), not ONNX's LRN
+band = onnx.numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "lrn1.band"))
+assert band.shape == (96, 96, 1, 1) and (band[:, :, 0, 0] > 0).sum(1).tolist()[:4] == [3, 4, 5, 5]
+assert abs(band.max() - 1e-4) < 1e-12 and not [n for n in m.graph.node if n.op_type == "LRN"]
 print("onnx.checker: the written AlexNet (opset %d) is valid" % m.opset_import[0].version)
 PY
 # NumPy (installed with onnx) reads what `fc7 export-vectors` writes: an independent reader of
@@ -30,6 +32,16 @@ PY
 target/debug/fc7 dataset synthetic "$tmp/d" --classes 2 --per-class 5 >/dev/null
 FC7_HOME="$tmp/home" target/debug/fc7 index "$tmp/d/train" --model "$tmp/m.onnx" --index "$tmp/i" --quiet
 target/debug/fc7 export-vectors --index "$tmp/i" --out "$tmp/x" >/dev/null
+target/debug/fc7 model quantize "$tmp/m.onnx" --calibrate "$tmp/d/train" --out "$tmp/q.onnx" >/dev/null
+python3 - "$tmp/q.onnx" <<'PY'
+import sys, onnx
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+ops = [n.op_type for n in m.graph.node]
+w = next(t for t in m.graph.initializer if t.name == "conv1.w.int8")
+assert w.data_type == onnx.TensorProto.INT8 and ops.count("NhwcMaxPool") == 3, ops
+print("onnx.checker: the int8 QDQ AlexNet is valid (%d QuantizeLinear)" % ops.count("QuantizeLinear"))
+PY
 python3 - "$tmp/x" <<'PY'
 import sys, json, numpy as np
 v = np.load(sys.argv[1] + "/vectors.npy")

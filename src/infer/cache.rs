@@ -168,7 +168,9 @@ fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
 
 /// Whether the process that named the temporary folder `.ENTRY.tmp-PID-N` still runs.
 fn saver_alive(name: &str) -> bool {
-    let pid = name.rsplit_once(".tmp-").and_then(|(_, t)| t.split('-').next());
+    let pid = name
+        .rsplit_once(".tmp-")
+        .and_then(|(_, t)| t.split('-').next());
     pid.is_some_and(|p| Path::new("/proc").join(p).exists())
 }
 
