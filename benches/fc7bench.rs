@@ -1,6 +1,7 @@
 //! Benchmarks for BENCHMARKS.md (run through scripts/bench/cpu.sh, not as timed tests):
 //!   make-photos DIR N W H      synthetic textured "photos" as JPEGs (parallel)
-//!   extract MODEL DEVICE BATCH ITERS   pure fc7 inference images/s, input prepared once
+//!   extract MODEL DEVICE BATCH ITERS [plain]   pure fc7 inference images/s, input prepared
+//!                              once (plain: no IO binding, which CUDA otherwise uses)
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   agree-models A B DIR N K   model B against model A (e.g. int8 against fp32) on N images
 //!                              spread over DIR: relative fc7 error, recall@K of exact neighbours
@@ -79,8 +80,13 @@ fn feed(data: &Path, side: usize, crop: usize, batch: usize, batches: usize, cac
 }
 
 fn open(model: &Path, device: &str) -> Embedder {
+    open_with(model, device, None)
+}
+
+fn open_with(model: &Path, device: &str, io_binding: Option<bool>) -> Embedder {
     let opts = EmbedOptions {
         device: device.parse().unwrap(),
+        io_binding,
         ..Default::default()
     };
     let e = Embedder::open(model, &opts).unwrap_or_else(|e| panic!("{e}"));
@@ -90,8 +96,8 @@ fn open(model: &Path, device: &str) -> Embedder {
     e
 }
 
-fn extract(model: &Path, device: &str, batch: usize, iters: usize) {
-    let mut e = open(model, device);
+fn extract(model: &Path, device: &str, batch: usize, iters: usize, plain: bool) {
+    let mut e = open_with(model, device, plain.then_some(false));
     let s = e.input_size();
     let input: Vec<f32> = (0..batch * 3 * s * s)
         .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
@@ -499,7 +505,13 @@ fn main() {
     let n = |i: usize| a[i].parse::<usize>().unwrap();
     match a.first().map(String::as_str) {
         Some("make-photos") => make_photos(&p(1), n(2) as u32, n(3) as u32, n(4) as u32),
-        Some("extract") => extract(&p(1), &a[2], n(3), n(4)),
+        Some("extract") => extract(
+            &p(1),
+            &a[2],
+            n(3),
+            n(4),
+            a.get(5).is_some_and(|m| m == "plain"),
+        ),
         Some("agree") => agree(&p(1), &p(2), n(3)),
         Some("agree-models") => agree_models(&p(1), &p(2), &p(3), n(4), n(5)),
         Some("decode") => decode(&p(1), n(2)),

@@ -4,7 +4,8 @@
 #   .ortgpu*/ chunks of ONNX Runtime's CUDA build (scripts/setup/ort.sh --gpu, then split as
 #   ../shared/device/README.md describes: all but the last copied to /tmp/o on the machine by
 #   earlier calls, the last carried with this one).
-# Prints: GPU, CUDA fc7 inference images/s at several batch sizes, CPU-vs-CUDA fc7 agreement,
+# Prints: GPU, CUDA fc7 inference images/s at several batch sizes (IO binding from pinned memory
+# and plain runs), ONNX Runtime's profile of the costliest nodes, CPU-vs-CUDA fc7 agreement,
 # end-to-end `fc7 index --device cuda` images/s on generated 1024x768 and 2000x1500 JPEGs, HNSW recall.
 set -u
 out=${OUT:-/tmp/out}
@@ -21,7 +22,22 @@ mkdir -p $b && for f in fc7 fc7bench; do xz -dc .devrun/$f.xz > $b/$f; chmod +x 
   nproc
   $b/fc7 model init --random --out /tmp/m/default.onnx
   $b/fc7bench make-photos /tmp/photos 4000 1024 768
-  for bs in 256 64; do $b/fc7bench extract /tmp/m/default.onnx cuda $bs 20; done
+  for bs in 256 64; do
+    $b/fc7bench extract /tmp/m/default.onnx cuda $bs 20          # IO binding, pinned host memory
+    $b/fc7bench extract /tmp/m/default.onnx cuda $bs 20 plain    # plain runs (pageable input)
+  done
+  # ONNX Runtime's own profile of 5 batches of 256: the ten costliest nodes
+  FC7_ORT_PROFILE=/tmp/prof $b/fc7bench extract /tmp/m/default.onnx cuda 256 5
+  python3 - /tmp/prof*.json <<'PY'
+import json, sys, collections, statistics
+runs = collections.defaultdict(list)
+for e in json.load(open(sys.argv[1])):
+    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+        runs[(e["name"], e["args"].get("op_name"), e["args"].get("provider"))].append(e["dur"])
+t = collections.Counter()  # each node's median over the 7 runs (2 warm-up), summed per op
+for (_, op, ep), d in runs.items(): t[(op, ep)] += statistics.median(d)
+for (op, ep), us in t.most_common(10): print(f"profile {op} {ep} {us / 1000:.2f} ms per batch")
+PY
   $b/fc7bench extract /tmp/m/default.onnx cuda 1 200
   $b/fc7bench extract /tmp/m/default.onnx cpu 64 3
   $b/fc7bench agree /tmp/m/default.onnx /tmp/photos 64

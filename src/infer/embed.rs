@@ -8,6 +8,7 @@ use ort::value::TensorRef;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::infer::binding::{Host, Staging};
 use crate::infer::cache::Prepared;
 use crate::model::Manifest;
 
@@ -19,6 +20,8 @@ pub struct EmbedOptions {
     pub threads: usize,
     /// Where ONNX Runtime's optimised graphs are kept (`infer::cache`); None: optimise each time.
     pub cache: Option<PathBuf>,
+    /// Run batches through IO binding (`infer::binding`); None: with CUDA only.
+    pub io_binding: Option<bool>,
 }
 
 impl Default for EmbedOptions {
@@ -28,6 +31,7 @@ impl Default for EmbedOptions {
             ort_lib: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache: Some(crate::util::fs::cache_dir().join("optimized")),
+            io_binding: None,
         }
     }
 }
@@ -49,17 +53,25 @@ pub struct Embedder {
     pub fallback: Option<String>,
     /// Whether the optimised graph came from the cache.
     pub prepared: Prepared,
+    /// Where IO binding stages batches (None: plain runs), and the staging once made.
+    host: Option<Host>,
+    staging: Option<Staging>,
 }
 
 fn builder(threads: usize) -> Result<ort::session::builder::SessionBuilder> {
     let rt = |e: ort::Error| Error::Runtime(e.to_string());
     let (_, env) = crate::infer::runtime::init(None, false)?;
-    Session::builder(&env)
+    let b = Session::builder(&env)
         .map_err(rt)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| rt(e.into()))?
         .with_intra_threads(threads)
-        .map_err(|e| rt(e.into()))
+        .map_err(|e| rt(e.into()))?;
+    // ONNX Runtime's per-node profile (JSON, prefix from the variable), for finding where time goes.
+    match std::env::var_os("FC7_ORT_PROFILE") {
+        Some(prefix) => b.with_profiling(prefix).map_err(|e| rt(e.into())),
+        None => Ok(b),
+    }
 }
 
 fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<Session> {
@@ -114,6 +126,14 @@ impl Embedder {
             provider,
             fallback,
             prepared,
+            host: match (opts.io_binding, opts.device, provider) {
+                (Some(false), ..) => None,
+                (_, Device::Cuda(id), "CUDA") => Some(Host::CudaPinned(id)),
+                (_, _, "CUDA") => Some(Host::CudaPinned(0)),
+                (Some(true), ..) => Some(Host::Cpu),
+                (None, ..) => None,
+            },
+            staging: None,
         })
     }
 
@@ -134,6 +154,9 @@ impl Embedder {
                 "batch of {} floats is not [{n}, 3, {s}, {s}]",
                 batch.len()
             )));
+        }
+        if self.host.is_some() {
+            return self.run_bound(batch, n, want_logits);
         }
         let rt = |e: ort::Error| Error::Runtime(e.to_string());
         let input = TensorRef::from_array_view(([n, 3, s, s], batch)).map_err(rt)?;
@@ -163,5 +186,32 @@ impl Embedder {
             _ => None,
         };
         Ok(Outputs { fc7, logits })
+    }
+
+    /// [`Embedder::run`] through IO binding, staging made for this batch size on first use.
+    fn run_bound(&mut self, batch: &[f32], n: usize, want_logits: bool) -> Result<Outputs> {
+        let rt = |e: ort::Error| Error::Runtime(e.to_string());
+        let m = &self.manifest;
+        let mut outputs = vec![(m.embedding_output.clone(), m.embedding_dim)];
+        if let (true, Some(name)) = (want_logits, &m.logits_output) {
+            outputs.push((name.clone(), m.architecture.classes));
+        }
+        let fresh = self
+            .staging
+            .as_ref()
+            .is_none_or(|st| st.batch_size() != n || st.outputs() != outputs);
+        if fresh {
+            let host = self.host.expect("binding chosen");
+            let side = self.input_size();
+            let st = Staging::new(&self.session, host, &m.input, side, n, &outputs).map_err(rt)?;
+            self.staging = Some(st);
+        }
+        let st = self.staging.as_mut().expect("made above");
+        let mut got = st.run(&mut self.session, batch).map_err(rt)?.into_iter();
+        let fc7 = got.next().expect("fc7 is bound");
+        Ok(Outputs {
+            fc7,
+            logits: got.next(),
+        })
     }
 }

@@ -1,6 +1,8 @@
-//! The optimised-graph cache (`infer::cache`) against hostile changes: a model rewritten in
-//! place must never be served from the entry of its old version, a damaged entry is rebuilt,
-//! and a cached session computes what an uncached one does.
+//! The embedder's session paths. The optimised-graph cache (`infer::cache`) against hostile
+//! changes: a model rewritten in place must never be served from the entry of its old version,
+//! a damaged entry is rebuilt, and a cached session computes what an uncached one does. IO
+//! binding (`infer::binding`, used with CUDA) computes what a plain run does, on the CPU
+//! provider, across changing batch sizes and with logits asked for or not.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,7 @@ use fc7::model::manifest::{write_model, ModelInfo};
 use fc7::model::{init_params, AlexNetConfig, Init, Preprocess};
 
 fn small() -> AlexNetConfig {
-    let mut c = AlexNetConfig::paper(0, 2);
+    let mut c = AlexNetConfig::paper(3, 2);
     c.input = 67;
     c.hidden = 64;
     c
@@ -90,4 +92,38 @@ fn a_changed_model_is_never_served_from_its_old_entry() {
     let (rebuilt, how) = run(&model, Some(cache.clone()));
     assert_eq!(how, Prepared::Saved);
     assert!(max_diff(&plain2, &rebuilt) < 1e-5);
+}
+
+#[test]
+fn io_binding_computes_what_a_plain_run_does() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("m.onnx");
+    write(&model, 3);
+    let open = |io_binding| {
+        let opts = EmbedOptions {
+            device: Device::Cpu,
+            cache: None,
+            io_binding: Some(io_binding),
+            ..Default::default()
+        };
+        Embedder::open(&model, &opts).unwrap()
+    };
+    let (mut plain, mut bound) = (open(false), open(true));
+    let per = 3 * 67 * 67;
+    let x: Vec<f32> = (0..5 * per)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 20.0)
+        .collect();
+    for (n, logits) in [(2, true), (2, false), (3, false), (3, true), (5, true)] {
+        let (a, b) = (
+            plain.run(&x[..n * per], n, logits).unwrap(),
+            bound.run(&x[..n * per], n, logits).unwrap(),
+        );
+        assert_eq!(a.fc7.len(), n * 64);
+        assert!(max_diff(&a.fc7, &b.fc7) < 1e-6, "batch {n}");
+        assert_eq!(a.logits.is_some(), b.logits.is_some());
+        if let (Some(la), Some(lb)) = (a.logits, b.logits) {
+            assert_eq!(la.len(), n * 3);
+            assert!(max_diff(&la, &lb) < 1e-6, "logits, batch {n}");
+        }
+    }
 }
