@@ -5,7 +5,7 @@
 #   ../shared/device/README.md describes: all but the last copied to /tmp/o on the machine by
 #   earlier calls, the last carried with this one).
 # Prints: GPU, CUDA fc7 inference images/s at several batch sizes (IO binding from pinned memory
-# and plain runs), ONNX Runtime's profile of the costliest nodes, CPU-vs-CUDA fc7 agreement,
+# and plain runs; the fp16 copy), ONNX Runtime's profile of the costliest nodes, CPU-vs-CUDA fc7 agreement,
 # end-to-end `fc7 index --device cuda` images/s on generated 1024x768 and 2000x1500 JPEGs, HNSW recall.
 set -u
 out=${OUT:-/tmp/out}
@@ -26,6 +26,8 @@ mkdir -p $b && for f in fc7 fc7bench; do xz -dc .devrun/$f.xz > $b/$f; chmod +x 
     $b/fc7bench extract /tmp/m/default.onnx cuda $bs 20          # IO binding, pinned host memory
     $b/fc7bench extract /tmp/m/default.onnx cuda $bs 20 plain    # plain runs (pageable input)
   done
+  $b/fc7 model convert /tmp/m/default.onnx --precision fp16 --out /tmp/m/fp16.onnx
+  for bs in 256 64; do $b/fc7bench extract /tmp/m/fp16.onnx cuda $bs 20; done
   # ONNX Runtime's own profile of 5 batches of 256: the ten costliest nodes
   FC7_ORT_PROFILE=/tmp/prof $b/fc7bench extract /tmp/m/default.onnx cuda 256 5
   python3 - /tmp/prof*.json <<'PY'

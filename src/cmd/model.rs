@@ -1,5 +1,6 @@
 //! `fc7 model init --random`: a randomly initialised AlexNet, for trying fc7 before training;
-//! `fc7 model quantize`: an int8 copy of a trained model for CPUs.
+//! `fc7 model quantize`: an int8 copy of a trained model for CPUs; `fc7 model convert`: an fp16
+//! copy for GPUs.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,20 @@ pub enum ModelCmd {
     /// Write an int8 copy of a model for CPUs, calibrated on a folder of your images
     /// (ONNX Runtime's integer kernels; about 4× smaller).
     Quantize(QuantizeArgs),
+    /// Write a half-precision (fp16) copy of a model, for GPUs' tensor cores.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// The fp32 model fc7 wrote (its manifest beside it).
+    model: PathBuf,
+    /// The precision to write (fp16; int8 is `fc7 model quantize`).
+    #[arg(long, value_parser = ["fp16"])]
+    precision: String,
+    /// Where to write it (default: MODEL-fp16.onnx beside MODEL).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -63,14 +78,31 @@ pub fn run(c: ModelCmd) -> Result<i32> {
     match c {
         ModelCmd::Init(a) => init(a),
         ModelCmd::Quantize(a) => quantize(a),
+        ModelCmd::Convert(a) => convert(a),
     }
 }
 
+/// `MODEL` with `-suffix` added to its stem.
+fn beside(model: &std::path::Path, suffix: &str) -> PathBuf {
+    let stem = model.file_stem().unwrap_or_default().to_string_lossy();
+    model.with_file_name(format!("{stem}-{suffix}.onnx"))
+}
+
+fn convert(a: ConvertArgs) -> Result<i32> {
+    let out = a.out.unwrap_or_else(|| beside(&a.model, &a.precision));
+    let m = crate::model::onnx::half::convert(&a.model, &out)
+        .with_context(|| format!("converting {}", a.model.display()))?;
+    println!(
+        "wrote {} ({}, sha256 {})",
+        out.display(),
+        m.precision,
+        &m.onnx_sha256[..16]
+    );
+    Ok(0)
+}
+
 fn quantize(a: QuantizeArgs) -> Result<i32> {
-    let out = a.out.clone().unwrap_or_else(|| {
-        let stem = a.model.file_stem().unwrap_or_default().to_string_lossy();
-        a.model.with_file_name(format!("{stem}-int8.onnx"))
-    });
+    let out = a.out.clone().unwrap_or_else(|| beside(&a.model, "int8"));
     let embed = a.runtime.embed();
     let opts = QuantizeOptions {
         images: a.images.max(1),

@@ -58,12 +58,14 @@ pub struct Manifest {
     pub precision: Precision,
 }
 
-/// How a model computes: as trained (fp32), or quantised to 8-bit integers for CPUs.
+/// How a model computes: as trained (fp32), in half precision for GPUs, or quantised to 8-bit
+/// integers for CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
     Fp32,
+    Fp16,
     Int8,
 }
 
@@ -71,6 +73,7 @@ impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
             Precision::Int8 => "int8",
         })
     }

@@ -132,15 +132,15 @@ impl Builder {
     }
 }
 
-/// [c, c] matrix with α where output channel o sums input channel i (|o − i| ≤ size / 2, the
-/// window of the CPU and CUDA engines): the LRN's Σ over neighbouring channels as a product.
-pub fn lrn_band(c: usize, l: &Lrn) -> Vec<f32> {
-    let half = (l.size / 2) as isize;
+/// [c, c] matrix with `weight` where output channel o sums input channel i (|o − i| ≤ size / 2,
+/// the window of the CPU and CUDA engines): the LRN's Σ over neighbouring channels as a product.
+pub fn lrn_band(c: usize, size: usize, weight: f32) -> Vec<f32> {
+    let half = (size / 2) as isize;
     let mut band = vec![0.0; c * c];
     for o in 0..c {
         for i in 0..c {
             if (o as isize - i as isize).abs() <= half {
-                band[o * c + i] = l.alpha;
+                band[o * c + i] = weight;
             }
         }
     }

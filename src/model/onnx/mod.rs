@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Conv, Lrn, Param};
 
 mod graph;
+pub mod half;
 mod proto;
 pub mod qdq;
 pub mod read;
@@ -55,8 +56,11 @@ fn untyped_output(name: &str) -> ValueInfoProto {
 /// The LRN of `x` ([N, C, H, W]) as ONNX Runtime runs it fast: Σ x² over neighbouring channels
 /// by a 1×1 convolution with a band matrix (NCHWc kernels), then x / (k + α Σ)^β. The LRN
 /// operator itself runs one thread over plain loops: half of the network's time on 2 cores.
-fn lrn(b: &mut Builder, x: &str, out: &str, channels: usize, l: &Lrn) -> String {
-    let band = graph::lrn_band(channels, l);
+/// `prescale` squares x·√α instead of x (band of ones), so that half precision cannot overflow
+/// on x² (past |x| = 255) where α x² is still small.
+fn lrn(b: &mut Builder, x: &str, out: &str, channels: usize, l: &Lrn, prescale: bool) -> String {
+    let weight = if prescale { 1.0 } else { l.alpha };
+    let band = graph::lrn_band(channels, l.size, weight);
     let w = b.constant(f32_tensor(
         &format!("{out}.band"),
         &[channels, channels, 1, 1],
@@ -67,14 +71,25 @@ fn lrn(b: &mut Builder, x: &str, out: &str, channels: usize, l: &Lrn) -> String 
         &[channels],
         &vec![l.k; channels],
     ));
-    let sq = b.node("Mul", &[x, x], &format!("{out}.square"), vec![]);
+    let s = match prescale {
+        true => {
+            let r = b.constant(f32_tensor(
+                &format!("{out}.sqrt_alpha"),
+                &[],
+                &[l.alpha.sqrt()],
+            ));
+            b.node("Mul", &[x, &r], &format!("{out}.scaled"), vec![])
+        }
+        false => x.to_string(),
+    };
+    let sq = b.node("Mul", &[&s, &s], &format!("{out}.square"), vec![]);
     let one = Conv::new(channels, 1, 1, 0, 1);
     let den = b.conv(&sq, &w, &k, &format!("{out}.den"), &one);
     b.lrn_divide(x, &den, l, out)
 }
 
 /// The forward graph in eval mode (dropout is the identity): image → fc7 (→ logits).
-fn build(config: &AlexNetConfig) -> Builder {
+fn build(config: &AlexNetConfig, prescale_lrn: bool) -> Builder {
     let mut b = Builder::default();
     let mut x = INPUT.to_string();
     for (i, c) in config.convs.iter().enumerate() {
@@ -84,7 +99,7 @@ fn build(config: &AlexNetConfig) -> Builder {
         x = b.relu(&x, &format!("relu{n}"));
         if n <= 2 {
             if let Some(l) = &config.lrn {
-                x = lrn(&mut b, &x, &format!("lrn{n}"), c.out, l);
+                x = lrn(&mut b, &x, &format!("lrn{n}"), c.out, l, prescale_lrn);
             }
         }
         if matches!(n, 1 | 2 | 5) {
@@ -201,7 +216,7 @@ pub fn to_onnx_with_outputs(
         .iter()
         .map(|p| f32_tensor(&p.name, &p.shape, &p.data))
         .collect();
-    Ok(model(build(config), init, config, doc, extra_outputs).encode_to_vec())
+    Ok(model(build(config, false), init, config, doc, extra_outputs).encode_to_vec())
 }
 
 #[cfg(test)]
@@ -212,12 +227,12 @@ mod tests {
     #[test]
     fn lrn_band_sums_the_engines_window_and_convs_keep_their_groups() {
         let l = Lrn::PAPER;
-        let band = graph::lrn_band(6, &l);
+        let band = graph::lrn_band(6, l.size, l.alpha);
         let row = |o: usize| band[o * 6..o * 6 + 6].to_vec();
         let a = l.alpha;
         assert_eq!(row(0), vec![a, a, a, 0.0, 0.0, 0.0]);
         assert_eq!(row(3), vec![0.0, a, a, a, a, a]);
-        let b = build(&AlexNetConfig::paper(10, 2));
+        let b = build(&AlexNetConfig::paper(10, 2), false);
         assert!(b.nodes.iter().all(|n| n.op_type != "LRN"));
         let groups: Vec<i64> = b
             .nodes

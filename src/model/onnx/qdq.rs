@@ -207,7 +207,7 @@ impl Writer<'_> {
         let f0 = self.dequantize(&t, &format!("relu{n}"), &format!("{name}.in.f32"));
         // one consumer per DequantizeLinear: ONNX Runtime would otherwise run it three times
         let f = self.b.relu(&f0, &format!("{name}.in"));
-        let band = lrn_band(channels, l);
+        let band = lrn_band(channels, l.size, l.alpha);
         let m = self.b.constant(f32_tensor(
             &format!("{name}.band"),
             &[channels, channels],

@@ -1,7 +1,8 @@
-//! `fc7 model quantize` through the real binary: the int8 model computes fc7 close to the fp32
-//! one and finds the same neighbours; it indexes and queries like any model; and each bad input
-//! (no calibration folder, no images in it, broken images, a model fc7 did not write, a model
-//! already int8) is answered in one line naming the file.
+//! `fc7 model quantize` and `fc7 model convert` through the real binary. The int8 model computes
+//! fc7 close to the fp32 one and finds the same neighbours; it indexes and queries like any
+//! model; each bad input (no calibration folder, no images in it, broken images, a model fc7 did
+//! not write, a model already int8) is answered in one line naming the file. The fp16 copy
+//! computes fc7 within half precision's rounding of fp32's.
 
 mod common;
 
@@ -226,5 +227,46 @@ fn bad_inputs_are_answered_in_one_line() {
     assert!(
         e.contains("foreign.onnx") && e.contains("written by 'abc', not by fc7"),
         "{e}"
+    );
+}
+
+/// Tolerance 0.5% relative (measured 0.05%); weights converted 1% too large -> ~7%, fails.
+#[test]
+fn fp16_copy_computes_fc7_within_half_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = families(&dir.path().join("photos"));
+    let fp16 = dir.path().join("m-fp16.onnx");
+    run_ok(&[
+        "model",
+        "convert",
+        s(model()),
+        "--precision",
+        "fp16",
+        "--out",
+        s(&fp16),
+    ]);
+    assert_eq!(
+        common::json_file(&fp16.with_extension("json"))["precision"],
+        "fp16"
+    );
+    let (a, b) = (embed(model(), &files[..8]), embed(&fp16, &files[..8]));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| dist(x, y) / dist(x, &vec![0.0; x.len()]))
+        .fold(0.0f32, f32::max);
+    eprintln!("fp16 vs fp32: worst relative error {worst:.5}");
+    assert!(
+        worst < 5e-3,
+        "fp16 fc7 differs from fp32 by up to {worst:.5} (relative)"
+    );
+    let out = fc7()
+        .args(["model", "convert", s(&fp16), "--precision", "fp16"])
+        .output()
+        .unwrap();
+    let e = error_lines(&out);
+    assert!(
+        e.len() == 1 && e[0].contains("m-fp16.onnx") && e[0].contains("is fp16"),
+        "{e:?}"
     );
 }
