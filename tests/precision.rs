@@ -266,7 +266,7 @@ fn fp16_copy_computes_fc7_within_half_precision() {
         .unwrap();
     let e = error_lines(&out);
     assert!(
-        e.len() == 1 && e[0].contains("m-fp16.onnx") && e[0].contains("is fp16"),
+        e.len() == 1 && e[0].contains("m-fp16.onnx") && e[0].contains("is already fp16"),
         "{e:?}"
     );
 }

@@ -11,9 +11,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::imaging::scan::{scan, ScanOptions};
-use crate::model::manifest::{read_manifest, write_onnx, ModelInfo, DOC};
+use crate::model::manifest::{write_onnx, ModelInfo, DOC};
 use crate::model::onnx::qdq::{calibration_points, to_int8_onnx_bytes, Ranges};
-use crate::model::onnx::{read::params_from_onnx, to_onnx_with_outputs};
+use crate::model::onnx::{read::fp32_model, to_onnx_with_outputs};
 use crate::model::{Manifest, Precision, Preprocess};
 
 /// How to calibrate.
@@ -188,16 +188,8 @@ pub fn quantize(
     out: &Path,
     opts: &QuantizeOptions,
 ) -> Result<QuantizeReport> {
-    let manifest = read_manifest(model)?;
-    if manifest.precision != Precision::Fp32 {
-        return Err(Error::Model {
-            path: model.to_path_buf(),
-            reason: format!("is already {}; quantise the fp32 model", manifest.precision),
-        });
-    }
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let (manifest, params, size) = fp32_model(model, "quantise")?;
     let config = &manifest.architecture;
-    let params = params_from_onnx(model, &bytes, config)?;
     let files = calibration_files(calibrate)?;
     crate::infer::runtime::init(opts.ort_lib.as_deref(), false)?;
     let (inputs, skipped) =
@@ -240,7 +232,7 @@ pub fn quantize(
         calibrated_on: inputs.len(),
         skipped,
         ranges,
-        bytes: (bytes.len() as u64, int8.len() as u64),
+        bytes: (size, int8.len() as u64),
     })
 }
 

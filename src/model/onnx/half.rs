@@ -10,8 +10,8 @@ use super::proto::*;
 use super::{build, check_params, EMBEDDING, INPUT, LOGITS};
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::model::manifest::{read_manifest, write_onnx, ModelInfo, DOC};
+use crate::error::Result;
+use crate::model::manifest::{write_onnx, ModelInfo, DOC};
 use crate::model::{AlexNetConfig, Manifest, Param, Precision};
 
 const FLOAT16: i32 = 10;
@@ -74,16 +74,8 @@ pub fn to_fp16_onnx_bytes(config: &AlexNetConfig, params: &[Param], doc: &str) -
 
 /// Writes the fp16 copy of the fp32 model fc7 wrote at `model` to `out`, with its manifest.
 pub fn convert(model: &Path, out: &Path) -> Result<Manifest> {
-    let manifest = read_manifest(model)?;
-    if manifest.precision != Precision::Fp32 {
-        return Err(Error::Model {
-            path: model.to_path_buf(),
-            reason: format!("is {}; convert the fp32 model", manifest.precision),
-        });
-    }
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let (manifest, params, _) = super::read::fp32_model(model, "convert")?;
     let config = &manifest.architecture;
-    let params = super::read::params_from_onnx(model, &bytes, config)?;
     let fp16 = to_fp16_onnx_bytes(config, &params, DOC)?;
     let info = ModelInfo {
         classes: manifest.classes.clone(),

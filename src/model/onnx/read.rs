@@ -1,5 +1,6 @@
-//! Reads a model fc7 wrote back into its parameters, so that a later step (quantisation) starts
-//! from exactly the weights the fp32 file holds; anything else is refused with the reason.
+//! Reads a model fc7 wrote back into its parameters, so that a later step (quantisation, half
+//! precision) starts from exactly the weights the fp32 file holds; anything else is refused
+//! with the reason.
 
 use std::path::Path;
 
@@ -7,7 +8,8 @@ use prost::Message;
 
 use super::proto::{ModelProto, TensorProto, FLOAT};
 use crate::error::{Error, Result};
-use crate::model::{AlexNetConfig, Param};
+use crate::model::manifest::read_manifest;
+use crate::model::{AlexNetConfig, Manifest, Param, Precision};
 
 fn not_ours(path: &Path, reason: impl Into<String>) -> Error {
     Error::Model {
@@ -54,6 +56,22 @@ pub fn params_from_onnx(path: &Path, bytes: &[u8], config: &AlexNetConfig) -> Re
             Ok(Param { name, shape, data })
         })
         .collect()
+}
+
+/// An fp32 model fc7 wrote, for making another precision of it (`then`: what is being done, for
+/// the refusal): its manifest, parameters and file size. Quantised or half copies are refused.
+pub fn fp32_model(path: &Path, then: &str) -> Result<(Manifest, Vec<Param>, u64)> {
+    let manifest = read_manifest(path)?;
+    if manifest.precision != Precision::Fp32 {
+        let p = manifest.precision;
+        return Err(not_ours(
+            path,
+            format!("is already {p}; {then} the fp32 model"),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let params = params_from_onnx(path, &bytes, &manifest.architecture)?;
+    Ok((manifest, params, bytes.len() as u64))
 }
 
 #[cfg(test)]
