@@ -63,19 +63,6 @@ impl Builder {
         out.to_string()
     }
 
-    /// A node of ONNX Runtime's own operator set (`com.microsoft`).
-    pub fn ms_node(
-        &mut self,
-        op: &str,
-        inputs: &[&str],
-        out: &str,
-        attrs: Vec<AttributeProto>,
-    ) -> String {
-        self.node(op, inputs, out, attrs);
-        self.nodes.last_mut().expect("just pushed").domain = MS_DOMAIN.into();
-        out.to_string()
-    }
-
     pub fn constant(&mut self, t: TensorProto) -> String {
         let name = t.name.clone();
         self.constants.push(t);
@@ -111,10 +98,11 @@ impl Builder {
             attr_ints("kernel_shape", &[k, k]),
             attr_ints("strides", &[s, s]),
         ];
-        match op {
-            "MaxPool" => self.node(op, &[x], out, attrs),
-            _ => self.ms_node(op, &[x], out, attrs),
+        let name = self.node(op, &[x], out, attrs);
+        if op != "MaxPool" {
+            self.nodes.last_mut().expect("just pushed").domain = MS_DOMAIN.into();
         }
+        name
     }
 
     /// x / den^β, with `den` = k + α Σ x² already computed: two square roots and a product for
