@@ -72,11 +72,14 @@ fn feed(data: &Path, side: usize, crop: usize, batch: usize, batches: usize, cac
         t.elapsed().as_secs_f64()
     );
     let threads = rayon::current_num_threads();
-    let rate = fc7::train::throughput::feed_rate(&d.train, crop, batch, batches).unwrap();
-    println!(
-        "feed: {rate:.0} crops/s of {crop}x{crop} from {side}x{side} ({threads} threads, {:.0} per thread), batch {batch}",
-        rate / threads as f64
-    );
+    for (on_engine, how) in [(false, "cut on the host"), (true, "whole, for GPU crops")] {
+        let rate =
+            fc7::train::throughput::feed_rate(&d.train, crop, batch, batches, on_engine).unwrap();
+        println!(
+            "feed ({how}): {rate:.0} crops/s of {crop}x{crop} from {side}x{side} ({threads} threads, {:.0} per thread), batch {batch}",
+            rate / threads as f64
+        );
+    }
 }
 
 fn open(model: &Path, device: &str) -> Embedder {

@@ -5,6 +5,7 @@
 #   1. fc7 selftest --device cuda --bench: every engine operation and two whole training steps
 #      against the CPU engine (FP32), then training images/s (paper b128, quick b64);
 #   2. PyTorch's figures for the same network on the same card (torch_anchor.py; TORCH=0 skips);
+#   2b. end-to-end images/s with training crops cut on the GPU against cut on the host;
 #   3. the initialisations compared: one epoch of --preset paper on Fashion-MNIST upscaled to
 #      224 with --init paper, caffe and he (the stall guard's line where one stays at chance);
 #   4. --preset paper (He init) for EPOCHS epochs (default 20, the last ANNEAL at lr/10).
@@ -27,6 +28,15 @@ if [ "${TORCH:-1}" = 1 ]; then
   ( echo "== PyTorch anchor"; timeout 150 python3 .devrun/torch_anchor.py "$out/torch.json"; cat "$out/torch.json" ) 2>&1 | tee -a "$out/train.txt"
 fi
 $fc7 dataset fashion-mnist /tmp/fm --source .devrun/fmnist | tee -a "$out/train.txt"
+for crops in gpu host; do
+  {
+    echo "== --preset paper, 300 steps, training crops cut on the $crops (FC7_HOST_CROPS)"
+    [ "$crops" = host ] && export FC7_HOST_CROPS=1
+    FC7_SKIP_ENGINE_CHECK=1 timeout 120 $fc7 train /tmp/fm --preset paper --max-steps 300 \
+      --device cuda --out /tmp/m/crops-$crops --quiet
+    unset FC7_HOST_CROPS
+  } 2>&1 | tee -a "$out/train.txt"
+done
 for init in paper caffe he; do
   {
     echo "== init $init: one epoch (the stall guard judges at its end)"

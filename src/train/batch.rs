@@ -1,6 +1,7 @@
 //! Training batches on the host: images read from the pack and cut into 8-bit views (the
 //! geometric augmentation: the paper's crops and flips, or exemplar training's warps, with
-//! their colour changes), which the engine turns into normalised network input. Every view is
+//! their colour changes), which the engine turns into normalised network input. An engine
+//! that cuts crops itself (the GPU) is handed the whole images instead. Every view is
 //! seeded by (seed, epoch, sample), so a resumed run draws what an uninterrupted one would.
 
 use rand::SeedableRng;
@@ -12,19 +13,50 @@ use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Normalise, Shape};
 use crate::train::exemplar::{self, Exemplar, View};
 
-/// One batch on the host: crops [n, 3, crop, crop] u8, colour shifts and labels.
+/// One batch on the host: its 8-bit pixels, colour shifts and labels.
 pub struct Batch {
-    pub(crate) pixels: Vec<u8>,
+    pixels: Pixels,
     shifts: Vec<[f32; 3]>,
     pub(crate) labels: Vec<u32>,
     crop: usize,
 }
 
+/// A batch's pixels: views already cut, or whole images for an engine that cuts them itself.
+enum Pixels {
+    /// [n, 3, crop, crop]
+    Cut(Vec<u8>),
+    /// [n, side, side, 3], the pack's rows, with each image's view.
+    Whole {
+        images: Vec<u8>,
+        side: usize,
+        views: Vec<Crop>,
+    },
+}
+
 impl Batch {
-    /// Reads images `idx` of `split` from its pack and cuts `views` out of them.
-    pub fn new(split: &Split, idx: &[usize], views: &[Crop], crop: usize) -> Result<Batch> {
+    /// Reads images `idx` of `split` from its pack and cuts `views` out of them, on the host
+    /// or, with `on_engine`, later by the engine (`Engine::input_views`).
+    pub fn new(
+        split: &Split,
+        idx: &[usize],
+        views: &[Crop],
+        crop: usize,
+        on_engine: bool,
+    ) -> Result<Batch> {
         let images = split.read_images(idx)?;
-        Ok(Batch::cut(&images, split, idx, views, crop))
+        if !on_engine {
+            return Ok(Batch::cut(&images, split, idx, views, crop));
+        }
+        Ok(Batch {
+            pixels: Pixels::Whole {
+                images,
+                side: split.side,
+                views: views.to_vec(),
+            },
+            shifts: views.iter().map(|v| v.shift).collect(),
+            labels: split.labels_of(idx),
+            crop,
+        })
     }
 
     /// Reads images `idx` of `split` and renders exemplar `views` of them.
@@ -74,9 +106,9 @@ impl Batch {
             .zip(images.par_chunks(split.image_bytes()).zip(views))
             .for_each(|(out, (image, v))| write(image, split.side, crop, v, out));
         Batch {
-            pixels,
+            pixels: Pixels::Cut(pixels),
             shifts,
-            labels: idx.iter().map(|&i| split.labels[i] as u32).collect(),
+            labels: split.labels_of(idx),
             crop,
         }
     }
@@ -95,8 +127,17 @@ impl Batch {
             mean: stats.mean,
             std: stats.std,
         };
-        let s = Shape::new(self.len(), 3, self.crop, self.crop);
-        e.input(&self.pixels, &self.shifts, &norm, s)
+        match &self.pixels {
+            Pixels::Cut(pixels) => {
+                let s = Shape::new(self.len(), 3, self.crop, self.crop);
+                e.input(pixels, &self.shifts, &norm, s)
+            }
+            Pixels::Whole {
+                images,
+                side,
+                views,
+            } => e.input_views(images, *side, views, &norm, self.crop),
+        }
     }
 }
 
@@ -116,6 +157,8 @@ pub(crate) struct Plan {
     pub pca_std: f32,
     pub stats: ColourStats,
     pub exemplar: Option<Exemplar>,
+    /// Whether the engine cuts the views (`Engine::cuts_views`).
+    pub on_engine: bool,
 }
 
 /// A batch of the epoch whose first sample is at `position` in the epoch's order: random
@@ -143,7 +186,50 @@ pub(crate) fn training_batch(
                     augment::random_crop(&mut rng(i), train.side, p.crop, &p.stats, p.pca_std)
                 })
                 .collect();
-            Batch::new(train, idx, &views, p.crop)
+            Batch::new(train, idx, &views, p.crop, p.on_engine)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::dataset::{load, synthetic::synthetic, Source};
+    use crate::train::engine::cpu::Cpu;
+
+    /// A batch handed over whole (the GPU's way) gives the engine the same input and labels as
+    /// one cut on the host: the same views, flips and colour shifts of the same images.
+    #[test]
+    fn whole_images_cut_by_the_engine_equal_the_host_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        synthetic(&data, 3, 6, 40, 2).unwrap();
+        let source = Source {
+            root: &data,
+            cache: &dir.path().join("cache"),
+            progress: &|_, _| {},
+        };
+        let d = load(&source, 32, 0.2, 0).unwrap();
+        let mut plan = Plan {
+            seed: 5,
+            epoch: 1,
+            crop: 24,
+            pca_std: 0.1,
+            stats: augment::colour_stats(&d.train),
+            exemplar: None,
+            on_engine: false,
+        };
+        let last = d.train.len() - 1;
+        let idx = [last, 0, 3, last - 2, 5];
+        let host = training_batch(&plan, &d.train, &idx, 0).unwrap();
+        plan.on_engine = true;
+        let whole = training_batch(&plan, &d.train, &idx, 0).unwrap();
+        assert!(matches!(whole.pixels, Pixels::Whole { .. }));
+        assert_eq!(whole.labels, host.labels);
+        let (a, b) = (
+            host.input(&Cpu, &plan.stats),
+            whole.input(&Cpu, &plan.stats),
+        );
+        assert_eq!(a.unwrap(), b.unwrap());
     }
 }

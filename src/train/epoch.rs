@@ -166,6 +166,7 @@ pub fn run_epoch<E: Engine>(
         pca_std: st.recipe.pca_std,
         stats: st.stats.clone(),
         exemplar: st.recipe.exemplar.clone(),
+        on_engine: e.cuts_views(),
     };
     let jobs: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().skip(first).collect();
     let batch = st.recipe.batch;

@@ -56,8 +56,15 @@ pub fn step_rate<E: Engine>(e: &E, cfg: &AlexNetConfig, batch: usize, iters: usi
 }
 
 /// The feed alone (no engine): crops per second of `batches` training batches of `batch`
-/// random `crop`² views read from `train`'s pack, made as training makes them.
-pub fn feed_rate(train: &Split, crop: usize, batch: usize, batches: usize) -> Result<f64> {
+/// random `crop`² views read from `train`'s pack, made as training makes them: cut on the
+/// host, or with `on_engine` handed over whole for the engine to cut (the GPU's way).
+pub fn feed_rate(
+    train: &Split,
+    crop: usize,
+    batch: usize,
+    batches: usize,
+    on_engine: bool,
+) -> Result<f64> {
     let plan = Plan {
         seed: 1,
         epoch: 0,
@@ -65,6 +72,7 @@ pub fn feed_rate(train: &Split, crop: usize, batch: usize, batches: usize) -> Re
         pca_std: 0.1,
         stats: augment::colour_stats(train),
         exemplar: None,
+        on_engine,
     };
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(1));

@@ -48,6 +48,10 @@ impl Split {
     fn read(&self, i: usize, out: &mut [u8]) -> Result<()> {
         self.pack.read_row(self.rows[i], out)
     }
+    /// The labels of images `idx`, as the engine takes them.
+    pub fn labels_of(&self, idx: &[usize]) -> Vec<u32> {
+        idx.iter().map(|&i| self.labels[i] as u32).collect()
+    }
     /// Images `idx`, read in parallel: [idx.len(), side, side, 3].
     pub fn read_images(&self, idx: &[usize]) -> Result<Vec<u8>> {
         let n = self.image_bytes();

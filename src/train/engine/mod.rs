@@ -12,6 +12,7 @@ pub mod cuda;
 
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
+use crate::train::augment::Crop;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shape {
@@ -71,6 +72,36 @@ pub trait Engine: Sync {
         norm: &Normalise,
         s: Shape,
     ) -> Result<Self::Tensor>;
+    /// Whether `input_views` cuts the views on the engine, so batches should carry whole
+    /// images rather than cut them on the host.
+    fn cuts_views(&self) -> bool {
+        false
+    }
+    /// Network input [n, 3, crop, crop] from whole 8-bit images `images` ([n, side, side, 3],
+    /// the pack's rows) and one view of each: `augment::write_crop`'s crop and flip, then
+    /// `input`'s colour shift and normalisation. This default cuts on the host.
+    fn input_views(
+        &self,
+        images: &[u8],
+        side: usize,
+        views: &[Crop],
+        norm: &Normalise,
+        crop: usize,
+    ) -> Result<Self::Tensor> {
+        let per = 3 * crop * crop;
+        let mut pixels = vec![0u8; views.len() * per];
+        let image_bytes = side * side * 3;
+        for ((out, image), v) in pixels
+            .chunks_mut(per)
+            .zip(images.chunks(image_bytes))
+            .zip(views)
+        {
+            crate::train::augment::write_crop(image, side, crop, v, out);
+        }
+        let shifts: Vec<[f32; 3]> = views.iter().map(|v| v.shift).collect();
+        let s = Shape::new(views.len(), 3, crop, crop);
+        self.input(&pixels, &shifts, norm, s)
+    }
     /// y = conv(x, w) + b. x: [N, Cin, H, W], w: [Out, Cin/groups, k, k] → [N, Out, Ho, Wo].
     fn conv_forward(
         &self,

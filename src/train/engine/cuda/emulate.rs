@@ -7,6 +7,7 @@
 use std::process::Command;
 
 use super::kernels::SOURCE;
+use crate::train::augment::Crop;
 use crate::train::engine::cpu::{ops, Cpu};
 use crate::train::engine::random;
 use crate::train::engine::{Engine, Normalise, Shape};
@@ -35,6 +36,9 @@ static fc7_dim3 blockIdx, threadIdx, blockDim, gridDim;
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+#include <cstring>
+static inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 extern "C" void fc7_launch(unsigned block, unsigned thread, unsigned bdim, unsigned gdim) {
     blockIdx.x = block; threadIdx.x = thread; blockDim.x = bdim; gridDim.x = gdim;
 }
@@ -144,6 +148,74 @@ fn kernels_on_the_host_match_the_cpu_engine() {
     same("dropout", &d, &want);
 }
 
+/// input_crop against the host's cut (`augment::write_crop`) and `input`: views at the
+/// corners, flipped and not, with colour shifts, on images that are not square multiples.
+#[test]
+fn crops_cut_by_the_kernel_match_the_host_cut() {
+    let h = Host::compile();
+    type InputCrop = unsafe extern "C" fn(
+        *const u8,
+        *const i32,
+        *const f32,
+        *mut f32,
+        i64,
+        i32,
+        i32,
+        f32,
+        f32,
+        f32,
+        f32,
+        f32,
+        f32,
+    );
+    let (n, side, crop) = (4usize, 7usize, 5usize);
+    let images: Vec<u8> = (0..n * side * side * 3)
+        .map(|i| (i * 97 % 251) as u8)
+        .collect();
+    let places = [(0, 0, false), (2, 0, true), (0, 2, true), (1, 2, false)];
+    let views: Vec<Crop> = places
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y, flip))| Crop {
+            x,
+            y,
+            flip,
+            shift: [0.01 * i as f32, -0.02, 0.03],
+        })
+        .collect();
+    let norm = Normalise {
+        mean: [0.5, 0.4, 0.3],
+        std: [0.2, 0.25, 0.3],
+    };
+    let at: Vec<i32> = views
+        .iter()
+        .flat_map(|v| [v.x as i32, v.y as i32, v.flip as i32])
+        .collect();
+    let shifts: Vec<f32> = views.iter().flat_map(|v| v.shift).collect();
+    let len = n * 3 * crop * crop;
+    let mut x = vec![0.0f32; len];
+    let input = h.f::<InputCrop>("input_crop");
+    h.grid(3, 32, || unsafe {
+        input(
+            images.as_ptr(),
+            at.as_ptr(),
+            shifts.as_ptr(),
+            x.as_mut_ptr(),
+            len as i64,
+            side as i32,
+            crop as i32,
+            0.5,
+            0.4,
+            0.3,
+            0.2,
+            0.25,
+            0.3,
+        )
+    });
+    let want = Cpu.input_views(&images, side, &views, &norm, crop).unwrap();
+    same("input_crop", &x, &want);
+}
+
 #[test]
 fn loss_bias_and_sgd_kernels_on_the_host_match_the_cpu_engine() {
     let h = Host::compile();
@@ -211,4 +283,52 @@ fn loss_bias_and_sgd_kernels_on_the_host_match_the_cpu_engine() {
     ops::sgd_step(&mut w2, &mut v2, &g, 0.01, 0.9, 5e-4);
     same("sgd weights", &w1, &w2);
     same("sgd velocity", &v1, &v2);
+}
+
+/// The bf16 casts against the `half` crate's conversion (round to nearest, ties to even):
+/// ties both ways, the largest finite values (which round to infinity), subnormals, ±0,
+/// infinities and NaN, then back to f32 exactly.
+#[test]
+fn bf16_casts_round_to_nearest_even_like_the_half_crate() {
+    let h = Host::compile();
+    let mut x: Vec<f32> = [
+        0x3F80_8000u32, // 1 + 2⁻⁸: a tie, stays at 1 (even)
+        0x3F81_8000,    // a tie rounding up to the even 0x3F82
+        0x3F80_8001,    // just above a tie: up
+        0x7F7F_FFFF,    // f32::MAX: rounds to infinity
+        0x0000_0001,    // the smallest subnormal
+        0x8000_0000,    // −0
+        0x7F80_0000,    // +∞
+        0xFF80_0000,    // −∞
+        0x7FC0_0000,    // NaN
+        0x7F80_0001,    // a signalling NaN's pattern: must not become ∞
+    ]
+    .map(f32::from_bits)
+    .to_vec();
+    x.extend(random(2000, 13).iter().map(|v| v * 1e3));
+    let len = x.len();
+    let mut y = vec![0u16; len];
+    type To = unsafe extern "C" fn(*const f32, *mut u16, i64);
+    let to = h.f::<To>("to_bf16");
+    h.grid(2, 16, || unsafe {
+        to(x.as_ptr(), y.as_mut_ptr(), len as i64)
+    });
+    for (i, (&v, &b)) in x.iter().zip(&y).enumerate() {
+        let want = half::bf16::from_f32(v);
+        if v.is_nan() {
+            assert!(half::bf16::from_bits(b).is_nan(), "element {i}: {b:#x}");
+        } else {
+            assert_eq!(b, want.to_bits(), "element {i}: {v:e} ({:#x})", v.to_bits());
+        }
+    }
+    assert_eq!(&y[..4], &[0x3F80, 0x3F82, 0x3F81, 0x7F80]);
+    let mut back = vec![0f32; len];
+    type From = unsafe extern "C" fn(*const u16, *mut f32, i64);
+    let from = h.f::<From>("from_bf16");
+    h.grid(1, 8, || unsafe {
+        from(y.as_ptr(), back.as_mut_ptr(), len as i64)
+    });
+    for (i, (&b, &f)) in y.iter().zip(&back).enumerate() {
+        assert_eq!(f.to_bits(), (b as u32) << 16, "element {i}");
+    }
 }

@@ -8,17 +8,43 @@ typedef unsigned int u32;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (len); \
          i += (long long)blockDim.x * gridDim.x)
 
-/* x[n][c][p] = (px[n][c][p] / 255 + shift[n][c] - mean[c]) / std[c] */
+/* (px / 255 + shift - mean[c]) / std[c], rounded at every step as the CPU engine does */
+__device__ float normalised(unsigned char px, float shift, int c, float m0, float m1, float m2,
+                            float s0, float s1, float s2) {
+    float mean = c == 0 ? m0 : (c == 1 ? m1 : m2);
+    float sd = c == 0 ? s0 : (c == 1 ? s1 : s2);
+    float v = (float)px / 255.0f;
+    return __fdiv_rn(__fsub_rn(__fadd_rn(v, shift), mean), sd);
+}
+
+/* x[n][c][p] = normalised(px[n][c][p]) */
 extern "C" __global__ void input_u8(const unsigned char* px, const float* shift, float* x,
                                     long long len, int plane, float m0, float m1, float m2,
                                     float s0, float s1, float s2) {
     GRID_STRIDE(i, len) {
         long long nc = i / plane;
+        x[i] = normalised(px[i], shift[nc], (int)(nc % 3), m0, m1, m2, s0, s1, s2);
+    }
+}
+
+/* x[n][c][y][x] from whole images img[n][side][side][3] (the pack's rows) and one view each,
+   view[n] = {left, top, flip}: the pixel augment::write_crop would copy, then normalised(). */
+extern "C" __global__ void input_crop(const unsigned char* img, const int* view,
+                                      const float* shift, float* x, long long len, int side,
+                                      int crop, float m0, float m1, float m2, float s0, float s1,
+                                      float s2) {
+    long long plane = (long long)crop * crop;
+    GRID_STRIDE(i, len) {
+        long long nc = i / plane;
+        long long n = nc / 3;
         int c = (int)(nc % 3);
-        float mean = c == 0 ? m0 : (c == 1 ? m1 : m2);
-        float sd = c == 0 ? s0 : (c == 1 ? s1 : s2);
-        float v = (float)px[i] / 255.0f;
-        x[i] = __fdiv_rn(__fsub_rn(__fadd_rn(v, shift[nc]), mean), sd);
+        int p = (int)(i % plane);
+        int yy = p / crop, xx = p % crop;
+        const int* v = view + 3 * n;
+        int sx = v[0] + (v[2] ? crop - 1 - xx : xx);
+        int sy = v[1] + yy;
+        unsigned char px = img[((n * side + sy) * side + sx) * 3 + c];
+        x[i] = normalised(px, shift[nc], c, m0, m1, m2, s0, s1, s2);
     }
 }
 
@@ -75,4 +101,20 @@ extern "C" __global__ void sgd(float* w, float* v, const float* g, long long len
         v[i] = nv;
         w[i] += nv;
     }
+}
+
+/* bf16 is the top half of an f32: rounded to nearest, ties to even; NaN stays a (quiet) NaN */
+__device__ unsigned short bf16_of(float f) {
+    u32 b = __float_as_uint(f);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x40u);
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (unsigned short)(b >> 16);
+}
+
+extern "C" __global__ void to_bf16(const float* x, unsigned short* y, long long len) {
+    GRID_STRIDE(i, len) { y[i] = bf16_of(x[i]); }
+}
+
+extern "C" __global__ void from_bf16(const unsigned short* x, float* y, long long len) {
+    GRID_STRIDE(i, len) { y[i] = __uint_as_float((u32)x[i] << 16); }
 }

@@ -1,7 +1,8 @@
 //! The CUDA engine's own small kernels, compiled at run time by NVRTC: input normalisation
-//! from 8-bit crops, the dropout mask (the same splitmix64 hash as `engine::dropout_hash`),
+//! from 8-bit crops or from whole images cut on the GPU, the dropout mask (the same splitmix64 hash as `engine::dropout_hash`),
 //! softmax cross-entropy, the bias of fully connected layers and its gradient, and the paper's
-//! SGD update. Element-wise kernels use grid-stride loops.
+//! SGD update, and the casts between f32 and bf16 for tensor-core products. Element-wise
+//! kernels use grid-stride loops.
 
 use std::sync::Arc;
 
@@ -13,13 +14,16 @@ use crate::error::{Error, Result};
 /// The kernels' CUDA C source (kernels.cu beside this file), compiled by NVRTC at run time.
 pub const SOURCE: &str = include_str!("kernels.cu");
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 9] = [
     "input_u8",
+    "input_crop",
     "dropout",
     "softmax_xent",
     "add_bias_rows",
     "sum_rows",
     "sgd",
+    "to_bf16",
+    "from_bf16",
 ];
 
 /// Machine code (a cubin) of `SOURCE` for compute capability `major.minor`. Preferred to PTX:
@@ -68,11 +72,14 @@ pub fn compile() -> Result<Ptx> {
 
 pub struct Kernels {
     pub input_u8: CudaFunction,
+    pub input_crop: CudaFunction,
     pub dropout: CudaFunction,
     pub softmax_xent: CudaFunction,
     pub add_bias_rows: CudaFunction,
     pub sum_rows: CudaFunction,
     pub sgd: CudaFunction,
+    pub to_bf16: CudaFunction,
+    pub from_bf16: CudaFunction,
 }
 
 pub fn driver(what: &str) -> impl Fn(DriverError) -> Error + '_ {
@@ -85,14 +92,17 @@ impl Kernels {
             .load_module(compile()?)
             .map_err(driver("loading kernels"))?;
         let f = |name: &str| module.load_function(name).map_err(driver(name));
-        let [a, b, c, d, e, g] = NAMES;
+        let [a, crop, b, c, d, e, g, to, from] = NAMES;
         Ok(Kernels {
             input_u8: f(a)?,
+            input_crop: f(crop)?,
             dropout: f(b)?,
             softmax_xent: f(c)?,
             add_bias_rows: f(d)?,
             sum_rows: f(e)?,
             sgd: f(g)?,
+            to_bf16: f(to)?,
+            from_bf16: f(from)?,
         })
     }
 }

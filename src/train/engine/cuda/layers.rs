@@ -7,6 +7,7 @@ use super::kernels::{elementwise, launched, per_item};
 use super::{blas, cuda_err, Cuda, Tensor};
 use crate::error::Result;
 use crate::model::{pool_out, Conv, Lrn};
+use crate::train::augment::Crop;
 use crate::train::engine::{dropout_threshold, Engine, Normalise, Shape};
 
 fn out_shape(xs: Shape, c: &Conv) -> Shape {
@@ -69,6 +70,43 @@ impl Engine for Cuda {
         b.arg(&m0).arg(&m1).arg(&m2).arg(&s0).arg(&s1).arg(&s2);
         // SAFETY: px and x hold len elements, sh n·3.
         launched(unsafe { b.launch(elementwise(s.len())) }, "input_u8")?;
+        Ok(x)
+    }
+
+    fn cuts_views(&self) -> bool {
+        self.gpu_crops
+    }
+
+    fn input_views(
+        &self,
+        images: &[u8],
+        side: usize,
+        views: &[Crop],
+        norm: &Normalise,
+        crop: usize,
+    ) -> Result<Tensor> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the GPU"))?;
+        let img = self.stage(&self.pixels, images)?;
+        let places: Vec<i32> = views
+            .iter()
+            .flat_map(|v| [v.x as i32, v.y as i32, v.flip as i32])
+            .collect();
+        let at = self.stage(&self.views, &places)?;
+        let flat: Vec<f32> = views.iter().flat_map(|v| v.shift).collect();
+        let sh = self.stage(&self.shifts, &flat)?;
+        let s = Shape::new(views.len(), 3, crop, crop);
+        let mut x = self.alloc(s.len())?;
+        let (len, side32, crop32) = (s.len() as i64, side as i32, crop as i32);
+        let ([m0, m1, m2], [s0, s1, s2]) = (norm.mean, norm.std);
+        let mut b = self.stream.launch_builder(&self.k.input_crop);
+        b.arg(&img).arg(&at).arg(&sh).arg(&mut x).arg(&len);
+        b.arg(&side32).arg(&crop32);
+        b.arg(&m0).arg(&m1).arg(&m2).arg(&s0).arg(&s1).arg(&s2);
+        // SAFETY: img holds n·side²·3 bytes, at n·3 ints, sh n·3 floats, x len; every view
+        // lies inside its image (augment's crops are at most side − crop from the edge).
+        launched(unsafe { b.launch(elementwise(s.len())) }, "input_crop")?;
         Ok(x)
     }
 

@@ -1,6 +1,7 @@
-//! The CUDA engine: `Engine` on device buffers (`layers`), with cuDNN for convolutions, ReLU, LRN and
-//! max-pooling (`dnn`), cuBLAS for the fully connected layers, and small NVRTC kernels for
-//! input normalisation, dropout, softmax cross-entropy, FC biases and SGD (`kernels`).
+//! The CUDA engine: `Engine` on device buffers (`layers`), with cuDNN for convolutions, ReLU,
+//! LRN and max-pooling (`dnn`), cuBLAS for the fully connected layers, and small NVRTC kernels
+//! for input normalisation (and cutting training views out of whole images), dropout, softmax
+//! cross-entropy, FC biases and SGD (`kernels`).
 //!
 //! Every library is loaded at run time (cudarc's dynamic loading), so fc7 builds and runs
 //! without CUDA; `Cuda::new` first checks that the driver, cuBLAS, cuDNN 9 and NVRTC can be
@@ -63,7 +64,11 @@ pub struct Cuda {
     /// and do not make the stream wait, unlike copies from ordinary (pageable) memory.
     pixels: Mutex<Staging<u8>>,
     shifts: Mutex<Staging<f32>>,
+    views: Mutex<Staging<i32>>,
     labels: Mutex<Staging<u32>>,
+    /// Training views cut from whole images on the GPU (`input_views`); FC7_HOST_CROPS=1
+    /// cuts them on the host instead, for comparison.
+    gpu_crops: bool,
 }
 
 /// A page-locked buffer and the event marking the end of the last copy out of it.
@@ -132,7 +137,9 @@ impl Cuda {
             tf32,
             pixels: Mutex::default(),
             shifts: Mutex::default(),
+            views: Mutex::default(),
             labels: Mutex::default(),
+            gpu_crops: std::env::var_os("FC7_HOST_CROPS").is_none_or(|v| v != "1"),
         })
     }
 
