@@ -289,7 +289,13 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
 #[test]
 fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
     let (d, data, stem) = small_fixture();
-    for (flag, value) in [("--dropout", "1"), ("--momentum", "1"), ("--batch", "0")] {
+    let refused = [
+        ("--dropout", "1"),
+        ("--momentum", "1"),
+        ("--batch", "0"),
+        ("--precision", "bf16"),
+    ];
+    for (flag, value) in refused {
         let out = fc7()
             .args(["train", s(&data), "--preset", "quick", "--out", s(&stem)])
             .args([flag, value, "--device", "cpu", "--quiet"])
@@ -335,6 +341,7 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         (Some(0.0), Some(1))
     );
     assert_eq!(r["anneal_epochs"], 0);
+    assert_eq!(r["precision"], "tf32", "the default, recorded");
     // Without annealing, the single epoch ran at the full learning rate.
     let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();

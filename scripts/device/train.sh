@@ -4,8 +4,11 @@
 # Python packages and NVRTC from /usr/local/cuda. Prints, into $OUT/train.txt:
 #   1. fc7 selftest --device cuda --bench: every engine operation and two whole training steps
 #      against the CPU engine (FP32), then training images/s (paper b128, quick b64);
+#   1b. fc7 selftest --precision bf16, and --bench's rates in tf32 and bf16;
 #   2. PyTorch's figures for the same network on the same card (torch_anchor.py; TORCH=0 skips);
 #   2b. end-to-end images/s with training crops cut on the GPU against cut on the host;
+#   2c. BF16_EPOCHS (default 3) epochs of --preset paper in tf32 and in bf16: the accuracy
+#       that decides whether bf16 may become the default;
 #   3. the initialisations compared: one epoch of --preset paper on Fashion-MNIST upscaled to
 #      224 with --init paper, caffe and he (the stall guard's line where one stays at chance);
 #   4. --preset paper (He init) for EPOCHS epochs (default 20, the last ANNEAL at lr/10).
@@ -13,6 +16,7 @@ set -u
 out=${OUT:-/tmp/out}
 epochs=${EPOCHS:-20}
 anneal=${ANNEAL:-3}
+BF16_EPOCHS=${BF16_EPOCHS:-3}
 mkdir -p "$out" /tmp/bin /tmp/m
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=$(ls -d "$SP"/nvidia/*/lib "$SP"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')/usr/local/cuda/lib64
@@ -23,6 +27,9 @@ fc7=/tmp/bin/fc7
   echo "== selftest"
   timeout 240 $fc7 selftest --device cuda --bench --iters 30
   echo "== selftest exit $?"
+  echo "== selftest, bf16 products against the CPU's bf16 emulation"
+  timeout 120 $fc7 selftest --device cuda --precision bf16
+  echo "== selftest bf16 exit $?"
 } 2>&1 | tee "$out/train.txt"
 if [ "${TORCH:-1}" = 1 ]; then
   ( echo "== PyTorch anchor"; timeout 150 python3 .devrun/torch_anchor.py "$out/torch.json"; cat "$out/torch.json" ) 2>&1 | tee -a "$out/train.txt"
@@ -35,6 +42,14 @@ for crops in gpu host; do
     FC7_SKIP_ENGINE_CHECK=1 timeout 120 $fc7 train /tmp/fm --preset paper --max-steps 300 \
       --device cuda --out /tmp/m/crops-$crops --quiet
     unset FC7_HOST_CROPS
+  } 2>&1 | tee -a "$out/train.txt"
+done
+for precision in tf32 bf16; do
+  {
+    echo "== --precision $precision: $BF16_EPOCHS epochs of --preset paper (does bf16 keep accuracy?)"
+    FC7_SKIP_ENGINE_CHECK=1 timeout 200 $fc7 train /tmp/fm --preset paper --precision "$precision" \
+      --epochs "$BF16_EPOCHS" --anneal-epochs 1 --device cuda --out /tmp/m/fm-$precision --quiet
+    tail -n 2 /tmp/m/fm-$precision.log.jsonl
   } 2>&1 | tee -a "$out/train.txt"
 done
 for init in paper caffe he; do

@@ -8,6 +8,7 @@ use clap::Args;
 use crate::device::Device;
 use crate::infer::embed::EmbedOptions;
 use crate::model::Init;
+use crate::train::engine::Math;
 use crate::train::exemplar::Exemplar;
 use crate::train::recipe::Recipe;
 
@@ -81,6 +82,9 @@ recipe_args! {
     /// Initial weights: he (Kaiming-normal, zero biases; both presets' default), paper
     /// (N(0, 0.01), biases 1: stays at chance on Fashion-MNIST) or caffe (biases 0.1).
     init: Init,
+    /// The GPU's arithmetic for convolutions and fully connected layers: tf32 (default),
+    /// fp32, or bf16 (tensor cores, FP32 master weights and update; CUDA only).
+    precision: Math,
 }
 
 /// Exemplar training's flags; each left out keeps `Exemplar::default()`'s value.
@@ -182,6 +186,8 @@ mod tests {
             "4",
             "--init",
             "caffe",
+            "--precision",
+            "bf16",
         ]);
         let mut r = crate::train::recipe::preset("quick").unwrap();
         cli.r.apply(&mut r);
@@ -189,7 +195,7 @@ mod tests {
         let want = serde_json::json!({"epochs": 3, "batch": 7, "lr": 0.5, "seed": 9,
             "columns": 1, "val_fraction": 0.25, "anneal_epochs": 2, "momentum": 0.8f32,
             "weight_decay": 0.001f32, "dropout": 0.3f32, "pca_std": 0.2f32, "max_lr_drops": 4,
-            "init": serde_json::to_value(Init::Caffe).unwrap()});
+            "init": serde_json::to_value(Init::Caffe).unwrap(), "precision": "bf16"});
         for (k, v) in want.as_object().unwrap() {
             assert_eq!(&got[k], v, "{k}");
         }

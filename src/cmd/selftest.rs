@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::device::Device;
 use crate::train::engine::cpu::Cpu;
-use crate::train::engine::Engine;
+use crate::train::engine::{Engine, Math};
 use crate::train::selftest::{self, Check};
 use crate::train::throughput;
 
@@ -21,6 +21,17 @@ pub struct SelftestArgs {
     /// Steps timed per benchmark.
     #[arg(long, default_value_t = 20)]
     iters: usize,
+    /// The arithmetic checked: fp32 (every difference is a bug) or bf16 (the engine's bf16
+    /// products against FP32 sums of the same bf16-rounded operands).
+    #[arg(long, default_value = "fp32", value_parser = checked_math)]
+    precision: Math,
+}
+
+fn checked_math(s: &str) -> std::result::Result<Math, String> {
+    match s.parse::<Math>()? {
+        Math::Tf32 => Err("the selftest checks fp32 or bf16 (TF32 rounds inside cuDNN)".into()),
+        m => Ok(m),
+    }
 }
 
 fn table(engine: &str, checks: &[Check]) -> usize {
@@ -51,33 +62,43 @@ fn bench<E: Engine>(e: &E, iters: usize) -> Result<()> {
 }
 
 fn check<E: Engine>(e: &E, a: &SelftestArgs) -> Result<i32> {
-    let failed = table(&e.describe(), &selftest::compare(e));
-    if a.bench {
-        bench(e, a.iters)?;
-    }
+    let failed = table(&e.describe(), &selftest::compare(e, a.precision));
     Ok(i32::from(failed > 0))
+}
+
+fn check_cpu(a: &SelftestArgs) -> Result<i32> {
+    if a.precision == Math::Bf16 {
+        anyhow::bail!("--precision bf16 checks the CUDA engine; the CPU engine computes in FP32");
+    }
+    let code = check(&Cpu, a)?;
+    if a.bench {
+        bench(&Cpu, a.iters)?;
+    }
+    Ok(code)
 }
 
 pub fn selftest(a: SelftestArgs) -> Result<i32> {
     let ordinal = match a.device {
-        Device::Cpu => return check(&Cpu, &a),
+        Device::Cpu => return check_cpu(&a),
         Device::Cuda(n) => n,
         Device::Auto => 0,
     };
-    // Full FP32 so that a difference is a bug rather than TF32 rounding.
-    let mut gpu = match crate::train::engine::cuda::Cuda::with_tf32(ordinal, false) {
+    // Full FP32 by default so that a difference is a bug rather than rounding.
+    let mut gpu = match crate::train::engine::cuda::Cuda::with_math(ordinal, a.precision) {
         Ok(g) => g,
         Err(e) if a.device == Device::Auto => {
             eprintln!("note: no CUDA engine here ({e}); checking the CPU engine against itself");
-            return check(&Cpu, &a);
+            return check_cpu(&a);
         }
         Err(e) => return Err(e.into()),
     };
     let code = check(&gpu, &a)?;
     if a.bench {
-        println!("with TF32 convolutions (training's default):");
-        gpu.set_tf32(true);
-        bench(&gpu, a.iters)?;
+        for math in [Math::Tf32, Math::Bf16] {
+            println!("with {math} products (tf32: training's default):");
+            gpu.set_math(math);
+            bench(&gpu, a.iters)?;
+        }
     }
     Ok(code)
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Conv, Init};
+use crate::train::engine::Math;
 use crate::train::exemplar::Exemplar;
 
 /// The training recipe (§5 of the paper by default); saved beside every model.
@@ -34,6 +35,10 @@ pub struct Recipe {
     /// Exemplar training: the data is an unlabelled folder, each image its own class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exemplar: Option<Exemplar>,
+    /// The GPU's arithmetic for convolutions and fully connected products (recipes saved
+    /// before it existed trained in TF32).
+    #[serde(default)]
+    pub precision: Math,
 }
 
 impl Recipe {
@@ -100,6 +105,7 @@ pub fn preset(name: &str) -> Result<Recipe> {
         columns: 2,
         val_fraction: 0.1,
         exemplar: None,
+        precision: Math::Tf32,
     };
     match name {
         "paper" => Ok(paper),

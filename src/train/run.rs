@@ -14,13 +14,14 @@ use crate::train::augment;
 use crate::train::checkpoint::{self, EpochRecord, State};
 use crate::train::dataset;
 use crate::train::engine::cpu::Cpu;
-use crate::train::engine::Engine;
+use crate::train::engine::{Engine, Math};
 use crate::train::epoch::{self, Halt, HostCopy, Outcome, Weights};
 use crate::train::export;
 use crate::train::guard;
 use crate::train::metrics;
 use crate::train::progress::TrainProgress;
 use crate::train::recipe::{architecture, changes, Recipe};
+use crate::train::selftest;
 use crate::train::validation::{Evaluation, Scorer, Views};
 
 #[derive(Clone, Debug)]
@@ -188,14 +189,24 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<TrainResult> {
     opts.recipe.validate().map_err(Error::Invalid)?;
+    let math = opts.recipe.precision;
+    let bf16_on_cpu = || {
+        Error::Invalid(
+            "--precision bf16 needs the CUDA engine (the CPU engine computes in FP32)".into(),
+        )
+    };
     match opts.device {
+        Device::Cpu if math == Math::Bf16 => Err(bf16_on_cpu()),
         Device::Cpu => train_on(&Cpu, opts, progress, stop),
         Device::Cuda(ordinal) => {
-            let gpu = checked_cuda(ordinal, progress)?;
+            let gpu = checked_cuda(ordinal, math, progress)?;
             train_on(&gpu, opts, progress, stop)
         }
-        Device::Auto => match checked_cuda(0, progress) {
+        Device::Auto => match checked_cuda(0, math, progress) {
             Ok(gpu) => train_on(&gpu, opts, progress, stop),
+            Err(why) if math == Math::Bf16 => {
+                Err(Error::Invalid(format!("{} ({why})", bf16_on_cpu())))
+            }
             Err(why) => {
                 progress.engine(&format!("no CUDA engine ({why}); using the CPU"));
                 train_on(&Cpu, opts, progress, stop)
@@ -204,19 +215,26 @@ pub fn train(
     }
 }
 
-/// The CUDA engine, after it has agreed with the CPU engine on every `selftest` check (in
-/// FP32; about a second), so that a broken GPU setup cannot train a model silently wrong.
-/// FC7_SKIP_ENGINE_CHECK=1 trains without the check (when a tolerance, not the engine, is off).
+/// The CUDA engine in `math`, after it has agreed with the CPU engine on every `selftest`
+/// check in FP32 (and for bf16 in bf16 too; about a second each), so that a broken GPU setup
+/// cannot train a model silently wrong. FC7_SKIP_ENGINE_CHECK=1 trains without the check
+/// (when a tolerance, not the engine, is off).
 fn checked_cuda(
     ordinal: i32,
+    math: Math,
     progress: &dyn TrainProgress,
 ) -> Result<crate::train::engine::cuda::Cuda> {
+    use crate::train::engine::cuda::Cuda;
     if std::env::var_os("FC7_SKIP_ENGINE_CHECK").is_some() {
         progress.engine("FC7_SKIP_ENGINE_CHECK is set: the CUDA engine is not checked");
-        return crate::train::engine::cuda::Cuda::new(ordinal);
+        return Cuda::with_math(ordinal, math);
     }
-    let mut gpu = crate::train::engine::cuda::Cuda::with_tf32(ordinal, false)?;
-    let checks = crate::train::selftest::compare(&gpu);
+    let mut gpu = Cuda::with_math(ordinal, Math::Fp32)?;
+    let mut checks = selftest::compare(&gpu, Math::Fp32);
+    if math == Math::Bf16 {
+        gpu.set_math(math);
+        checks.extend(selftest::compare(&gpu, Math::Bf16));
+    }
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.passed())
@@ -224,7 +242,7 @@ fn checked_cuda(
         .collect();
     if !failed.is_empty() {
         return Err(Error::Cuda(format!(
-            "the engine disagrees with the CPU engine on {} (`fc7 selftest --device cuda` shows the table; --device cpu trains without it)",
+            "the engine disagrees with the CPU engine on {} (`fc7 selftest --device cuda --precision {math}` shows the table; --device cpu trains without it)",
             failed.join(", ")
         )));
     }
@@ -232,7 +250,7 @@ fn checked_cuda(
         "CUDA engine agrees with the CPU engine on all {} selftest checks",
         checks.len()
     ));
-    gpu.set_tf32(true);
+    gpu.set_math(math);
     Ok(gpu)
 }
 

@@ -1,12 +1,13 @@
 //! `fc7 selftest`: checks an engine against the CPU engine (itself checked against finite
 //! differences and hand values in the unit tests), operation by operation on random data and
 //! then on whole training steps of a small AlexNet, and measures training throughput.
-//! The CUDA engine runs in full FP32 here so that differences mean bugs, not TF32 rounding.
+//! The CUDA engine runs in full FP32 here so that differences mean bugs, not TF32 rounding;
+//! `--precision bf16` checks its bf16 products against FP32 sums of bf16-rounded operands.
 
 use crate::error::{Error, Result};
 use crate::model::{init_params, AlexNetConfig, Conv, Init, Lrn};
 use crate::train::engine::cpu::{ops, Cpu};
-use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::engine::{bf16_round, Engine, Math, Normalise, Shape};
 use crate::train::epoch::{train_step, Hyper, Weights};
 
 /// One compared output: max |reference − engine| over max |reference|.
@@ -46,15 +47,42 @@ const EXACT: f32 = 0.0;
 const ELEMENTWISE: f32 = 1e-5;
 const REDUCTION: f32 = 1e-3;
 const NETWORK: f32 = 5e-3;
+/// bf16 products against FP32 sums of the same bf16-rounded operands: a convolution's result
+/// is rounded to bf16 once (8 significant bits: at most 2⁻⁸ ≈ 3.9e-3 of the largest value;
+/// 2.8e-3 measured on the emulation) on top of REDUCTION's reordering. 6e-3 admits both and
+/// still fails a weight gradient 1% off.
+const BF16_PRODUCT: f32 = 6e-3;
+/// Whole bf16 steps against `Bf16Cpu`: the GPU's sums run in another order, so a value now and
+/// then lands one bf16 step (2⁻⁸) away and can flip a ReLU or a max-pool choice downstream.
+/// Five times NETWORK; to be confirmed on the device (scripts/device/train.sh).
+const BF16_NETWORK: f32 = 2.5e-2;
 
 struct Harness<'a, E: Engine> {
     e: &'a E,
+    /// The engine's arithmetic: with bf16 the reference products take bf16-rounded operands.
+    math: Math,
     checks: Vec<Check>,
 }
 
 impl<E: Engine> Harness<'_, E> {
     fn up(&self, v: &[f32]) -> Result<E::Tensor> {
         self.e.upload(v)
+    }
+
+    /// A product's operand as the engine's products see it.
+    fn operand(&self, v: &[f32]) -> Vec<f32> {
+        match self.math {
+            Math::Bf16 => v.iter().map(|&x| bf16_round(x)).collect(),
+            _ => v.to_vec(),
+        }
+    }
+
+    /// The tolerance of a product (convolution or fully connected layer).
+    fn product(&self) -> f32 {
+        match self.math {
+            Math::Bf16 => BF16_PRODUCT,
+            _ => REDUCTION,
+        }
     }
 
     fn compare(
@@ -91,10 +119,14 @@ impl<E: Engine> Harness<'_, E> {
         let w =
             crate::train::engine::random(c.out * xs.c / c.groups * c.kernel * c.kernel, seed + 1);
         let b = crate::train::engine::random(c.out, seed + 2);
-        let (y, ys) = ops::conv_forward(&x, xs, &w, &b, &c);
+        let (xo, wo) = (self.operand(&x), self.operand(&w));
+        let (y, ys) = ops::conv_forward(&xo, xs, &wo, &b, &c);
         let dy = crate::train::engine::random(ys.len(), seed + 3);
         let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; c.out]);
-        let dx = ops::conv_backward(&x, xs, &w, &c, &dy, &mut dw, &mut db, true).expect("dx");
+        let dyo = self.operand(&dy);
+        let dx = ops::conv_backward(&xo, xs, &wo, &c, &dyo, &mut dw, &mut db, true).expect("dx");
+        // The bias gradient sums the FP32 dy.
+        ops::conv_backward(&x, xs, &w, &c, &dy, &mut vec![0.0; w.len()], &mut db, false);
         let (xt, wt, bt, dyt) = (self.up(&x)?, self.up(&w)?, self.up(&b)?, self.up(&dy)?);
         let (yt, got) = self.e.conv_forward(&xt, xs, &wt, &bt, &c)?;
         if got != ys {
@@ -110,9 +142,10 @@ impl<E: Engine> Harness<'_, E> {
             "conv {}x{}/{} groups {}",
             c.kernel, c.kernel, c.stride, c.groups
         );
-        self.compare(&format!("{name} forward"), &y, &yt, REDUCTION)?;
-        self.compare(&format!("{name} dx"), &dx, &dxt.expect("dx"), REDUCTION)?;
-        self.compare(&format!("{name} dw"), &dw, &dwt, REDUCTION)?;
+        let tol = self.product();
+        self.compare(&format!("{name} forward"), &y, &yt, tol)?;
+        self.compare(&format!("{name} dx"), &dx, &dxt.expect("dx"), tol)?;
+        self.compare(&format!("{name} dw"), &dw, &dwt, tol)?;
         self.compare(&format!("{name} db"), &db, &dbt, REDUCTION)
     }
 
@@ -173,18 +206,21 @@ impl<E: Engine> Harness<'_, E> {
             crate::train::engine::random(o, 33),
             crate::train::engine::random(n * o, 34),
         );
-        let y = ops::linear_forward(&x, n, &w, &b, o);
+        let (xo, wo, dyo) = (self.operand(&x), self.operand(&w), self.operand(&dy));
+        let y = ops::linear_forward(&xo, n, &wo, &b, o);
         let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; o]);
-        let dx = ops::linear_backward(&x, n, &w, o, &dy, &mut dw, &mut db);
+        let dx = ops::linear_backward(&xo, n, &wo, o, &dyo, &mut dw, &mut db);
+        ops::linear_backward(&x, n, &w, o, &dy, &mut vec![0.0; w.len()], &mut db);
         let (xt, wt, bt, dyt) = (self.up(&x)?, self.up(&w)?, self.up(&b)?, self.up(&dy)?);
         let yt = self.e.linear_forward(&xt, n, &wt, &bt, o)?;
         let (mut dwt, mut dbt) = (self.e.zeros(w.len())?, self.e.zeros(o)?);
         let dxt = self
             .e
             .linear_backward(&xt, n, &wt, o, &dyt, &mut dwt, &mut dbt)?;
-        self.compare("linear forward", &y, &yt, REDUCTION)?;
-        self.compare("linear dx", &dx, &dxt, REDUCTION)?;
-        self.compare("linear dw", &dw, &dwt, REDUCTION)?;
+        let tol = self.product();
+        self.compare("linear forward", &y, &yt, tol)?;
+        self.compare("linear dx", &dx, &dxt, tol)?;
+        self.compare("linear dw", &dw, &dwt, tol)?;
         self.compare("linear db", &db, &dbt, REDUCTION)?;
         let labels: Vec<u32> = (0..n as u32).map(|v| v * 7 % o as u32).collect();
         let logits: Vec<f32> = y.iter().map(|v| v * 0.1).collect();
@@ -230,13 +266,21 @@ fn small_alexnet() -> AlexNetConfig {
 }
 
 impl<E: Engine> Harness<'_, E> {
-    /// Two SGD steps of the small network on both engines, from the same initial weights.
+    /// Two SGD steps of the small network on the engine and on the CPU reference for its
+    /// arithmetic (`Bf16Cpu` for bf16), from the same initial weights.
     fn network(&mut self) -> Result<()> {
+        match self.math {
+            Math::Bf16 => self.network_against(&Bf16Cpu, BF16_NETWORK),
+            _ => self.network_against(&Cpu, NETWORK),
+        }
+    }
+
+    fn network_against<R: Engine<Tensor = Vec<f32>>>(&mut self, r: &R, tol: f32) -> Result<()> {
         let cfg = small_alexnet();
         let params = init_params(&cfg, Init::He, 3);
         let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
         let (mut wc, mut we) = (
-            Weights::upload(&Cpu, &params, &vel)?,
+            Weights::upload(r, &params, &vel)?,
             Weights::upload(self.e, &params, &vel)?,
         );
         let n = 8;
@@ -249,24 +293,25 @@ impl<E: Engine> Harness<'_, E> {
             dropout: 0.5,
         };
         for step in 0..2u64 {
-            let (lc, gc) = train_step(&Cpu, &cfg, &mut wc, (x.clone(), &labels), h, step)?;
+            let (lc, gc) = train_step(r, &cfg, &mut wc, (x.clone(), &labels), h, step)?;
             let (le, ge) = train_step(self.e, &cfg, &mut we, (self.up(&x)?, &labels), h, step)?;
-            self.compare(&format!("network step {step}: logits"), &gc, &ge, NETWORK)?;
-            self.compare(&format!("network step {step}: losses"), &lc, &le, NETWORK)?;
+            self.compare(&format!("network step {step}: logits"), &gc, &ge, tol)?;
+            self.compare(&format!("network step {step}: losses"), &lc, &le, tol)?;
         }
         // The velocity after two steps is the update made so far: −lr·(gradients + decay).
         for (i, (name, _)) in cfg.param_shapes().iter().enumerate() {
             let name = format!("update after 2 steps: {name}");
-            self.compare(&name, &wc.velocity[i], &we.velocity[i], NETWORK)?;
+            self.compare(&name, &wc.velocity[i], &we.velocity[i], tol)?;
         }
         Ok(())
     }
 }
 
-/// Every check of `e` against the CPU engine.
-pub fn compare<E: Engine>(e: &E) -> Vec<Check> {
+/// Every check of `e`, computing in `math` (fp32 or bf16), against the CPU engine.
+pub fn compare<E: Engine>(e: &E, math: Math) -> Vec<Check> {
     let mut h = Harness {
         e,
+        math,
         checks: Vec::new(),
     };
     type Group<'a, E> = (&'a str, fn(&mut Harness<'_, E>) -> Result<()>);
@@ -299,6 +344,9 @@ pub fn compare<E: Engine>(e: &E) -> Vec<Check> {
     h.checks
 }
 
+mod bf16;
+pub use bf16::Bf16Cpu;
+
 #[cfg(test)]
 mod faulty;
 
@@ -325,7 +373,7 @@ mod tests {
     /// deterministic), so the harness compares like with like and covers every operation.
     #[test]
     fn cpu_engine_passes_its_own_selftest_exactly() {
-        let checks = compare(&Cpu);
+        let checks = compare(&Cpu, Math::Fp32);
         for want in [
             "input",
             "conv 11x11/4",
@@ -356,14 +404,16 @@ mod tests {
     /// run through it), while the unfaulted wrapper passes everything.
     #[test]
     fn the_selftest_catches_a_wrong_engine() {
-        assert!(compare(&Faulty(Fault::None)).iter().all(Check::passed));
+        assert!(compare(&Faulty(Fault::None), Math::Fp32)
+            .iter()
+            .all(Check::passed));
         for (fault, check) in [
             (Fault::LeakyRelu, "ReLU forward"),
             (Fault::LrnWithoutBeta, "LRN forward"),
             (Fault::ConvDwScaled, "dw"),
             (Fault::SgdWithoutDecay, "SGD weights"),
         ] {
-            let failed: Vec<String> = compare(&Faulty(fault))
+            let failed: Vec<String> = compare(&Faulty(fault), Math::Fp32)
                 .into_iter()
                 .filter(|c| !c.passed())
                 .map(|c| c.name)

@@ -49,6 +49,51 @@ pub struct Normalise {
     pub std: [f32; 3],
 }
 
+/// The arithmetic of the GPU's convolutions and fully connected products (`--precision`);
+/// everything else (ReLU, LRN, pooling, softmax, the loss), the master weights, the velocities
+/// and the update stay FP32. The CPU engine always computes in FP32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Math {
+    /// Full FP32 (what `fc7 selftest` checks the engine in by default).
+    Fp32,
+    /// TF32 tensor cores for convolutions (PyTorch's default for cuDNN).
+    #[default]
+    Tf32,
+    /// bf16 copies of weights and activations into tensor-core products that accumulate in
+    /// FP32; results back in FP32.
+    Bf16,
+}
+
+impl std::str::FromStr for Math {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp32" => Ok(Math::Fp32),
+            "tf32" => Ok(Math::Tf32),
+            "bf16" => Ok(Math::Bf16),
+            _ => Err(format!(
+                "unknown precision '{s}' (expected fp32, tf32 or bf16)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Math {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Math::Fp32 => "fp32",
+            Math::Tf32 => "tf32",
+            Math::Bf16 => "bf16",
+        })
+    }
+}
+
+/// `v` rounded to the nearest bf16 (ties to even), as the GPU's `to_bf16` kernel rounds it.
+pub fn bf16_round(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub trait Engine: Sync {
     /// A buffer of f32 the engine computes on.

@@ -80,7 +80,20 @@ descriptor!(
     cudnnDestroyActivationDescriptor
 );
 
+/// The element type of a convolution's tensors: f32, or bf16 for tensor-core products.
+pub fn element(bf16: bool) -> sys::cudnnDataType_t {
+    if bf16 {
+        sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16
+    } else {
+        sys::cudnnDataType_t::CUDNN_DATA_FLOAT
+    }
+}
+
 pub fn tensor(s: Shape) -> Result<TensorDesc> {
+    tensor_of(s, sys::cudnnDataType_t::CUDNN_DATA_FLOAT)
+}
+
+pub fn tensor_of(s: Shape, dtype: sys::cudnnDataType_t) -> Result<TensorDesc> {
     let d = TensorDesc::create()?;
     let i = |v: usize| v as i32;
     // SAFETY: valid descriptor; dimensions checked by cuDNN.
@@ -89,7 +102,7 @@ pub fn tensor(s: Shape) -> Result<TensorDesc> {
             sys::cudnnSetTensor4dDescriptor(
                 d.0,
                 sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                dtype,
                 i(s.n),
                 i(s.c),
                 i(s.h),
@@ -101,11 +114,13 @@ pub fn tensor(s: Shape) -> Result<TensorDesc> {
     Ok(d)
 }
 
-/// Weights [out, cin/groups, k, k] and the convolution itself.
+/// Weights [out, cin/groups, k, k] of type `dtype` and the convolution itself, which
+/// accumulates in FP32 whatever the tensors' type.
 pub fn conv_descs(
     cin: usize,
     c: &Conv,
     math: sys::cudnnMathType_t,
+    dtype: sys::cudnnDataType_t,
 ) -> Result<(FilterDesc, ConvDesc)> {
     let (f, cd) = (FilterDesc::create()?, ConvDesc::create()?);
     let (k, p, s) = (c.kernel as i32, c.pad as i32, c.stride as i32);
@@ -114,7 +129,7 @@ pub fn conv_descs(
         check(
             sys::cudnnSetFilter4dDescriptor(
                 f.0,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                dtype,
                 sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
                 c.out as i32,
                 (cin / c.groups) as i32,
@@ -308,7 +323,7 @@ mod tests {
         let mut xs = Shape::new(2, 3, cfg.input, cfg.input);
         for (i, c) in cfg.convs.iter().enumerate() {
             let x = tensor(xs).unwrap();
-            let (w, conv) = conv_descs(xs.c, c, math).unwrap();
+            let (w, conv) = conv_descs(xs.c, c, math, element(false)).unwrap();
             let (mut n, mut ch, mut h, mut wd) = (0, 0, 0, 0);
             // SAFETY: valid descriptors and out-pointers.
             let st = unsafe {
@@ -332,6 +347,28 @@ mod tests {
             )
             .unwrap();
             assert_eq!(groups as usize, c.groups);
+            // --precision bf16's descriptors: the same shapes, bf16 weights.
+            let tensor_ops = sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH;
+            let xb = tensor_of(xs, element(true)).unwrap();
+            let (wb, convb) = conv_descs(xs.c, c, tensor_ops, element(true)).unwrap();
+            let mut dims = (0, 0, 0, 0);
+            let mut dtype = element(false);
+            let mut format = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
+            let mut k = [0i32; 4];
+            // SAFETY: valid descriptors and out-pointers.
+            unsafe {
+                let (a, b, c3, d) = (&mut dims.0, &mut dims.1, &mut dims.2, &mut dims.3);
+                let st =
+                    sys::cudnnGetConvolution2dForwardOutputDim(convb.0, xb.0, wb.0, a, b, c3, d);
+                check(st, "bf16 output dim").unwrap();
+                let [o, i2, kh, kw] = &mut k;
+                let st =
+                    sys::cudnnGetFilter4dDescriptor(wb.0, &mut dtype, &mut format, o, i2, kh, kw);
+                check(st, "bf16 filter").unwrap();
+            }
+            assert_eq!(dims, (n, ch, h, wd), "bf16 conv{}", i + 1);
+            assert_eq!(dtype, element(true));
+            assert_eq!(k[0] as usize, c.out);
             xs = ys;
             if matches!(i, 0 | 1 | 4) {
                 let y = tensor(xs).unwrap();

@@ -1,4 +1,5 @@
-//! cuDNN for the CUDA engine: convolutions (forward, backward data, backward filter, bias),
+//! cuDNN for the CUDA engine: convolutions (forward, backward data, backward filter, bias;
+//! on f32 tensors, or bf16 ones with FP32 accumulation for `Math::Bf16`),
 //! ReLU, cross-channel LRN and overlapping max-pooling on NCHW f32 tensors, through cuDNN 9's
 //! legacy API loaded at run time (cudarc's `sys` bindings). Descriptors (`descriptors`) are
 //! made per call (host-only, microseconds); the convolution algorithms are chosen once per
@@ -13,12 +14,12 @@ use cudarc::cudnn::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 use super::descriptors::{
-    check, conv_descs, find_plan, lrn_desc, pool_desc, relu_desc, tensor, ActDesc, ConvDesc,
-    FilterDesc, Plan, PoolDesc, TensorDesc,
+    check, conv_descs, element, find_plan, lrn_desc, pool_desc, relu_desc, tensor, tensor_of,
+    ActDesc, ConvDesc, FilterDesc, Plan, PoolDesc, TensorDesc,
 };
 use crate::error::{Error, Result};
 use crate::model::{Conv, Lrn};
-use crate::train::engine::Shape;
+use crate::train::engine::{Math, Shape};
 
 /// A device address as cuDNN takes it.
 pub type Ptr = u64;
@@ -27,7 +28,6 @@ pub type Ptr = u64;
 struct ConvCall {
     x: TensorDesc,
     y: TensorDesc,
-    bias: TensorDesc,
     w: FilterDesc,
     conv: ConvDesc,
     plan: Plan,
@@ -40,6 +40,8 @@ pub struct Dnn {
     relu: ActDesc,
     pool: PoolDesc,
     math: sys::cudnnMathType_t,
+    /// Convolutions on bf16 tensors (`Math::Bf16`), else f32.
+    bf16: bool,
     plans: Mutex<HashMap<(Shape, [usize; 5]), Plan>>,
     workspace: Mutex<Option<CudaSlice<u8>>>,
 }
@@ -56,12 +58,13 @@ impl Drop for Dnn {
     }
 }
 
-/// DEFAULT lets cuDNN use TF32 tensor cores (PyTorch's default); FMA keeps full FP32.
-fn math_type(tf32: bool) -> sys::cudnnMathType_t {
-    if tf32 {
-        sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
-    } else {
-        sys::cudnnMathType_t::CUDNN_FMA_MATH
+/// DEFAULT lets cuDNN use TF32 tensor cores (PyTorch's default); FMA keeps full FP32;
+/// TENSOR_OP is what bf16 tensors need.
+fn math_type(math: Math) -> sys::cudnnMathType_t {
+    match math {
+        Math::Fp32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+        Math::Tf32 => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+        Math::Bf16 => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
     }
 }
 
@@ -81,8 +84,7 @@ fn p(ptr: Ptr) -> *mut c_void {
 }
 
 impl Dnn {
-    /// `tf32` lets convolutions use TF32 tensor cores (PyTorch's default for cuDNN).
-    pub fn new(stream: Arc<CudaStream>, tf32: bool) -> Result<Dnn> {
+    pub fn new(stream: Arc<CudaStream>, math: Math) -> Result<Dnn> {
         let mut handle = std::ptr::null_mut();
         // SAFETY: creates the handle owned by the returned Dnn and binds it to our stream.
         unsafe {
@@ -98,16 +100,17 @@ impl Dnn {
             stream,
             relu,
             pool,
-            math: math_type(tf32),
+            math: math_type(math),
+            bf16: math == Math::Bf16,
             plans: Mutex::new(HashMap::new()),
             workspace: Mutex::new(None),
         })
     }
 
-    /// Switches convolutions between TF32 and full FP32; algorithms timed under the other
-    /// math type are forgotten.
-    pub fn set_tf32(&mut self, tf32: bool) {
-        self.math = math_type(tf32);
+    /// Switches the convolutions' arithmetic; algorithms timed under another are forgotten.
+    pub fn set_math(&mut self, math: Math) {
+        self.math = math_type(math);
+        self.bf16 = math == Math::Bf16;
         self.plans.lock().expect("plan lock").clear();
     }
 
@@ -132,9 +135,9 @@ impl Dnn {
     }
 
     fn conv_call(&self, xs: Shape, c: &Conv, ys: Shape) -> Result<ConvCall> {
-        let (x, y) = (tensor(xs)?, tensor(ys)?);
-        let bias = tensor(Shape::new(1, c.out, 1, 1))?;
-        let (w, conv) = conv_descs(xs.c, c, self.math)?;
+        let dtype = element(self.bf16);
+        let (x, y) = (tensor_of(xs, dtype)?, tensor_of(ys, dtype)?);
+        let (w, conv) = conv_descs(xs.c, c, self.math, dtype)?;
         let key = (xs, [c.out, c.kernel, c.stride, c.pad, c.groups]);
         let known = self.plans.lock().expect("plan lock").get(&key).copied();
         let plan = match known {
@@ -149,7 +152,6 @@ impl Dnn {
         Ok(ConvCall {
             x,
             y,
-            bias,
             w,
             conv,
             plan,
@@ -157,14 +159,12 @@ impl Dnn {
         })
     }
 
-    /// y = conv(x, w) + b.
-    #[allow(clippy::too_many_arguments)]
+    /// y = conv(x, w), in the engine's convolution type (bf16 or f32).
     pub fn conv_forward(
         &self,
         x: Ptr,
         xs: Shape,
         w: Ptr,
-        b: Ptr,
         c: &Conv,
         y: Ptr,
         ys: Shape,
@@ -172,8 +172,8 @@ impl Dnn {
         let k = self.conv_call(xs, c, ys)?;
         let (ws, wsz) = k.workspace;
         // SAFETY: pointers address device buffers of the described shapes on our stream.
-        unsafe {
-            check(
+        check(
+            unsafe {
                 sys::cudnnConvolutionForward(
                     self.handle,
                     one(),
@@ -188,18 +188,43 @@ impl Dnn {
                     zero(),
                     k.y.0,
                     p(y),
-                ),
-                "convolution forward",
-            )?;
-            check(
-                sys::cudnnAddTensor(self.handle, one(), k.bias.0, p(b), one(), k.y.0, p(y)),
-                "convolution bias",
-            )
-        }
+                )
+            },
+            "convolution forward",
+        )
     }
 
-    /// Writes dw and db, and dx when given.
-    #[allow(clippy::too_many_arguments)]
+    /// y[n, o, ·, ·] += b[o] on an f32 output.
+    pub fn add_bias(&self, b: Ptr, y: Ptr, ys: Shape) -> Result<()> {
+        let (bias, yd) = (tensor(Shape::new(1, ys.c, 1, 1))?, tensor(ys)?);
+        // SAFETY: b holds ys.c floats, y ys.len().
+        check(
+            unsafe { sys::cudnnAddTensor(self.handle, one(), bias.0, p(b), one(), yd.0, p(y)) },
+            "convolution bias",
+        )
+    }
+
+    /// db[o] = Σ dy[n, o, ·, ·] on an f32 gradient.
+    pub fn bias_grad(&self, dy: Ptr, ys: Shape, db: Ptr) -> Result<()> {
+        let (bias, yd) = (tensor(Shape::new(1, ys.c, 1, 1))?, tensor(ys)?);
+        // SAFETY: dy holds ys.len() floats, db ys.c.
+        check(
+            unsafe {
+                sys::cudnnConvolutionBackwardBias(
+                    self.handle,
+                    one(),
+                    yd.0,
+                    p(dy),
+                    zero(),
+                    bias.0,
+                    p(db),
+                )
+            },
+            "convolution backward bias",
+        )
+    }
+
+    /// Writes dw, and dx when given, in the engine's convolution type.
     pub fn conv_backward(
         &self,
         (x, xs): (Ptr, Shape),
@@ -207,25 +232,12 @@ impl Dnn {
         c: &Conv,
         (dy, ys): (Ptr, Shape),
         dw: Ptr,
-        db: Ptr,
         dx: Option<Ptr>,
     ) -> Result<()> {
         let k = self.conv_call(xs, c, ys)?;
         let (ws, wsz) = k.workspace;
         // SAFETY: as in conv_forward.
         unsafe {
-            check(
-                sys::cudnnConvolutionBackwardBias(
-                    self.handle,
-                    one(),
-                    k.y.0,
-                    p(dy),
-                    zero(),
-                    k.bias.0,
-                    p(db),
-                ),
-                "convolution backward bias",
-            )?;
             check(
                 sys::cudnnConvolutionBackwardFilter(
                     self.handle,

@@ -1,5 +1,6 @@
 //! The `Engine` operations on the GPU: each layer's forward and backward as cuDNN, cuBLAS or
-//! NVRTC-kernel calls queued on the engine's one stream, on device tensors in NCHW order.
+//! NVRTC-kernel calls queued on the engine's one stream, on device tensors in NCHW order
+//! (the bf16 products of `Math::Bf16` are in `mixed`).
 
 use cudarc::driver::PushKernelArg;
 
@@ -8,7 +9,7 @@ use super::{blas, cuda_err, Cuda, Tensor};
 use crate::error::Result;
 use crate::model::{pool_out, Conv, Lrn};
 use crate::train::augment::Crop;
-use crate::train::engine::{dropout_threshold, Engine, Normalise, Shape};
+use crate::train::engine::{dropout_threshold, Engine, Math, Normalise, Shape};
 
 fn out_shape(xs: Shape, c: &Conv) -> Shape {
     Shape::new(xs.n, c.out, c.out_size(xs.h), c.out_size(xs.w))
@@ -20,10 +21,10 @@ impl Engine for Cuda {
     type LrnSaved = ();
 
     fn describe(&self) -> String {
-        let math = if self.tf32 {
-            "TF32 convolutions"
-        } else {
-            "FP32"
+        let math = match self.math {
+            Math::Fp32 => "FP32",
+            Math::Tf32 => "TF32 convolutions",
+            Math::Bf16 => "bf16 products, FP32 master weights",
         };
         format!("{}, {math})", self.device)
     }
@@ -119,10 +120,14 @@ impl Engine for Cuda {
         c: &Conv,
     ) -> Result<(Tensor, Shape)> {
         let ys = out_shape(xs, c);
+        if self.math == Math::Bf16 {
+            return Ok((self.conv_forward_bf16((x, xs), w, b, c, ys)?, ys));
+        }
         let mut y = self.alloc(ys.len())?;
         let yp = self.ptr_mut(&mut y);
         self.dnn
-            .conv_forward(self.ptr(x), xs, self.ptr(w), self.ptr(b), c, yp, ys)?;
+            .conv_forward(self.ptr(x), xs, self.ptr(w), c, yp, ys)?;
+        self.dnn.add_bias(self.ptr(b), yp, ys)?;
         Ok((y, ys))
     }
 
@@ -138,6 +143,9 @@ impl Engine for Cuda {
         need_dx: bool,
     ) -> Result<Option<Tensor>> {
         let ys = out_shape(xs, c);
+        if self.math == Math::Bf16 {
+            return self.conv_backward_bf16((x, xs), w, c, (dy, ys), dw, db, need_dx);
+        }
         let mut dx = if need_dx {
             Some(self.alloc(xs.len())?)
         } else {
@@ -145,13 +153,13 @@ impl Engine for Cuda {
         };
         let dxp = dx.as_mut().map(|d| self.ptr_mut(d));
         let (dwp, dbp) = (self.ptr_mut(dw), self.ptr_mut(db));
+        self.dnn.bias_grad(self.ptr(dy), ys, dbp)?;
         self.dnn.conv_backward(
             (self.ptr(x), xs),
             self.ptr(w),
             c,
             (self.ptr(dy), ys),
             dwp,
-            dbp,
             dxp,
         )?;
         Ok(dx)
@@ -226,7 +234,12 @@ impl Engine for Cuda {
     ) -> Result<Tensor> {
         let i = w.len() / o;
         let mut y = self.alloc(n * o)?;
-        self.gemm(blas::forward(n, i, o), w, x, &mut y)?;
+        if self.math == Math::Bf16 {
+            let (wb, xb) = (self.narrow(w)?, self.narrow(x)?);
+            self.gemm_bf16(blas::forward(n, i, o), &wb, &xb, &mut y)?;
+        } else {
+            self.gemm(blas::forward(n, i, o), w, x, &mut y)?;
+        }
         let (len, o32) = ((n * o) as i64, o as i32);
         let mut l = self.stream.launch_builder(&self.k.add_bias_rows);
         l.arg(&mut y).arg(b).arg(&len).arg(&o32);
@@ -246,9 +259,15 @@ impl Engine for Cuda {
         db: &mut Tensor,
     ) -> Result<Tensor> {
         let i = w.len() / o;
-        self.gemm(blas::weight_grad(n, i, o), x, dy, dw)?;
         let mut dx = self.alloc(n * i)?;
-        self.gemm(blas::input_grad(n, i, o), w, dy, &mut dx)?;
+        if self.math == Math::Bf16 {
+            let (xb, wb, dyb) = (self.narrow(x)?, self.narrow(w)?, self.narrow(dy)?);
+            self.gemm_bf16(blas::weight_grad(n, i, o), &xb, &dyb, dw)?;
+            self.gemm_bf16(blas::input_grad(n, i, o), &wb, &dyb, &mut dx)?;
+        } else {
+            self.gemm(blas::weight_grad(n, i, o), x, dy, dw)?;
+            self.gemm(blas::input_grad(n, i, o), w, dy, &mut dx)?;
+        }
         self.sum_rows(dy, db, n, o)?;
         Ok(dx)
     }

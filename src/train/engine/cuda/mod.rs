@@ -14,6 +14,7 @@ mod dnn;
 mod emulate;
 pub mod kernels;
 mod layers;
+mod mixed;
 
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +25,7 @@ use cudarc::driver::{
 };
 
 use crate::error::{Error, Result};
+use crate::train::engine::Math;
 use dnn::{Dnn, Ptr};
 use kernels::{launched, per_item, Kernels};
 
@@ -59,7 +61,7 @@ pub struct Cuda {
     k: Kernels,
     /// The GPU, its architecture and cuDNN's version.
     device: String,
-    tf32: bool,
+    math: Math,
     /// Page-locked staging for each batch's pixels and labels: copies from it are true DMA
     /// and do not make the stream wait, unlike copies from ordinary (pageable) memory.
     pixels: Mutex<Staging<u8>>,
@@ -93,11 +95,11 @@ fn cuda_err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Error + '_ {
 impl Cuda {
     /// The engine on GPU `ordinal`, with TF32 convolutions (PyTorch's default).
     pub fn new(ordinal: i32) -> Result<Cuda> {
-        Cuda::with_tf32(ordinal, true)
+        Cuda::with_math(ordinal, Math::Tf32)
     }
 
-    /// `tf32 = false` keeps every convolution in full FP32 (used by `fc7 selftest`).
-    pub fn with_tf32(ordinal: i32, tf32: bool) -> Result<Cuda> {
+    /// The engine with its products in `math` (`Math::Fp32` for `fc7 selftest`).
+    pub fn with_math(ordinal: i32, math: Math) -> Result<Cuda> {
         let missing: Vec<&str> = libraries()
             .into_iter()
             .filter(|(_, ok)| !ok)
@@ -119,7 +121,7 @@ impl Cuda {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(cuda_err("cuBLAS"))?;
-        let dnn = Dnn::new(stream.clone(), tf32)?;
+        let dnn = Dnn::new(stream.clone(), math)?;
         let k = Kernels::load(&ctx)?;
         let (major, minor) = ctx.compute_capability().map_err(cuda_err("device query"))?;
         let device = format!(
@@ -134,7 +136,7 @@ impl Cuda {
             dnn,
             k,
             device,
-            tf32,
+            math,
             pixels: Mutex::default(),
             shifts: Mutex::default(),
             views: Mutex::default(),
@@ -176,10 +178,10 @@ impl Cuda {
         Ok(dev)
     }
 
-    /// Switches the convolutions between TF32 and full FP32 on the same GPU context.
-    pub fn set_tf32(&mut self, tf32: bool) {
-        self.dnn.set_tf32(tf32);
-        self.tf32 = tf32;
+    /// Switches the products' arithmetic on the same GPU context.
+    pub fn set_math(&mut self, math: Math) {
+        self.dnn.set_math(math);
+        self.math = math;
     }
 
     fn alloc(&self, len: usize) -> Result<Tensor> {
