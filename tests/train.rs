@@ -117,6 +117,7 @@ fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
         device: fc7::device::Device::Cpu,
         max_steps: None,
         cache: Some(data.join("..").join("cache")),
+        gpus: 1,
     }
 }
 
@@ -294,6 +295,7 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         ("--momentum", "1"),
         ("--batch", "0"),
         ("--precision", "bf16"),
+        ("--gpus", "2"),
     ];
     for (flag, value) in refused {
         let out = fc7()

@@ -5,6 +5,8 @@
 #   1. fc7 selftest --device cuda --bench: every engine operation and two whole training steps
 #      against the CPU engine (FP32), then training images/s (paper b128, quick b64);
 #   1b. fc7 selftest --precision bf16, and --bench's rates in tf32 and bf16;
+#   1c. fc7 selftest --gpus (every GPU on the machine): NCCL's sum, two steps split across the
+#       GPUs against one GPU, the same weights on each, and the team's images/s;
 #   2. PyTorch's figures for the same network on the same card (torch_anchor.py; TORCH=0 skips);
 #   2b. end-to-end images/s with training crops cut on the GPU against cut on the host;
 #   2c. BF16_EPOCHS (default 3) epochs of --preset paper in tf32 and in bf16: the accuracy
@@ -30,6 +32,10 @@ fc7=/tmp/bin/fc7
   echo "== selftest, bf16 products against the CPU's bf16 emulation"
   timeout 120 $fc7 selftest --device cuda --precision bf16
   echo "== selftest bf16 exit $?"
+  gpus=$(nvidia-smi -L | wc -l)
+  echo "== data parallel over all $gpus GPUs (NCCL; with one GPU: a team of one and NCCL's sum)"
+  timeout 120 $fc7 selftest --device cuda --gpus "$gpus" --bench --iters 20
+  echo "== selftest --gpus exit $?"
 } 2>&1 | tee "$out/train.txt"
 if [ "${TORCH:-1}" = 1 ]; then
   ( echo "== PyTorch anchor"; timeout 150 python3 .devrun/torch_anchor.py "$out/torch.json"; cat "$out/torch.json" ) 2>&1 | tee -a "$out/train.txt"

@@ -5,6 +5,7 @@ use clap::Args;
 
 use crate::device::Device;
 use crate::train::engine::cpu::Cpu;
+use crate::train::engine::cuda::Cuda;
 use crate::train::engine::{Engine, Math};
 use crate::train::selftest::{self, Check};
 use crate::train::throughput;
@@ -25,6 +26,10 @@ pub struct SelftestArgs {
     /// products against FP32 sums of the same bf16-rounded operands).
     #[arg(long, default_value = "fp32", value_parser = checked_math)]
     precision: Math,
+    /// Also check data-parallel training over N GPUs from --device's on (NCCL's sum, two split
+    /// steps against one GPU, the same weights on each); --bench then adds their rate.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    gpus: Option<u32>,
 }
 
 fn checked_math(s: &str) -> std::result::Result<Math, String> {
@@ -92,7 +97,10 @@ pub fn selftest(a: SelftestArgs) -> Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
-    let code = check(&gpu, &a)?;
+    let mut code = check(&gpu, &a)?;
+    if let Some(n) = a.gpus {
+        code = code.max(check_team(&gpu, ordinal, n as usize, &a)?);
+    }
     if a.bench {
         for math in [Math::Tf32, Math::Bf16] {
             println!("with {math} products (tf32: training's default):");
@@ -101,4 +109,29 @@ pub fn selftest(a: SelftestArgs) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// The data-parallel checks over `n` GPUs (the first being `lead`), and their rate with --bench.
+fn check_team(lead: &Cuda, ordinal: i32, n: usize, a: &SelftestArgs) -> Result<i32> {
+    use crate::train::parallel::{check::team_checks, nccl::NcclSum};
+    let helpers = (ordinal + 1..ordinal + n as i32)
+        .map(|o| Cuda::with_math(o, a.precision))
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    let mut engines = vec![lead];
+    engines.extend(helpers.iter());
+    let nccl = NcclSum::new(&engines)?;
+    let failed = table(
+        &format!("{n} × {}", lead.describe()),
+        &team_checks(&engines, &nccl)?,
+    );
+    if a.bench {
+        let batch = 128 * n;
+        let cfg = crate::train::recipe::architecture(&crate::train::recipe::preset("paper")?, 1000);
+        let rate = throughput::team_rate(&engines, &nccl, &cfg, batch, a.iters)?;
+        println!(
+            "training paper network on {n} GPUs, batch {batch} (128 each): {rate:.1} images/s"
+        );
+    }
+    lead.make_current()?;
+    Ok(i32::from(failed > 0))
 }

@@ -97,6 +97,10 @@ pub struct TrainArgs {
     /// auto (the GPU when the CUDA engine loads, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    /// Train on N GPUs in data parallel, from --device's GPU on: each takes 1/N of every batch
+    /// and NCCL sums the gradients (libnccl.so.2 loaded at run time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub gpus: u32,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -122,6 +126,7 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
         device: a.device,
         max_steps: a.max_steps,
         cache: a.cache,
+        gpus: a.gpus as usize,
     };
     let progress = Bar::new(a.quiet, "{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}");
     let res = crate::train::run::train(&opts, &progress, stop)?;

@@ -59,6 +59,22 @@ impl Batch {
         })
     }
 
+    /// A batch of views already cut: `pixels` [n, 3, crop, crop], one colour shift and label
+    /// per view.
+    pub fn from_cut(
+        pixels: Vec<u8>,
+        shifts: Vec<[f32; 3]>,
+        labels: Vec<u32>,
+        crop: usize,
+    ) -> Batch {
+        Batch {
+            pixels: Pixels::Cut(pixels),
+            shifts,
+            labels,
+            crop,
+        }
+    }
+
     /// Reads images `idx` of `split` and renders exemplar `views` of them.
     pub fn warped(split: &Split, idx: &[usize], views: &[View], crop: usize) -> Result<Batch> {
         let images = split.read_images(idx)?;
@@ -123,20 +139,36 @@ impl Batch {
 
     /// The normalised network input on the engine.
     pub fn input<E: Engine>(&self, e: &E, stats: &ColourStats) -> Result<E::Tensor> {
+        self.input_range(e, stats, 0..self.len())
+    }
+
+    /// The input of samples `r` only (one data-parallel shard), without copying the batch.
+    pub fn input_range<E: Engine>(
+        &self,
+        e: &E,
+        stats: &ColourStats,
+        r: std::ops::Range<usize>,
+    ) -> Result<E::Tensor> {
         let norm = Normalise {
             mean: stats.mean,
             std: stats.std,
         };
+        let shifts = &self.shifts[r.clone()];
         match &self.pixels {
             Pixels::Cut(pixels) => {
-                let s = Shape::new(self.len(), 3, self.crop, self.crop);
-                e.input(pixels, &self.shifts, &norm, s)
+                let per = 3 * self.crop * self.crop;
+                let s = Shape::new(r.len(), 3, self.crop, self.crop);
+                e.input(&pixels[r.start * per..r.end * per], shifts, &norm, s)
             }
             Pixels::Whole {
                 images,
                 side,
                 views,
-            } => e.input_views(images, *side, views, &norm, self.crop),
+            } => {
+                let per = side * side * 3;
+                let images = &images[r.start * per..r.end * per];
+                e.input_views(images, *side, &views[r], &norm, self.crop)
+            }
         }
     }
 }
@@ -191,10 +223,34 @@ pub(crate) fn training_batch(
     }
 }
 
+/// A generated dataset (3 classes of 40² images packed at 72) under `dir` and a training plan
+/// for 63² crops with colour shifts, for tests that need real batches.
+#[cfg(test)]
+pub(crate) fn fixture(dir: &std::path::Path) -> (crate::train::dataset::Dataset, Plan) {
+    use crate::train::dataset::{load, synthetic::synthetic, Source};
+    let data = dir.join("data");
+    synthetic(&data, 3, 6, 40, 2).unwrap();
+    let source = Source {
+        root: &data,
+        cache: &dir.join("cache"),
+        progress: &|_, _| {},
+    };
+    let d = load(&source, 72, 0.2, 0).unwrap();
+    let plan = Plan {
+        seed: 5,
+        epoch: 1,
+        crop: 63,
+        pca_std: 0.1,
+        stats: augment::colour_stats(&d.train),
+        exemplar: None,
+        on_engine: false,
+    };
+    (d, plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::dataset::{load, synthetic::synthetic, Source};
     use crate::train::engine::cpu::Cpu;
 
     /// A batch handed over whole (the GPU's way) gives the engine the same input and labels as
@@ -202,23 +258,7 @@ mod tests {
     #[test]
     fn whole_images_cut_by_the_engine_equal_the_host_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        synthetic(&data, 3, 6, 40, 2).unwrap();
-        let source = Source {
-            root: &data,
-            cache: &dir.path().join("cache"),
-            progress: &|_, _| {},
-        };
-        let d = load(&source, 32, 0.2, 0).unwrap();
-        let mut plan = Plan {
-            seed: 5,
-            epoch: 1,
-            crop: 24,
-            pca_std: 0.1,
-            stats: augment::colour_stats(&d.train),
-            exemplar: None,
-            on_engine: false,
-        };
+        let (d, mut plan) = fixture(dir.path());
         let last = d.train.len() - 1;
         let idx = [last, 0, 3, last - 2, 5];
         let host = training_batch(&plan, &d.train, &idx, 0).unwrap();

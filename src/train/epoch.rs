@@ -18,13 +18,14 @@ use crate::train::dataset::Split;
 use crate::train::engine::Engine;
 use crate::train::feed;
 use crate::train::network::{self, Mode};
+use crate::train::parallel::Team;
 use crate::train::progress::TrainProgress;
 
 /// Parameters, momentum and gradient buffers on the engine, in `param_shapes()` order.
 pub struct Weights<E: Engine> {
     pub params: Vec<E::Tensor>,
     pub velocity: Vec<E::Tensor>,
-    grads: Vec<E::Tensor>,
+    pub(crate) grads: Vec<E::Tensor>,
 }
 
 impl<E: Engine> Weights<E> {
@@ -90,14 +91,15 @@ pub fn train_step<E: Engine>(
     Ok((losses, out.logits.expect("a classifier")))
 }
 
-/// Step `b` of the current epoch.
+/// Step `b` of the current epoch, over the team (the lead alone unless data-parallel): the
+/// per-sample losses and logits on the host.
 fn step<E: Engine>(
-    e: &E,
+    (e, team): (&E, &mut Team<E>),
     st: &State,
     w: &mut Weights<E>,
     batch: &Batch,
     b: usize,
-) -> Result<(E::Tensor, E::Tensor)> {
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let r = &st.recipe;
     let h = Hyper {
         lr: st.lr,
@@ -106,8 +108,7 @@ fn step<E: Engine>(
         dropout: r.dropout,
     };
     let seed = mix(r.seed, st.epoch as u64 + 7, b as u64);
-    let x = batch.input(e, &st.stats)?;
-    train_step(e, &st.config, w, (x, &batch.labels), h, seed)
+    team.step(e, w, &st.config, batch, &st.stats, h, seed)
 }
 
 /// The host copies a checkpoint is written from.
@@ -134,7 +135,7 @@ pub enum Outcome {
 /// non-finite loss stops the run with an error and leaves the last checkpoint as it was.
 #[allow(clippy::too_many_arguments)]
 pub fn run_epoch<E: Engine>(
-    e: &E,
+    (e, team): (&E, &mut Team<E>),
     st: &mut State,
     w: &mut Weights<E>,
     host: HostCopy,
@@ -186,8 +187,7 @@ pub fn run_epoch<E: Engine>(
         if let Some(left) = &mut halt.steps_left {
             *left -= 1;
         }
-        let (losses, logits) = step(e, st, w, &batch, b)?;
-        let (losses, logits) = (e.download(&losses)?, e.download(&logits)?);
+        let (losses, logits) = step((e, &mut *team), st, w, &batch, b)?;
         crate::train::guard::finite_losses(&losses, st.epoch + 1, b + 1, ckpt)?;
         count(st, &batch, &logits, &losses);
         seen_here += batch.len();
@@ -202,6 +202,7 @@ pub fn run_epoch<E: Engine>(
     })?;
     st.seconds += started.elapsed().as_secs_f64();
     if let Some(outcome) = halted {
+        team.check_agreement(e, w)?;
         w.download(e, host.params, host.velocity)?;
         checkpoint::save(ckpt, st, host.params, host.velocity)?;
         return Ok(outcome);

@@ -4,7 +4,8 @@
 //! training, any photo folder) through the packed cache; `augment` (the paper's crops) and
 //! `exemplar` (warped, recoloured views of each image, its own class) make the views that
 //! `batch` assembles and `feed` prefetches; `recipe` holds the settings and presets; `epoch`
-//! runs one epoch on an engine, `validation` scores it, `run` the whole schedule, `guard` stops
+//! runs one epoch on an engine (or, through `parallel`, several GPUs in data parallel),
+//! `validation` scores it, `run` the whole schedule, `guard` stops
 //! a run that diverges or stays at chance; `checkpoint` saves it, `export` writes the ONNX
 //! model, `plot` draws its curves; `selftest` compares an engine with the CPU one.
 
@@ -20,6 +21,7 @@ pub mod feed;
 pub mod guard;
 pub mod metrics;
 pub mod network;
+pub mod parallel;
 pub mod plot;
 pub mod progress;
 pub mod recipe;

@@ -19,6 +19,7 @@ use crate::train::epoch::{self, Halt, HostCopy, Outcome, Weights};
 use crate::train::export;
 use crate::train::guard;
 use crate::train::metrics;
+use crate::train::parallel::{Reduce, Team};
 use crate::train::progress::TrainProgress;
 use crate::train::recipe::{architecture, changes, Recipe};
 use crate::train::selftest;
@@ -37,6 +38,8 @@ pub struct TrainOptions {
     pub max_steps: Option<usize>,
     /// Where the dataset's pack is kept (None: `pack::default_cache_dir()`).
     pub cache: Option<PathBuf>,
+    /// GPUs to train on in data parallel, from the `device`'s ordinal on (1: one engine).
+    pub gpus: usize,
 }
 
 pub struct TrainResult {
@@ -197,22 +200,53 @@ pub fn train(
     };
     match opts.device {
         Device::Cpu if math == Math::Bf16 => Err(bf16_on_cpu()),
-        Device::Cpu => train_on(&Cpu, opts, progress, stop),
+        Device::Cpu if opts.gpus > 1 => Err(Error::Invalid(
+            "--gpus needs the CUDA engine (--device cuda)".into(),
+        )),
+        Device::Cpu => train_on_team(&Cpu, None, opts, progress, stop),
+        Device::Cuda(ordinal) if opts.gpus > 1 => {
+            train_data_parallel(ordinal, math, opts, progress, stop)
+        }
         Device::Cuda(ordinal) => {
             let gpu = checked_cuda(ordinal, math, progress)?;
-            train_on(&gpu, opts, progress, stop)
+            train_on_team(&gpu, None, opts, progress, stop)
         }
+        Device::Auto if opts.gpus > 1 => train_data_parallel(0, math, opts, progress, stop),
         Device::Auto => match checked_cuda(0, math, progress) {
-            Ok(gpu) => train_on(&gpu, opts, progress, stop),
+            Ok(gpu) => train_on_team(&gpu, None, opts, progress, stop),
             Err(why) if math == Math::Bf16 => {
                 Err(Error::Invalid(format!("{} ({why})", bf16_on_cpu())))
             }
             Err(why) => {
                 progress.engine(&format!("no CUDA engine ({why}); using the CPU"));
-                train_on(&Cpu, opts, progress, stop)
+                train_on_team(&Cpu, None, opts, progress, stop)
             }
         },
     }
+}
+
+/// `opts.gpus` checked CUDA engines from GPU `first` on, gradients summed by NCCL.
+fn train_data_parallel(
+    first: i32,
+    math: Math,
+    opts: &TrainOptions,
+    progress: &dyn TrainProgress,
+    stop: &AtomicBool,
+) -> Result<TrainResult> {
+    use crate::train::parallel::nccl::NcclSum;
+    let gpus = (first..first + opts.gpus as i32)
+        .map(|ordinal| checked_cuda(ordinal, math, progress))
+        .collect::<Result<Vec<_>>>()?;
+    let engines: Vec<&crate::train::engine::cuda::Cuda> = gpus.iter().collect();
+    let nccl = NcclSum::new(&engines)?;
+    progress.engine(&format!(
+        "data parallel over {} GPUs: each takes 1/{} of every batch, NCCL sums the gradients",
+        gpus.len(),
+        gpus.len()
+    ));
+    let (lead, helpers) = engines.split_first().expect("at least two GPUs");
+    let team = (helpers, &nccl as &dyn crate::train::parallel::Reduce<_>);
+    train_on_team(*lead, Some(team), opts, progress, stop)
 }
 
 /// The CUDA engine in `math`, after it has agreed with the CPU engine on every `selftest`
@@ -328,8 +362,10 @@ fn start(
     Ok((data, host))
 }
 
-fn train_on<E: Engine>(
+/// Trains on the lead engine `e`, with `helpers` in data parallel when given.
+fn train_on_team<E: Engine>(
     e: &E,
+    helpers: Option<(&[&E], &dyn Reduce<E>)>,
     opts: &TrainOptions,
     progress: &dyn TrainProgress,
     stop: &AtomicBool,
@@ -337,7 +373,15 @@ fn train_on<E: Engine>(
     progress.engine(&e.describe());
     let ckpt = with_ext(&opts.out, ".ckpt");
     let (data, mut host) = start(opts, &ckpt, progress)?;
-    host.0.engine = e.describe();
+    let mut team = match helpers {
+        Some((engines, reduce)) => Team::new(engines, reduce, &host.1, &host.2)?,
+        None => Team::solo(),
+    };
+    e.make_current()?;
+    host.0.engine = match team.size() {
+        1 => e.describe(),
+        k => format!("{k} × {}", e.describe()),
+    };
     let mut w = Weights::upload(e, &host.1, &host.2)?;
     let mut halt = Halt {
         stop,
@@ -348,8 +392,17 @@ fn train_on<E: Engine>(
         st.lr = scheduled_lr(st);
         let (t0, seen0) = (st.seconds, st.epoch_seen);
         let copy = HostCopy { params, velocity };
-        let outcome =
-            epoch::run_epoch(e, st, &mut w, copy, &data.train, progress, &mut halt, &ckpt)?;
+        let lead = (e, &mut team);
+        let outcome = epoch::run_epoch(
+            lead,
+            st,
+            &mut w,
+            copy,
+            &data.train,
+            progress,
+            &mut halt,
+            &ckpt,
+        )?;
         if outcome != Outcome::Finished {
             return Ok(TrainResult {
                 state: host.0,
@@ -360,6 +413,7 @@ fn train_on<E: Engine>(
         }
         let secs = (st.seconds - t0) as f32;
         let rate = (st.epoch_seen - seen0) as f32 / secs.max(1e-6);
+        team.check_agreement(e, &w)?;
         let rec = end_epoch(e, &mut host, &w, &data, &opts.out, (rate, secs))?;
         progress.epoch_end(&rec);
     }

@@ -46,7 +46,7 @@ pub fn relative_error(reference: &[f32], other: &[f32]) -> f32 {
 const EXACT: f32 = 0.0;
 const ELEMENTWISE: f32 = 1e-5;
 const REDUCTION: f32 = 1e-3;
-const NETWORK: f32 = 5e-3;
+pub(crate) const NETWORK: f32 = 5e-3;
 /// bf16 products against FP32 sums of the same bf16-rounded operands: a convolution's result
 /// is rounded to bf16 once (8 significant bits: at most 2⁻⁸ ≈ 3.9e-3 of the largest value;
 /// 2.8e-3 measured on the emulation) on top of REDUCTION's reordering. 6e-3 admits both and
@@ -248,7 +248,7 @@ impl<E: Engine> Harness<'_, E> {
 }
 
 /// A small AlexNet (the quick preset's shape, narrower) for whole-step comparisons.
-fn small_alexnet() -> AlexNetConfig {
+pub(crate) fn small_alexnet() -> AlexNetConfig {
     let c = Conv::new;
     AlexNetConfig {
         input: 63,

@@ -232,6 +232,13 @@ pub trait Engine: Sync {
         labels: &[u32],
         classes: usize,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// t ← a·t (a data-parallel shard's loss gradient weighted by its share of the batch).
+    fn scale(&self, t: &mut Self::Tensor, a: f32) -> Result<()>;
+    /// Makes this engine's device current on the calling thread before a run of calls (one
+    /// thread drives several GPUs in data-parallel training); nothing to do on the CPU.
+    fn make_current(&self) -> Result<()> {
+        Ok(())
+    }
     /// SGD with momentum as in the paper: v ← m·v − wd·lr·w − lr·g; w ← w + v.
     fn sgd_step(
         &self,

@@ -113,6 +113,9 @@ impl Engine for Faulty {
     fn softmax_cross_entropy(&self, logits: &T, labels: &[u32], k: usize) -> Result<(T, T)> {
         Cpu.softmax_cross_entropy(logits, labels, k)
     }
+    fn scale(&self, t: &mut T, a: f32) -> Result<()> {
+        Cpu.scale(t, a)
+    }
     fn sgd_step(&self, w: &mut T, v: &mut T, g: &T, lr: f32, m: f32, decay: f32) -> Result<()> {
         let decay = if self.0 == Fault::SgdWithoutDecay {
             0.0

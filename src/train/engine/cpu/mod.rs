@@ -170,6 +170,11 @@ impl Engine for Cpu {
         Ok(ops::softmax_cross_entropy(logits, labels, classes))
     }
 
+    fn scale(&self, t: &mut Vec<f32>, a: f32) -> Result<()> {
+        t.iter_mut().for_each(|v| *v *= a);
+        Ok(())
+    }
+
     fn sgd_step(
         &self,
         w: &mut Vec<f32>,

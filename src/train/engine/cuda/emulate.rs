@@ -146,6 +146,14 @@ fn kernels_on_the_host_match_the_cpu_engine() {
     let mut want = v.clone();
     Cpu.dropout(&mut want, 0.5, 99).unwrap();
     same("dropout", &d, &want);
+
+    type Scale = unsafe extern "C" fn(*mut f32, i64, f32);
+    let mut t = v.clone();
+    let scale = h.f::<Scale>("scale");
+    h.grid(2, 5, || unsafe { scale(t.as_mut_ptr(), 5000, 0.375) });
+    let mut want = v.clone();
+    Cpu.scale(&mut want, 0.375).unwrap();
+    same("scale", &t, &want);
 }
 
 /// input_crop against the host's cut (`augment::write_crop`) and `input`: views at the

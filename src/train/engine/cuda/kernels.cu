@@ -93,6 +93,11 @@ extern "C" __global__ void sum_rows(const float* dy, float* db, int n, int o) {
     db[j] = (float)s;
 }
 
+/* x <- a x */
+extern "C" __global__ void scale(float* x, long long len, float a) {
+    GRID_STRIDE(i, len) { x[i] *= a; }
+}
+
 /* v <- m v - wd lr w - lr g; w <- w + v */
 extern "C" __global__ void sgd(float* w, float* v, const float* g, long long len, float lr,
                                float m, float wd) {

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// The kernels' CUDA C source (kernels.cu beside this file), compiled by NVRTC at run time.
 pub const SOURCE: &str = include_str!("kernels.cu");
 
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "input_u8",
     "input_crop",
     "dropout",
@@ -24,6 +24,7 @@ const NAMES: [&str; 9] = [
     "sgd",
     "to_bf16",
     "from_bf16",
+    "scale",
 ];
 
 /// Machine code (a cubin) of `SOURCE` for compute capability `major.minor`. Preferred to PTX:
@@ -80,6 +81,7 @@ pub struct Kernels {
     pub sgd: CudaFunction,
     pub to_bf16: CudaFunction,
     pub from_bf16: CudaFunction,
+    pub scale: CudaFunction,
 }
 
 pub fn driver(what: &str) -> impl Fn(DriverError) -> Error + '_ {
@@ -92,7 +94,7 @@ impl Kernels {
             .load_module(compile()?)
             .map_err(driver("loading kernels"))?;
         let f = |name: &str| module.load_function(name).map_err(driver(name));
-        let [a, crop, b, c, d, e, g, to, from] = NAMES;
+        let [a, crop, b, c, d, e, g, to, from, scale] = NAMES;
         Ok(Kernels {
             input_u8: f(a)?,
             input_crop: f(crop)?,
@@ -103,6 +105,7 @@ impl Kernels {
             sgd: f(g)?,
             to_bf16: f(to)?,
             from_bf16: f(from)?,
+            scale: f(scale)?,
         })
     }
 }

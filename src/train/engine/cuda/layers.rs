@@ -302,6 +302,20 @@ impl Engine for Cuda {
         Ok((loss, grad))
     }
 
+    fn scale(&self, t: &mut Tensor, a: f32) -> Result<()> {
+        let len = t.len() as i64;
+        let mut b = self.stream.launch_builder(&self.k.scale);
+        b.arg(t).arg(&len).arg(&a);
+        // SAFETY: t holds len floats.
+        launched(unsafe { b.launch(elementwise(len as usize)) }, "scale")
+    }
+
+    fn make_current(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the GPU"))
+    }
+
     fn sgd_step(
         &self,
         w: &mut Tensor,

@@ -184,6 +184,11 @@ impl Cuda {
         self.math = math;
     }
 
+    /// The engine's one stream (for NCCL, which queues its collectives on it).
+    pub fn stream(&self) -> Arc<CudaStream> {
+        self.stream.clone()
+    }
+
     fn alloc(&self, len: usize) -> Result<Tensor> {
         // SAFETY: every caller fully overwrites the buffer before reading it.
         unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(cuda_err("allocating GPU memory"))

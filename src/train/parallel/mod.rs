@@ -1,0 +1,315 @@
+//! Data-parallel training: each batch split into contiguous shards, one per engine (GPU); each
+//! runs the forward and backward pass on its shard with its loss gradient weighted by the
+//! shard's share of the batch, the gradients are summed across engines (`Reduce`: NCCL's
+//! all-reduce on GPUs, `HostSum` anywhere), and every engine applies the same SGD update, so
+//! the weights stay identical (`Team::check_agreement`, run at every checkpoint). The first
+//! engine, the lead, does everything else (validation, checkpoints, export). A team of one
+//! steps exactly as `epoch::train_step`.
+
+pub mod check;
+pub mod nccl;
+
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+use crate::model::{AlexNetConfig, Param};
+use crate::train::augment::ColourStats;
+use crate::train::batch::{mix, Batch};
+use crate::train::engine::Engine;
+use crate::train::epoch::{Hyper, Weights};
+use crate::train::network::{self, Mode};
+
+/// Sums gradients across engines.
+pub trait Reduce<E: Engine>: Sync {
+    /// grads[r][p] ← Σ_r' grads[r'][p] on every engine r (`engines[r]`).
+    fn sum(&self, engines: &[&E], grads: &mut [&mut Vec<E::Tensor>]) -> Result<()>;
+}
+
+/// Sums through the host in engine order: any engine, for tests and the CPU.
+pub struct HostSum;
+
+impl<E: Engine> Reduce<E> for HostSum {
+    fn sum(&self, engines: &[&E], grads: &mut [&mut Vec<E::Tensor>]) -> Result<()> {
+        for p in 0..grads[0].len() {
+            let mut total = engines[0].download(&grads[0][p])?;
+            for r in 1..grads.len() {
+                let g = engines[r].download(&grads[r][p])?;
+                total.iter_mut().zip(g).for_each(|(t, v)| *t += v);
+            }
+            for (e, g) in engines.iter().zip(grads.iter_mut()) {
+                g[p] = e.upload(&total)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lead's helpers: their engines and weights, and how gradients are summed.
+pub struct Team<'a, E: Engine> {
+    helpers: Vec<(&'a E, Weights<E>)>,
+    reduce: Option<&'a dyn Reduce<E>>,
+}
+
+/// Contiguous shards of `n` samples over `k` engines, sizes differing by at most one.
+pub fn shards(n: usize, k: usize) -> Vec<Range<usize>> {
+    let (base, extra) = (n / k, n % k);
+    let mut start = 0;
+    (0..k)
+        .map(|r| {
+            let len = base + usize::from(r < extra);
+            start += len;
+            start - len..start
+        })
+        .collect()
+}
+
+/// What one engine keeps of its shard's step until the update.
+struct Shard<T> {
+    losses: Option<T>,
+    logits: Option<T>,
+}
+
+impl<'a, E: Engine> Team<'a, E> {
+    /// The lead alone.
+    pub fn solo() -> Self {
+        Team {
+            helpers: Vec::new(),
+            reduce: None,
+        }
+    }
+
+    /// The lead and `helpers`, each with its own copy of `params` and `velocity`.
+    pub fn new(
+        helpers: &[&'a E],
+        reduce: &'a dyn Reduce<E>,
+        params: &[Param],
+        velocity: &[Vec<f32>],
+    ) -> Result<Self> {
+        let helpers = helpers
+            .iter()
+            .map(|&e| {
+                e.make_current()?;
+                Ok((e, Weights::upload(e, params, velocity)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Team {
+            helpers,
+            reduce: Some(reduce),
+        })
+    }
+
+    /// Engines in the team, the lead included.
+    pub fn size(&self) -> usize {
+        1 + self.helpers.len()
+    }
+
+    /// One SGD step over `batch` split across the team: the per-sample losses and the logits
+    /// ([n, classes]), on the host in batch order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        lead: &E,
+        w: &mut Weights<E>,
+        cfg: &AlexNetConfig,
+        batch: &Batch,
+        stats: &ColourStats,
+        h: Hyper,
+        seed: u64,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let k = self.size();
+        let parts = shards(batch.len(), k);
+        let mut engines: Vec<&E> = vec![lead];
+        let mut weights: Vec<&mut Weights<E>> = vec![w];
+        for (e, hw) in self.helpers.iter_mut() {
+            engines.push(*e);
+            weights.push(hw);
+        }
+        let mut kept = Vec::with_capacity(k);
+        for (r, range) in parts.iter().enumerate() {
+            let (e, w) = (engines[r], &mut *weights[r]);
+            e.make_current()?;
+            kept.push(shard_gradients(
+                e,
+                w,
+                cfg,
+                (batch, range.clone()),
+                stats,
+                h,
+                seed,
+                r,
+            )?);
+        }
+        if let Some(reduce) = self.reduce.filter(|_| k > 1) {
+            let mut grads: Vec<&mut Vec<E::Tensor>> =
+                weights.iter_mut().map(|w| &mut w.grads).collect();
+            reduce.sum(&engines, &mut grads)?;
+        }
+        let (mut losses, mut logits) = (Vec::new(), Vec::new());
+        for ((e, w), shard) in engines.iter().zip(weights.iter_mut()).zip(kept) {
+            e.make_current()?;
+            update(*e, w, h)?;
+            if let (Some(l), Some(z)) = (shard.losses, shard.logits) {
+                losses.extend(e.download(&l)?);
+                logits.extend(e.download(&z)?);
+            }
+        }
+        Ok((losses, logits))
+    }
+
+    /// Fails unless every helper's weights and velocities equal the lead's, bit for bit.
+    pub fn check_agreement(&self, lead: &E, w: &Weights<E>) -> Result<()> {
+        for (r, (e, hw)) in self.helpers.iter().enumerate() {
+            e.make_current()?;
+            for (i, (a, b)) in w.params.iter().zip(&hw.params).enumerate() {
+                let (a, b) = (lead.download(a)?, e.download(b)?);
+                if a.iter().zip(&b).any(|(x, y)| x.to_bits() != y.to_bits()) {
+                    return Err(Error::Invalid(format!(
+                        "data-parallel engines drifted apart: engine {} differs from the lead in parameter {i}",
+                        r + 1
+                    )));
+                }
+            }
+        }
+        lead.make_current()
+    }
+}
+
+/// Forward and backward of samples `range` of `batch` on one engine, the loss gradient
+/// weighted by the shard's share of the batch when it is one of several; the gradients land
+/// in `w.grads`. An empty shard contributes zero gradients.
+#[allow(clippy::too_many_arguments)]
+fn shard_gradients<E: Engine>(
+    e: &E,
+    w: &mut Weights<E>,
+    cfg: &AlexNetConfig,
+    (batch, range): (&Batch, Range<usize>),
+    stats: &ColourStats,
+    h: Hyper,
+    seed: u64,
+    rank: usize,
+) -> Result<Shard<E::Tensor>> {
+    let n = range.len();
+    if n == 0 {
+        for g in w.grads.iter_mut() {
+            *g = e.zeros(e.download(g)?.len())?;
+        }
+        return Ok(Shard {
+            losses: None,
+            logits: None,
+        });
+    }
+    // The lead keeps the step's seed, so a team of one masks exactly as `train_step`.
+    let seed = if rank == 0 {
+        seed
+    } else {
+        mix(seed, 0xD1CE, rank as u64)
+    };
+    let mode = Mode::Train {
+        dropout: h.dropout,
+        seed,
+    };
+    let x = batch.input_range(e, stats, range.clone())?;
+    let out = network::forward(e, cfg, &w.params, x, n, mode)?;
+    let logits = out.logits.as_ref().expect("a classifier");
+    let labels = &batch.labels[range];
+    let (losses, mut dlogits) = e.softmax_cross_entropy(logits, labels, cfg.classes)?;
+    if n < batch.len() {
+        // Each shard's loss is its own mean; weighted, the sum over shards is the batch mean.
+        e.scale(&mut dlogits, n as f32 / batch.len() as f32)?;
+    }
+    network::backward(e, cfg, &w.params, &out, &dlogits, &mut w.grads)?;
+    Ok(Shard {
+        losses: Some(losses),
+        logits: out.logits,
+    })
+}
+
+fn update<E: Engine>(e: &E, w: &mut Weights<E>, h: Hyper) -> Result<()> {
+    for ((p, v), g) in w.params.iter_mut().zip(&mut w.velocity).zip(&w.grads) {
+        e.sgd_step(p, v, g, h.lr, h.momentum, h.weight_decay)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{init_params, Init};
+    use crate::train::batch::{fixture, training_batch};
+    use crate::train::engine::cpu::Cpu;
+    use crate::train::epoch::train_step;
+    use crate::train::selftest::relative_error;
+
+    const H: Hyper = Hyper {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dropout: 0.5,
+    };
+
+    fn flat(w: &Weights<Cpu>) -> Vec<f32> {
+        w.params.iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn shards_cover_the_batch_in_order_and_differ_by_at_most_one() {
+        assert_eq!(shards(7, 3), vec![0..3, 3..5, 5..7]);
+        assert_eq!(shards(2, 3), vec![0..1, 1..2, 2..2]);
+        assert_eq!(shards(8, 1), vec![0..8]);
+    }
+
+    /// A team of one is `train_step`, dropout masks included; three CPU engines summing through
+    /// the host (shards of 3, 2 and 2 samples, no dropout so the masks cannot differ) take the
+    /// same steps as one engine on the whole batch, up to the order of float sums, and agree
+    /// with each other bit for bit; a helper whose weights drift is caught.
+    #[test]
+    fn a_team_steps_as_one_engine_on_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, plan) = fixture(dir.path());
+        let cfg = crate::train::selftest::small_alexnet();
+        let params = init_params(&cfg, Init::He, 4);
+        let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+        let batch = training_batch(&plan, &d.train, &[0, 5, 2, 7, 1, 4, 3], 0).unwrap();
+
+        let mut alone = Weights::upload(&Cpu, &params, &vel).unwrap();
+        let mut solo = Weights::upload(&Cpu, &params, &vel).unwrap();
+        for step in 0..2 {
+            let x = batch.input(&Cpu, &plan.stats).unwrap();
+            train_step(&Cpu, &cfg, &mut alone, (x, &batch.labels), H, step).unwrap();
+            let got = Team::solo().step(&Cpu, &mut solo, &cfg, &batch, &plan.stats, H, step);
+            got.unwrap();
+        }
+        assert!(
+            flat(&alone) == flat(&solo),
+            "a team of one differs from train_step"
+        );
+
+        let h = Hyper { dropout: 0.0, ..H };
+        let mut one = Weights::upload(&Cpu, &params, &vel).unwrap();
+        let mut lead = Weights::upload(&Cpu, &params, &vel).unwrap();
+        let helpers = [&Cpu, &Cpu];
+        let mut team = Team::new(&helpers, &HostSum, &params, &vel).unwrap();
+        for step in 0..2 {
+            let x = batch.input(&Cpu, &plan.stats).unwrap();
+            let (l1, z1) = train_step(&Cpu, &cfg, &mut one, (x, &batch.labels), h, step).unwrap();
+            let stats = &plan.stats;
+            let (l3, z3) = team
+                .step(&Cpu, &mut lead, &cfg, &batch, stats, h, step)
+                .unwrap();
+            assert!(relative_error(&l1, &l3) < 1e-5, "losses, step {step}");
+            assert!(relative_error(&z1, &z3) < 1e-5, "logits, step {step}");
+        }
+        let err = relative_error(&flat(&one), &flat(&lead));
+        assert!(
+            err < 1e-5 && flat(&one) != params[0].data,
+            "weights: {err:e}"
+        );
+        team.check_agreement(&Cpu, &lead).unwrap();
+        team.helpers[1].1.params[3][0] += 1e-6;
+        let drift = team.check_agreement(&Cpu, &lead).unwrap_err().to_string();
+        assert!(
+            drift.contains("engine 2") && drift.contains("parameter 3"),
+            "{drift}"
+        );
+    }
+}
