@@ -132,8 +132,15 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
         &AtomicBool::new(false),
     )
     .unwrap();
-    let (state, params, _) = fc7::train::checkpoint::load(&d.path().join("m.ckpt")).unwrap();
+    let ckpt = d.path().join("m.ckpt");
+    let (state, params, _) = fc7::train::checkpoint::load(&ckpt).unwrap();
     assert_eq!(state.epoch, 1);
+    // The header alone (what picks a resumed run's engine) says what the whole file does.
+    let head = fc7::train::checkpoint::state_of(&ckpt).expect("a header");
+    assert_eq!((head.recipe, head.epoch), (state.recipe.clone(), 1));
+    let cut = d.path().join("cut.ckpt");
+    std::fs::write(&cut, &std::fs::read(&ckpt).unwrap()[..20]).unwrap();
+    assert!(fc7::train::checkpoint::state_of(&cut).is_none());
     let cfg = &state.config;
     let n = 3;
     let x: Vec<f32> = (0..n * 3 * cfg.input * cfg.input)

@@ -89,6 +89,22 @@ pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>])
     crate::util::fs::atomic_write(path, &out)
 }
 
+/// The run's state from a checkpoint's header alone (no weights read, no checksum: `load`
+/// verifies the whole file), e.g. to build the engine a resumed run needs before loading it.
+pub fn state_of(path: &Path) -> Option<State> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).ok()?;
+    if head[..8] != *MAGIC && head[..8] != *MAGIC_V1 {
+        return None;
+    }
+    let hlen = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    let mut header = vec![0u8; usize::try_from(hlen).ok().filter(|&n| n < 1 << 26)?];
+    f.read_exact(&mut header).ok()?;
+    serde_json::from_slice(&header).ok()
+}
+
 pub fn load(path: &Path) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |why: &str| Error::Model {

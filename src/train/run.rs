@@ -192,7 +192,11 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<TrainResult> {
     opts.recipe.validate().map_err(Error::Invalid)?;
-    let math = opts.recipe.precision;
+    // A resumed run keeps its checkpoint's recipe, precision included.
+    let ckpt = with_ext(&opts.out, ".ckpt");
+    let math = checkpoint::state_of(&ckpt)
+        .filter(|_| opts.resume)
+        .map_or(opts.recipe.precision, |s| s.recipe.precision);
     let bf16_on_cpu = || {
         Error::Invalid(
             "--precision bf16 needs the CUDA engine (the CPU engine computes in FP32)".into(),
