@@ -18,7 +18,7 @@ use crate::train::dataset::Split;
 use crate::train::engine::Engine;
 use crate::train::feed;
 use crate::train::network::{self, Mode};
-use crate::train::parallel::Team;
+use crate::train::parallel::{Queued, Team};
 use crate::train::progress::TrainProgress;
 
 /// Parameters, momentum and gradient buffers on the engine, in `param_shapes()` order.
@@ -91,15 +91,14 @@ pub fn train_step<E: Engine>(
     Ok((losses, out.logits.expect("a classifier")))
 }
 
-/// Step `b` of the current epoch, over the team (the lead alone unless data-parallel): the
-/// per-sample losses and logits on the host.
-fn step<E: Engine>(
+/// Queues step `b` of the current epoch over the team (the lead alone unless data-parallel).
+fn queue_step<E: Engine>(
     (e, team): (&E, &mut Team<E>),
     st: &State,
     w: &mut Weights<E>,
     batch: &Batch,
     b: usize,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+) -> Result<Queued<E>> {
     let r = &st.recipe;
     let h = Hyper {
         lr: st.lr,
@@ -108,7 +107,28 @@ fn step<E: Engine>(
         dropout: r.dropout,
     };
     let seed = mix(r.seed, st.epoch as u64 + 7, b as u64);
-    team.step(e, w, &st.config, batch, &st.stats, h, seed)
+    team.queue(e, w, &st.config, batch, &st.stats, h, seed)
+}
+
+/// A queued step and its batch, settled (waited for, checked and counted) once the next one
+/// is queued: the host prepares a batch while the engine works on the last.
+struct InFlight<E: Engine> {
+    queued: Queued<E>,
+    batch: Batch,
+    b: usize,
+}
+
+/// Waits for `f`, stops on a non-finite loss, and adds the step to the epoch's sums.
+fn settle<E: Engine>(
+    (e, team): (&E, &Team<E>),
+    st: &mut State,
+    f: InFlight<E>,
+    ckpt: &Path,
+) -> Result<()> {
+    let (losses, logits) = team.collect(e, f.queued)?;
+    crate::train::guard::finite_losses(&losses, st.epoch + 1, f.b + 1, ckpt)?;
+    count(st, &f.batch, &logits, &losses);
+    Ok(())
 }
 
 /// The host copies a checkpoint is written from.
@@ -172,6 +192,7 @@ pub fn run_epoch<E: Engine>(
     let jobs: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().skip(first).collect();
     let batch = st.recipe.batch;
     let make = |(b, idx): (usize, &[usize])| Ok((b, training_batch(&plan, train, idx, b * batch)?));
+    let mut in_flight: Option<InFlight<E>> = None;
     let halted = feed::prefetch(jobs, feed::DEPTH, make, |(b, batch)| {
         let outcome = if halt.stop.load(Ordering::SeqCst) {
             Outcome::Interrupted
@@ -187,19 +208,22 @@ pub fn run_epoch<E: Engine>(
         if let Some(left) = &mut halt.steps_left {
             *left -= 1;
         }
-        let (losses, logits) = step((e, &mut *team), st, w, &batch, b)?;
-        crate::train::guard::finite_losses(&losses, st.epoch + 1, b + 1, ckpt)?;
-        count(st, &batch, &logits, &losses);
-        seen_here += batch.len();
-        let rate = seen_here as f32 / started.elapsed().as_secs_f32().max(1e-6);
-        progress.batch(
-            b + 1,
-            (st.epoch_loss_sum / st.epoch_seen as f64) as f32,
-            1.0 - st.epoch_correct as f32 / st.epoch_seen as f32,
-            rate,
-        );
+        let queued = queue_step((e, &mut *team), st, w, &batch, b)?;
+        let next = InFlight { queued, batch, b };
+        if let Some(done) = in_flight.replace(next) {
+            seen_here += done.batch.len();
+            let step = done.b + 1;
+            settle((e, &*team), st, done, ckpt)?;
+            report(progress, st, step, seen_here as f32 / elapsed(started));
+        }
         Ok(ControlFlow::Continue(()))
     })?;
+    if let Some(done) = in_flight.take() {
+        seen_here += done.batch.len();
+        let step = done.b + 1;
+        settle((e, &*team), st, done, ckpt)?;
+        report(progress, st, step, seen_here as f32 / elapsed(started));
+    }
     st.seconds += started.elapsed().as_secs_f64();
     if let Some(outcome) = halted {
         team.check_agreement(e, w)?;
@@ -208,6 +232,20 @@ pub fn run_epoch<E: Engine>(
         return Ok(outcome);
     }
     Ok(Outcome::Finished)
+}
+
+fn elapsed(since: Instant) -> f32 {
+    since.elapsed().as_secs_f32().max(1e-6)
+}
+
+/// The epoch's running loss and error after `step` steps, and images/s.
+fn report(progress: &dyn TrainProgress, st: &State, step: usize, rate: f32) {
+    progress.batch(
+        step,
+        (st.epoch_loss_sum / st.epoch_seen.max(1) as f64) as f32,
+        1.0 - st.epoch_correct as f32 / st.epoch_seen.max(1) as f32,
+        rate,
+    );
 }
 
 /// Adds one step's losses and correct predictions to the epoch's running sums.

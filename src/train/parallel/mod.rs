@@ -63,7 +63,12 @@ pub fn shards(n: usize, k: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// What one engine keeps of its shard's step until the update.
+/// A step queued on the team (`Team::queue`), its results still on the engines.
+pub struct Queued<E: Engine> {
+    shards: Vec<Shard<E::Tensor>>,
+}
+
+/// What one engine keeps of its shard's step until it is collected.
 struct Shard<T> {
     losses: Option<T>,
     logits: Option<T>,
@@ -116,6 +121,23 @@ impl<'a, E: Engine> Team<'a, E> {
         h: Hyper,
         seed: u64,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let queued = self.queue(lead, w, cfg, batch, stats, h, seed)?;
+        self.collect(lead, queued)
+    }
+
+    /// Queues the step without waiting for it: its losses and logits stay on the engines
+    /// until `collect`, so the host can prepare the next batch while the GPUs work.
+    #[allow(clippy::too_many_arguments)]
+    pub fn queue(
+        &mut self,
+        lead: &E,
+        w: &mut Weights<E>,
+        cfg: &AlexNetConfig,
+        batch: &Batch,
+        stats: &ColourStats,
+        h: Hyper,
+        seed: u64,
+    ) -> Result<Queued<E>> {
         let k = self.size();
         let parts = shards(batch.len(), k);
         let mut engines: Vec<&E> = vec![lead];
@@ -144,15 +166,26 @@ impl<'a, E: Engine> Team<'a, E> {
                 weights.iter_mut().map(|w| &mut w.grads).collect();
             reduce.sum(&engines, &mut grads)?;
         }
-        let (mut losses, mut logits) = (Vec::new(), Vec::new());
-        for ((e, w), shard) in engines.iter().zip(weights.iter_mut()).zip(kept) {
+        for (e, w) in engines.iter().zip(weights.iter_mut()) {
             e.make_current()?;
             update(*e, w, h)?;
+        }
+        lead.make_current()?;
+        Ok(Queued { shards: kept })
+    }
+
+    /// Waits for a queued step: its per-sample losses and logits in batch order.
+    pub fn collect(&self, lead: &E, queued: Queued<E>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (mut losses, mut logits) = (Vec::new(), Vec::new());
+        for (r, shard) in queued.shards.into_iter().enumerate() {
+            let e = if r == 0 { lead } else { self.helpers[r - 1].0 };
             if let (Some(l), Some(z)) = (shard.losses, shard.logits) {
+                e.make_current()?;
                 losses.extend(e.download(&l)?);
                 logits.extend(e.download(&z)?);
             }
         }
+        lead.make_current()?;
         Ok((losses, logits))
     }
 
