@@ -8,6 +8,7 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::model::AlexNetConfig;
 use crate::train::augment::{self, ColourStats, Crop};
 use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Normalise, Shape};
@@ -73,6 +74,23 @@ impl Batch {
             labels,
             crop,
         }
+    }
+
+    /// `n` synthetic 8-bit crops for `cfg` with labels, and plain colour statistics: the input
+    /// of measured and checked steps (`throughput`, `parallel::check`).
+    pub fn synthetic(cfg: &AlexNetConfig, n: usize) -> (Batch, ColourStats) {
+        let side = cfg.input;
+        let px: Vec<u8> = (0..n * 3 * side * side)
+            .map(|i| ((i * 2_654_435_761) >> 7) as u8)
+            .collect();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i * 7 % cfg.classes as u32).collect();
+        let stats = ColourStats {
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            eigenvalues: [0.0; 3],
+            eigenvectors: [[0.0; 3]; 3],
+        };
+        (Batch::from_cut(px, vec![[0.0; 3]; n], labels, side), stats)
     }
 
     /// Reads images `idx` of `split` and renders exemplar `views` of them.

@@ -67,6 +67,16 @@ pub struct Hyper {
     pub dropout: f32,
 }
 
+impl Hyper {
+    /// The paper's numbers, for measured and checked steps.
+    pub const BENCH: Hyper = Hyper {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dropout: 0.5,
+    };
+}
+
 /// Queues one SGD step on input `x`; returns the per-sample losses and the logits (still on
 /// the engine, so the caller decides when to wait for them).
 pub fn train_step<E: Engine>(

@@ -344,6 +344,72 @@ pub fn compare<E: Engine>(e: &E, math: Math) -> Vec<Check> {
     h.checks
 }
 
+/// The `Engine` methods that test engines built on the CPU engine (`faulty::Faulty`,
+/// `bf16::Bf16Cpu`) pass through unchanged; each writes the ones it changes.
+macro_rules! cpu_passthrough {
+    () => {
+        fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+            Cpu.upload(data)
+        }
+        fn download(&self, t: &Vec<f32>) -> Result<Vec<f32>> {
+            Cpu.download(t)
+        }
+        fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+            Cpu.zeros(len)
+        }
+        fn input(
+            &self,
+            px: &[u8],
+            sh: &[[f32; 3]],
+            norm: &Normalise,
+            s: Shape,
+        ) -> Result<Vec<f32>> {
+            Cpu.input(px, sh, norm, s)
+        }
+        fn relu_backward(&self, y: &Vec<f32>, dy: &mut Vec<f32>, s: Shape) -> Result<()> {
+            Cpu.relu_backward(y, dy, s)
+        }
+        fn lrn_backward(
+            &self,
+            x: &Vec<f32>,
+            y: &Vec<f32>,
+            saved: &Vec<f32>,
+            xs: Shape,
+            l: &Lrn,
+            dy: &Vec<f32>,
+        ) -> Result<Vec<f32>> {
+            Cpu.lrn_backward(x, y, saved, xs, l, dy)
+        }
+        fn pool_forward(&self, x: &Vec<f32>, xs: Shape) -> Result<(Vec<f32>, Shape, Vec<u32>)> {
+            Cpu.pool_forward(x, xs)
+        }
+        fn pool_backward(
+            &self,
+            x: &Vec<f32>,
+            xs: Shape,
+            y: &Vec<f32>,
+            saved: &Vec<u32>,
+            dy: &Vec<f32>,
+        ) -> Result<Vec<f32>> {
+            Cpu.pool_backward(x, xs, y, saved, dy)
+        }
+        fn dropout(&self, h: &mut Vec<f32>, p: f32, seed: u64) -> Result<()> {
+            Cpu.dropout(h, p, seed)
+        }
+        fn softmax_cross_entropy(
+            &self,
+            logits: &Vec<f32>,
+            labels: &[u32],
+            k: usize,
+        ) -> Result<(Vec<f32>, Vec<f32>)> {
+            Cpu.softmax_cross_entropy(logits, labels, k)
+        }
+        fn scale(&self, t: &mut Vec<f32>, a: f32) -> Result<()> {
+            Cpu.scale(t, a)
+        }
+    };
+}
+
 mod bf16;
 pub use bf16::Bf16Cpu;
 

@@ -12,7 +12,7 @@ use crate::model::{init_params, AlexNetConfig, Init};
 use crate::train::augment;
 use crate::train::batch::{training_batch, Batch, Plan};
 use crate::train::dataset::Split;
-use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::engine::Engine;
 use crate::train::epoch::{train_step, Hyper, Weights};
 use crate::train::feed;
 use crate::train::parallel::{Reduce, Team};
@@ -24,30 +24,13 @@ pub fn step_rate<E: Engine>(e: &E, cfg: &AlexNetConfig, batch: usize, iters: usi
     let params = init_params(cfg, Init::Paper, 0);
     let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
     let mut w = Weights::upload(e, &params, &vel)?;
-    let s = Shape::new(batch, 3, cfg.input, cfg.input);
-    let px: Vec<u8> = (0..s.len())
-        .map(|i| ((i * 2_654_435_761) >> 7) as u8)
-        .collect();
-    let shifts = vec![[0.0f32; 3]; batch];
-    let norm = Normalise {
-        mean: [0.5; 3],
-        std: [0.25; 3],
-    };
-    let labels: Vec<u32> = (0..batch as u32)
-        .map(|i| i * 7 % cfg.classes as u32)
-        .collect();
-    let h = Hyper {
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        dropout: 0.5,
-    };
+    let (b, stats) = Batch::synthetic(cfg, batch);
     let mut run = |steps: usize| -> Result<f64> {
         let t = Instant::now();
         let mut last = None;
         for step in 0..steps {
-            let x = e.input(&px, &shifts, &norm, s)?;
-            last = Some(train_step(e, cfg, &mut w, (x, &labels), h, step as u64)?.0);
+            let x = b.input(e, &stats)?;
+            last = Some(train_step(e, cfg, &mut w, (x, &b.labels), Hyper::BENCH, step as u64)?.0);
         }
         e.download(&last.expect("at least one step"))?;
         Ok(t.elapsed().as_secs_f64())
@@ -58,7 +41,7 @@ pub fn step_rate<E: Engine>(e: &E, cfg: &AlexNetConfig, batch: usize, iters: usi
 
 /// Training images per second of a data-parallel team (`engines`, the lead first) summing
 /// through `reduce`, at `batch` split across them; as `step_rate`, after two warm-up steps.
-/// Each step waits for its losses, as training does.
+/// Each step waits for its losses.
 pub fn team_rate<E: Engine>(
     engines: &[&E],
     reduce: &dyn Reduce<E>,
@@ -72,30 +55,11 @@ pub fn team_rate<E: Engine>(
     let mut team = Team::new(helpers, reduce, &params, &vel)?;
     lead.make_current()?;
     let mut w = Weights::upload(*lead, &params, &vel)?;
-    let side = cfg.input;
-    let px: Vec<u8> = (0..batch * 3 * side * side)
-        .map(|i| ((i * 2_654_435_761) >> 7) as u8)
-        .collect();
-    let labels: Vec<u32> = (0..batch as u32)
-        .map(|i| i * 7 % cfg.classes as u32)
-        .collect();
-    let b = Batch::from_cut(px, vec![[0.0; 3]; batch], labels, side);
-    let stats = augment::ColourStats {
-        mean: [0.5; 3],
-        std: [0.25; 3],
-        eigenvalues: [0.0; 3],
-        eigenvectors: [[0.0; 3]; 3],
-    };
-    let h = Hyper {
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        dropout: 0.5,
-    };
+    let (b, stats) = Batch::synthetic(cfg, batch);
     let mut run = |steps: usize| -> Result<f64> {
         let t = Instant::now();
         for step in 0..steps {
-            team.step(*lead, &mut w, cfg, &b, &stats, h, step as u64)?;
+            team.step(*lead, &mut w, cfg, &b, &stats, Hyper::BENCH, step as u64)?;
         }
         Ok(t.elapsed().as_secs_f64())
     };

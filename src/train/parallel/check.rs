@@ -5,7 +5,6 @@
 
 use crate::error::Result;
 use crate::model::{init_params, Init};
-use crate::train::augment::ColourStats;
 use crate::train::batch::Batch;
 use crate::train::engine::Engine;
 use crate::train::epoch::{train_step, Hyper, Weights};
@@ -19,25 +18,11 @@ pub fn team_checks<E: Engine>(engines: &[&E], reduce: &dyn Reduce<E>) -> Result<
     let cfg = small_alexnet();
     let params = init_params(&cfg, Init::He, 3);
     let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
-    let n = 8 * k;
-    let side = cfg.input;
-    let pixels: Vec<u8> = (0..n * 3 * side * side)
-        .map(|i| (i * 37 % 251) as u8)
-        .collect();
-    let labels: Vec<u32> = (0..n as u32).map(|v| v % 10).collect();
-    let batch = Batch::from_cut(pixels, vec![[0.0; 3]; n], labels.clone(), side);
-    let stats = ColourStats {
-        mean: [0.5; 3],
-        std: [0.25; 3],
-        eigenvalues: [0.0; 3],
-        eigenvectors: [[0.0; 3]; 3],
-    };
+    let (batch, stats) = Batch::synthetic(&cfg, 8 * k);
     // No dropout: each engine draws its own masks, so only then is the whole batch comparable.
     let h = Hyper {
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
         dropout: 0.0,
+        ..Hyper::BENCH
     };
     let (lead, helpers) = engines.split_first().expect("an engine");
     let mut team = Team::new(helpers, reduce, &params, &vel)?;
@@ -46,7 +31,7 @@ pub fn team_checks<E: Engine>(engines: &[&E], reduce: &dyn Reduce<E>) -> Result<
     let mut shared = Weights::upload(*lead, &params, &vel)?;
     for step in 0..2u64 {
         let x = batch.input(*lead, &stats)?;
-        let (_, logits) = train_step(*lead, &cfg, &mut alone, (x, &labels), h, step)?;
+        let (_, logits) = train_step(*lead, &cfg, &mut alone, (x, &batch.labels), h, step)?;
         let logits = lead.download(&logits)?;
         let (_, split) = team.step(*lead, &mut shared, &cfg, &batch, &stats, h, step)?;
         checks.push(Check {

@@ -35,20 +35,10 @@ impl Engine for Bf16Cpu {
     type PoolSaved = Vec<u32>;
     type LrnSaved = Vec<f32>;
 
+    cpu_passthrough!();
+
     fn describe(&self) -> String {
         "CPU emulating bf16 products".into()
-    }
-    fn upload(&self, data: &[f32]) -> Result<T> {
-        Cpu.upload(data)
-    }
-    fn download(&self, t: &T) -> Result<T> {
-        Cpu.download(t)
-    }
-    fn zeros(&self, len: usize) -> Result<T> {
-        Cpu.zeros(len)
-    }
-    fn input(&self, px: &[u8], sh: &[[f32; 3]], norm: &Normalise, s: Shape) -> Result<T> {
-        Cpu.input(px, sh, norm, s)
     }
     /// y = bf16(conv(bf16 x, bf16 w)) + b. x: [N, Cin, H, W] → [N, Out, Ho, Wo]
     fn conv_forward(&self, x: &T, xs: Shape, w: &T, b: &T, c: &Conv) -> Result<(T, Shape)> {
@@ -81,20 +71,8 @@ impl Engine for Bf16Cpu {
     fn relu_forward(&self, x: &mut T, s: Shape) -> Result<()> {
         Cpu.relu_forward(x, s)
     }
-    fn relu_backward(&self, y: &T, dy: &mut T, s: Shape) -> Result<()> {
-        Cpu.relu_backward(y, dy, s)
-    }
     fn lrn_forward(&self, x: &T, xs: Shape, l: &Lrn) -> Result<(T, Vec<f32>)> {
         Cpu.lrn_forward(x, xs, l)
-    }
-    fn lrn_backward(&self, x: &T, y: &T, s: &Vec<f32>, xs: Shape, l: &Lrn, dy: &T) -> Result<T> {
-        Cpu.lrn_backward(x, y, s, xs, l, dy)
-    }
-    fn pool_forward(&self, x: &T, xs: Shape) -> Result<(T, Shape, Vec<u32>)> {
-        Cpu.pool_forward(x, xs)
-    }
-    fn pool_backward(&self, x: &T, xs: Shape, y: &T, s: &Vec<u32>, dy: &T) -> Result<T> {
-        Cpu.pool_backward(x, xs, y, s, dy)
     }
     /// y [N, O] = bf16 x · bf16 wᵀ + b, in FP32.
     fn linear_forward(&self, x: &T, n: usize, w: &T, b: &T, o: usize) -> Result<T> {
@@ -113,15 +91,6 @@ impl Engine for Bf16Cpu {
         let dx = Cpu.linear_backward(&rounded(x), n, &rounded(w), o, &rounded(dy), dw, db)?;
         *db = bias_grad(dy, o, 1);
         Ok(dx)
-    }
-    fn dropout(&self, h: &mut T, p: f32, seed: u64) -> Result<()> {
-        Cpu.dropout(h, p, seed)
-    }
-    fn softmax_cross_entropy(&self, logits: &T, labels: &[u32], k: usize) -> Result<(T, T)> {
-        Cpu.softmax_cross_entropy(logits, labels, k)
-    }
-    fn scale(&self, t: &mut T, a: f32) -> Result<()> {
-        Cpu.scale(t, a)
     }
     fn sgd_step(&self, w: &mut T, v: &mut T, g: &T, lr: f32, m: f32, decay: f32) -> Result<()> {
         Cpu.sgd_step(w, v, g, lr, m, decay)

@@ -29,20 +29,10 @@ impl Engine for Faulty {
     type PoolSaved = Vec<u32>;
     type LrnSaved = Vec<f32>;
 
+    cpu_passthrough!();
+
     fn describe(&self) -> String {
         format!("CPU with {:?}", self.0)
-    }
-    fn upload(&self, data: &[f32]) -> Result<T> {
-        Cpu.upload(data)
-    }
-    fn download(&self, t: &T) -> Result<Vec<f32>> {
-        Cpu.download(t)
-    }
-    fn zeros(&self, len: usize) -> Result<T> {
-        Cpu.zeros(len)
-    }
-    fn input(&self, px: &[u8], sh: &[[f32; 3]], norm: &Normalise, s: Shape) -> Result<T> {
-        Cpu.input(px, sh, norm, s)
     }
     fn conv_forward(&self, x: &T, xs: Shape, w: &T, b: &T, c: &Conv) -> Result<(T, Shape)> {
         Cpu.conv_forward(x, xs, w, b, c)
@@ -73,23 +63,11 @@ impl Engine for Faulty {
         }
         Ok(())
     }
-    fn relu_backward(&self, y: &T, dy: &mut T, s: Shape) -> Result<()> {
-        Cpu.relu_backward(y, dy, s)
-    }
     fn lrn_forward(&self, x: &T, xs: Shape, l: &Lrn) -> Result<(T, Vec<f32>)> {
         match self.0 {
             Fault::LrnWithoutBeta => Cpu.lrn_forward(x, xs, &Lrn { beta: 1.0, ..*l }),
             _ => Cpu.lrn_forward(x, xs, l),
         }
-    }
-    fn lrn_backward(&self, x: &T, y: &T, s: &Vec<f32>, xs: Shape, l: &Lrn, dy: &T) -> Result<T> {
-        Cpu.lrn_backward(x, y, s, xs, l, dy)
-    }
-    fn pool_forward(&self, x: &T, xs: Shape) -> Result<(T, Shape, Vec<u32>)> {
-        Cpu.pool_forward(x, xs)
-    }
-    fn pool_backward(&self, x: &T, xs: Shape, y: &T, s: &Vec<u32>, dy: &T) -> Result<T> {
-        Cpu.pool_backward(x, xs, y, s, dy)
     }
     fn linear_forward(&self, x: &T, n: usize, w: &T, b: &T, o: usize) -> Result<T> {
         Cpu.linear_forward(x, n, w, b, o)
@@ -106,15 +84,6 @@ impl Engine for Faulty {
         db: &mut T,
     ) -> Result<T> {
         Cpu.linear_backward(x, n, w, o, dy, dw, db)
-    }
-    fn dropout(&self, h: &mut T, p: f32, seed: u64) -> Result<()> {
-        Cpu.dropout(h, p, seed)
-    }
-    fn softmax_cross_entropy(&self, logits: &T, labels: &[u32], k: usize) -> Result<(T, T)> {
-        Cpu.softmax_cross_entropy(logits, labels, k)
-    }
-    fn scale(&self, t: &mut T, a: f32) -> Result<()> {
-        Cpu.scale(t, a)
     }
     fn sgd_step(&self, w: &mut T, v: &mut T, g: &T, lr: f32, m: f32, decay: f32) -> Result<()> {
         let decay = if self.0 == Fault::SgdWithoutDecay {
