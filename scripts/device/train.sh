@@ -8,7 +8,8 @@
 #   1c. fc7 selftest --gpus (every GPU on the machine): NCCL's sum, two steps split across the
 #       GPUs against one GPU, the same weights on each, and the team's images/s;
 #   2. PyTorch's figures for the same network on the same card (torch_anchor.py; TORCH=0 skips);
-#   2b. end-to-end images/s with training crops cut on the GPU against cut on the host;
+#   2b. end-to-end images/s with training crops cut on the GPU, on the host, and on the GPU
+#       with batches copied on a second stream (FC7_COPY_STREAM=1);
 #   2c. BF16_EPOCHS (default 3) epochs of --preset paper in tf32 and in bf16: the accuracy
 #       that decides whether bf16 may become the default;
 #   3. the initialisations compared: one epoch of --preset paper on Fashion-MNIST upscaled to
@@ -41,13 +42,14 @@ if [ "${TORCH:-1}" = 1 ]; then
   ( echo "== PyTorch anchor"; timeout 150 python3 .devrun/torch_anchor.py "$out/torch.json"; cat "$out/torch.json" ) 2>&1 | tee -a "$out/train.txt"
 fi
 $fc7 dataset fashion-mnist /tmp/fm --source .devrun/fmnist | tee -a "$out/train.txt"
-for crops in gpu host; do
+# The same 300 steps three ways: crops cut on the GPU (the default), on the host, and on the
+# GPU with batches copied on a second stream.
+for way in "gpu-crops" "host-crops FC7_HOST_CROPS=1" "copy-stream FC7_COPY_STREAM=1"; do
+  set -- $way
   {
-    echo "== --preset paper, 300 steps, training crops cut on the $crops (FC7_HOST_CROPS)"
-    [ "$crops" = host ] && export FC7_HOST_CROPS=1
-    FC7_SKIP_ENGINE_CHECK=1 timeout 120 $fc7 train /tmp/fm --preset paper --max-steps 300 \
-      --device cuda --out /tmp/m/crops-$crops --quiet
-    unset FC7_HOST_CROPS
+    echo "== --preset paper, 300 steps: $1 ${2:-}"
+    env ${2:-} FC7_SKIP_ENGINE_CHECK=1 timeout 120 $fc7 train /tmp/fm --preset paper \
+      --max-steps 300 --device cuda --out /tmp/m/way-$1 --quiet
   } 2>&1 | tee -a "$out/train.txt"
 done
 for precision in tf32 bf16; do

@@ -60,17 +60,23 @@ impl Engine for Cuda {
         self.ctx
             .bind_to_thread()
             .map_err(cuda_err("binding the GPU"))?;
-        let px = self.stage(&self.pixels, pixels)?;
+        let px = self.put(&self.pixels, pixels)?;
         let flat: Vec<f32> = shifts.iter().flatten().copied().collect();
-        let sh = self.stage(&self.shifts, &flat)?;
+        let sh = self.put(&self.shifts, &flat)?;
         let mut x = self.alloc(s.len())?;
         let (len, plane) = (s.len() as i64, (s.h * s.w) as i32);
         let ([m0, m1, m2], [s0, s1, s2]) = (norm.mean, norm.std);
         let mut b = self.stream.launch_builder(&self.k.input_u8);
-        b.arg(&px).arg(&sh).arg(&mut x).arg(&len).arg(&plane);
+        b.arg(&px.ptr)
+            .arg(&sh.ptr)
+            .arg(&mut x)
+            .arg(&len)
+            .arg(&plane);
         b.arg(&m0).arg(&m1).arg(&m2).arg(&s0).arg(&s1).arg(&s2);
         // SAFETY: px and x hold len elements, sh n·3.
         launched(unsafe { b.launch(elementwise(s.len())) }, "input_u8")?;
+        self.release(&self.pixels, px)?;
+        self.release(&self.shifts, sh)?;
         Ok(x)
     }
 
@@ -89,25 +95,32 @@ impl Engine for Cuda {
         self.ctx
             .bind_to_thread()
             .map_err(cuda_err("binding the GPU"))?;
-        let img = self.stage(&self.pixels, images)?;
+        let img = self.put(&self.pixels, images)?;
         let places: Vec<i32> = views
             .iter()
             .flat_map(|v| [v.x as i32, v.y as i32, v.flip as i32])
             .collect();
-        let at = self.stage(&self.views, &places)?;
+        let at = self.put(&self.views, &places)?;
         let flat: Vec<f32> = views.iter().flat_map(|v| v.shift).collect();
-        let sh = self.stage(&self.shifts, &flat)?;
+        let sh = self.put(&self.shifts, &flat)?;
         let s = Shape::new(views.len(), 3, crop, crop);
         let mut x = self.alloc(s.len())?;
         let (len, side32, crop32) = (s.len() as i64, side as i32, crop as i32);
         let ([m0, m1, m2], [s0, s1, s2]) = (norm.mean, norm.std);
         let mut b = self.stream.launch_builder(&self.k.input_crop);
-        b.arg(&img).arg(&at).arg(&sh).arg(&mut x).arg(&len);
+        b.arg(&img.ptr)
+            .arg(&at.ptr)
+            .arg(&sh.ptr)
+            .arg(&mut x)
+            .arg(&len);
         b.arg(&side32).arg(&crop32);
         b.arg(&m0).arg(&m1).arg(&m2).arg(&s0).arg(&s1).arg(&s2);
         // SAFETY: img holds n·side²·3 bytes, at n·3 ints, sh n·3 floats, x len; every view
         // lies inside its image (augment's crops are at most side − crop from the edge).
         launched(unsafe { b.launch(elementwise(s.len())) }, "input_crop")?;
+        self.release(&self.pixels, img)?;
+        self.release(&self.views, at)?;
+        self.release(&self.shifts, sh)?;
         Ok(x)
     }
 
@@ -287,18 +300,19 @@ impl Engine for Cuda {
         classes: usize,
     ) -> Result<(Tensor, Tensor)> {
         let n = labels.len();
-        let lab = self.stage(&self.labels, labels)?;
+        let lab = self.put(&self.labels, labels)?;
         let (mut loss, mut grad) = (self.alloc(n)?, self.alloc(n * classes)?);
         let (n32, k32) = (n as i32, classes as i32);
         let mut b = self.stream.launch_builder(&self.k.softmax_xent);
         b.arg(logits)
-            .arg(&lab)
+            .arg(&lab.ptr)
             .arg(&mut loss)
             .arg(&mut grad)
             .arg(&n32)
             .arg(&k32);
         // SAFETY: logits and grad hold n·classes floats, labels and loss n.
         launched(unsafe { b.launch(per_item(n)) }, "softmax_xent")?;
+        self.release(&self.labels, lab)?;
         Ok((loss, grad))
     }
 

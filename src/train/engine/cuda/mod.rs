@@ -15,19 +15,18 @@ mod emulate;
 pub mod kernels;
 mod layers;
 mod mixed;
+mod upload;
 
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{
-    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
-    PinnedHostSlice, PushKernelArg, ValidAsZeroBits,
-};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
 
 use crate::error::{Error, Result};
 use crate::train::engine::Math;
 use dnn::{Dnn, Ptr};
 use kernels::{launched, per_item, Kernels};
+use upload::Staging;
 
 pub type Tensor = CudaSlice<f32>;
 
@@ -62,8 +61,7 @@ pub struct Cuda {
     /// The GPU, its architecture and cuDNN's version.
     device: String,
     math: Math,
-    /// Page-locked staging for each batch's pixels and labels: copies from it are true DMA
-    /// and do not make the stream wait, unlike copies from ordinary (pageable) memory.
+    /// Page-locked staging for each batch's pixels, views, shifts and labels (`upload`).
     pixels: Mutex<Staging<u8>>,
     shifts: Mutex<Staging<f32>>,
     views: Mutex<Staging<i32>>,
@@ -71,21 +69,8 @@ pub struct Cuda {
     /// Training views cut from whole images on the GPU (`input_views`); FC7_HOST_CROPS=1
     /// cuts them on the host instead, for comparison.
     gpu_crops: bool,
-}
-
-/// A page-locked buffer and the event marking the end of the last copy out of it.
-struct Staging<T> {
-    buf: Option<PinnedHostSlice<T>>,
-    copied: Option<CudaEvent>,
-}
-
-impl<T> Default for Staging<T> {
-    fn default() -> Self {
-        Staging {
-            buf: None,
-            copied: None,
-        }
-    }
+    /// The second stream batches are copied on (FC7_COPY_STREAM=1), else the one stream.
+    copy: Option<Arc<CudaStream>>,
 }
 
 fn cuda_err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Error + '_ {
@@ -123,6 +108,10 @@ impl Cuda {
         let blas = CudaBlas::new(stream.clone()).map_err(cuda_err("cuBLAS"))?;
         let dnn = Dnn::new(stream.clone(), math)?;
         let k = Kernels::load(&ctx)?;
+        let copy = match std::env::var_os("FC7_COPY_STREAM").is_some_and(|v| v == "1") {
+            true => Some(ctx.new_stream().map_err(cuda_err("a copy stream"))?),
+            false => None,
+        };
         let (major, minor) = ctx.compute_capability().map_err(cuda_err("device query"))?;
         let device = format!(
             "{} (GPU {ordinal}, sm_{major}{minor}, cuDNN {}",
@@ -142,40 +131,8 @@ impl Cuda {
             views: Mutex::default(),
             labels: Mutex::default(),
             gpu_crops: std::env::var_os("FC7_HOST_CROPS").is_none_or(|v| v != "1"),
+            copy,
         })
-    }
-
-    /// Copies `data` to a new device buffer (at least `data.len()` long) through `staging`.
-    fn stage<T: DeviceRepr + ValidAsZeroBits + Copy>(
-        &self,
-        staging: &Mutex<Staging<T>>,
-        data: &[T],
-    ) -> Result<CudaSlice<T>> {
-        let mut st = staging.lock().expect("staging lock");
-        if let Some(done) = &st.copied {
-            // The previous copy out of the buffer must finish before it is overwritten.
-            done.synchronize().map_err(cuda_err("GPU copy"))?;
-        }
-        if st.buf.as_ref().is_none_or(|p| p.len() < data.len()) {
-            // SAFETY: written below before any copy reads it.
-            let fresh = unsafe { self.ctx.alloc_pinned::<T>(data.len().max(1)) };
-            st.buf = Some(fresh.map_err(cuda_err("allocating page-locked memory"))?);
-        }
-        let pinned = st.buf.as_mut().expect("allocated");
-        let host = pinned
-            .as_mut_slice()
-            .map_err(cuda_err("page-locked memory"))?;
-        host[..data.len()].copy_from_slice(data);
-        // SAFETY: every element is written by the copy below before it is read.
-        let mut dev = unsafe { self.stream.alloc::<T>(pinned.len()) }
-            .map_err(cuda_err("allocating GPU memory"))?;
-        self.stream
-            .memcpy_htod(pinned, &mut dev)
-            .map_err(cuda_err("copy to GPU"))?;
-        let done = self.ctx.new_event(None).map_err(cuda_err("GPU event"))?;
-        done.record(&self.stream).map_err(cuda_err("GPU event"))?;
-        st.copied = Some(done);
-        Ok(dev)
     }
 
     /// Switches the products' arithmetic on the same GPU context.
