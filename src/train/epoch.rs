@@ -18,7 +18,7 @@ use crate::train::dataset::Split;
 use crate::train::engine::Engine;
 use crate::train::feed;
 use crate::train::network::{self, Mode};
-use crate::train::parallel::{Queued, Team};
+use crate::train::parallel::{Queued, Step, Team};
 use crate::train::progress::TrainProgress;
 
 /// Parameters, momentum and gradient buffers on the engine, in `param_shapes()` order.
@@ -117,7 +117,14 @@ fn queue_step<E: Engine>(
         dropout: r.dropout,
     };
     let seed = mix(r.seed, st.epoch as u64 + 7, b as u64);
-    team.queue(e, w, &st.config, batch, &st.stats, h, seed)
+    let step = Step {
+        cfg: &st.config,
+        batch,
+        stats: &st.stats,
+        h,
+        seed,
+    };
+    team.queue(e, w, step)
 }
 
 /// A queued step and its batch, settled (waited for, checked and counted) once the next one

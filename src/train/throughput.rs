@@ -15,7 +15,7 @@ use crate::train::dataset::Split;
 use crate::train::engine::Engine;
 use crate::train::epoch::{train_step, Hyper, Weights};
 use crate::train::feed;
-use crate::train::parallel::{Reduce, Team};
+use crate::train::parallel::{Reduce, Step, Team};
 
 /// Training images per second of `cfg` on `e` at `batch`, over `iters` steps after two
 /// warm-up steps (where cuDNN picks its algorithms). Each step sends one batch of 8-bit
@@ -59,7 +59,14 @@ pub fn team_rate<E: Engine>(
     let mut run = |steps: usize| -> Result<f64> {
         let t = Instant::now();
         for step in 0..steps {
-            team.step(*lead, &mut w, cfg, &b, &stats, Hyper::BENCH, step as u64)?;
+            let s = Step {
+                cfg,
+                batch: &b,
+                stats: &stats,
+                h: Hyper::BENCH,
+                seed: step as u64,
+            };
+            team.step(*lead, &mut w, s)?;
         }
         Ok(t.elapsed().as_secs_f64())
     };

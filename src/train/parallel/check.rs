@@ -8,7 +8,7 @@ use crate::model::{init_params, Init};
 use crate::train::batch::Batch;
 use crate::train::engine::Engine;
 use crate::train::epoch::{train_step, Hyper, Weights};
-use crate::train::parallel::{Reduce, Team};
+use crate::train::parallel::{Reduce, Step, Team};
 use crate::train::selftest::{relative_error, small_alexnet, Check, NETWORK};
 
 /// The checks of a team of `engines` (the lead first) summing through `reduce`.
@@ -33,7 +33,14 @@ pub fn team_checks<E: Engine>(engines: &[&E], reduce: &dyn Reduce<E>) -> Result<
         let x = batch.input(*lead, &stats)?;
         let (_, logits) = train_step(*lead, &cfg, &mut alone, (x, &batch.labels), h, step)?;
         let logits = lead.download(&logits)?;
-        let (_, split) = team.step(*lead, &mut shared, &cfg, &batch, &stats, h, step)?;
+        let s = Step {
+            cfg: &cfg,
+            batch: &batch,
+            stats: &stats,
+            h,
+            seed: step,
+        };
+        let (_, split) = team.step(*lead, &mut shared, s)?;
         checks.push(Check {
             name: format!("{k} GPUs, step {step}: logits against one"),
             error: relative_error(&logits, &split),

@@ -63,6 +63,17 @@ pub fn shards(n: usize, k: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// What one SGD step of the team works on.
+#[derive(Clone, Copy)]
+pub struct Step<'b> {
+    pub cfg: &'b AlexNetConfig,
+    pub batch: &'b Batch,
+    pub stats: &'b ColourStats,
+    pub h: Hyper,
+    /// The dropout seed (the lead's; helpers derive theirs from it).
+    pub seed: u64,
+}
+
 /// A step queued on the team (`Team::queue`), its results still on the engines.
 pub struct Queued<E: Engine> {
     shards: Vec<Shard<E::Tensor>>,
@@ -108,36 +119,22 @@ impl<'a, E: Engine> Team<'a, E> {
         1 + self.helpers.len()
     }
 
-    /// One SGD step over `batch` split across the team: the per-sample losses and the logits
+    /// One SGD step split across the team: the per-sample losses and the logits
     /// ([n, classes]), on the host in batch order.
-    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         lead: &E,
         w: &mut Weights<E>,
-        cfg: &AlexNetConfig,
-        batch: &Batch,
-        stats: &ColourStats,
-        h: Hyper,
-        seed: u64,
+        step: Step,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let queued = self.queue(lead, w, cfg, batch, stats, h, seed)?;
+        let queued = self.queue(lead, w, step)?;
         self.collect(lead, queued)
     }
 
     /// Queues the step without waiting for it: its losses and logits stay on the engines
     /// until `collect`, so the host can prepare the next batch while the GPUs work.
-    #[allow(clippy::too_many_arguments)]
-    pub fn queue(
-        &mut self,
-        lead: &E,
-        w: &mut Weights<E>,
-        cfg: &AlexNetConfig,
-        batch: &Batch,
-        stats: &ColourStats,
-        h: Hyper,
-        seed: u64,
-    ) -> Result<Queued<E>> {
+    pub fn queue(&mut self, lead: &E, w: &mut Weights<E>, step: Step) -> Result<Queued<E>> {
+        let batch = step.batch;
         let k = self.size();
         let parts = shards(batch.len(), k);
         let mut engines: Vec<&E> = vec![lead];
@@ -150,16 +147,7 @@ impl<'a, E: Engine> Team<'a, E> {
         for (r, range) in parts.iter().enumerate() {
             let (e, w) = (engines[r], &mut *weights[r]);
             e.make_current()?;
-            kept.push(shard_gradients(
-                e,
-                w,
-                cfg,
-                (batch, range.clone()),
-                stats,
-                h,
-                seed,
-                r,
-            )?);
+            kept.push(shard_gradients(e, w, &step, range.clone(), r)?);
         }
         if let Some(reduce) = self.reduce.filter(|_| k > 1) {
             let mut grads: Vec<&mut Vec<E::Tensor>> =
@@ -168,7 +156,7 @@ impl<'a, E: Engine> Team<'a, E> {
         }
         for (e, w) in engines.iter().zip(weights.iter_mut()) {
             e.make_current()?;
-            update(*e, w, h)?;
+            update(*e, w, step.h)?;
         }
         lead.make_current()?;
         Ok(Queued { shards: kept })
@@ -210,17 +198,20 @@ impl<'a, E: Engine> Team<'a, E> {
 /// Forward and backward of samples `range` of `batch` on one engine, the loss gradient
 /// weighted by the shard's share of the batch when it is one of several; the gradients land
 /// in `w.grads`. An empty shard contributes zero gradients.
-#[allow(clippy::too_many_arguments)]
 fn shard_gradients<E: Engine>(
     e: &E,
     w: &mut Weights<E>,
-    cfg: &AlexNetConfig,
-    (batch, range): (&Batch, Range<usize>),
-    stats: &ColourStats,
-    h: Hyper,
-    seed: u64,
+    step: &Step,
+    range: Range<usize>,
     rank: usize,
 ) -> Result<Shard<E::Tensor>> {
+    let Step {
+        cfg,
+        batch,
+        stats,
+        h,
+        seed,
+    } = *step;
     let n = range.len();
     if n == 0 {
         for g in w.grads.iter_mut() {
@@ -309,8 +300,14 @@ mod tests {
         for step in 0..2 {
             let x = batch.input(&Cpu, &plan.stats).unwrap();
             train_step(&Cpu, &cfg, &mut alone, (x, &batch.labels), H, step).unwrap();
-            let got = Team::solo().step(&Cpu, &mut solo, &cfg, &batch, &plan.stats, H, step);
-            got.unwrap();
+            let s = Step {
+                cfg: &cfg,
+                batch: &batch,
+                stats: &plan.stats,
+                h: H,
+                seed: step,
+            };
+            Team::solo().step(&Cpu, &mut solo, s).unwrap();
         }
         assert!(
             flat(&alone) == flat(&solo),
@@ -325,10 +322,14 @@ mod tests {
         for step in 0..2 {
             let x = batch.input(&Cpu, &plan.stats).unwrap();
             let (l1, z1) = train_step(&Cpu, &cfg, &mut one, (x, &batch.labels), h, step).unwrap();
-            let stats = &plan.stats;
-            let (l3, z3) = team
-                .step(&Cpu, &mut lead, &cfg, &batch, stats, h, step)
-                .unwrap();
+            let s = Step {
+                cfg: &cfg,
+                batch: &batch,
+                stats: &plan.stats,
+                h,
+                seed: step,
+            };
+            let (l3, z3) = team.step(&Cpu, &mut lead, s).unwrap();
             assert!(relative_error(&l1, &l3) < 1e-5, "losses, step {step}");
             assert!(relative_error(&z1, &z3) < 1e-5, "logits, step {step}");
         }
