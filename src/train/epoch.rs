@@ -46,6 +46,19 @@ impl<E: Engine> Weights<E> {
         })
     }
 
+    /// The paper's SGD update of every parameter from `grads`.
+    pub(crate) fn update(&mut self, e: &E, h: Hyper) -> Result<()> {
+        for ((p, v), g) in self
+            .params
+            .iter_mut()
+            .zip(&mut self.velocity)
+            .zip(&self.grads)
+        {
+            e.sgd_step(p, v, g, h.lr, h.momentum, h.weight_decay)?;
+        }
+        Ok(())
+    }
+
     /// Copies the engine's parameters and velocities back into the host copies.
     pub fn download(&self, e: &E, params: &mut [Param], velocity: &mut [Vec<f32>]) -> Result<()> {
         for (p, t) in params.iter_mut().zip(&self.params) {
@@ -95,9 +108,7 @@ pub fn train_step<E: Engine>(
     let logits = out.logits.as_ref().expect("a classifier");
     let (losses, dlogits) = e.softmax_cross_entropy(logits, labels, cfg.classes)?;
     network::backward(e, cfg, &w.params, &out, &dlogits, &mut w.grads)?;
-    for ((p, v), g) in w.params.iter_mut().zip(&mut w.velocity).zip(&w.grads) {
-        e.sgd_step(p, v, g, h.lr, h.momentum, h.weight_decay)?;
-    }
+    w.update(e, h)?;
     Ok((losses, out.logits.expect("a classifier")))
 }
 

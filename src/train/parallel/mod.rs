@@ -156,7 +156,7 @@ impl<'a, E: Engine> Team<'a, E> {
         }
         for (e, w) in engines.iter().zip(weights.iter_mut()) {
             e.make_current()?;
-            update(*e, w, step.h)?;
+            w.update(*e, step.h)?;
         }
         lead.make_current()?;
         Ok(Queued { shards: kept })
@@ -177,12 +177,22 @@ impl<'a, E: Engine> Team<'a, E> {
         Ok((losses, logits))
     }
 
-    /// Fails unless every helper's weights and velocities equal the lead's, bit for bit.
+    /// Fails unless every helper's weights equal the lead's, bit for bit (their velocities
+    /// follow from the same gradients).
     pub fn check_agreement(&self, lead: &E, w: &Weights<E>) -> Result<()> {
+        if self.helpers.is_empty() {
+            return Ok(());
+        }
+        lead.make_current()?;
+        let want: Vec<Vec<f32>> = w
+            .params
+            .iter()
+            .map(|t| lead.download(t))
+            .collect::<Result<_>>()?;
         for (r, (e, hw)) in self.helpers.iter().enumerate() {
             e.make_current()?;
-            for (i, (a, b)) in w.params.iter().zip(&hw.params).enumerate() {
-                let (a, b) = (lead.download(a)?, e.download(b)?);
+            for (i, (a, b)) in want.iter().zip(&hw.params).enumerate() {
+                let b = e.download(b)?;
                 if a.iter().zip(&b).any(|(x, y)| x.to_bits() != y.to_bits()) {
                     return Err(Error::Invalid(format!(
                         "data-parallel engines drifted apart: engine {} differs from the lead in parameter {i}",
@@ -214,8 +224,8 @@ fn shard_gradients<E: Engine>(
     } = *step;
     let n = range.len();
     if n == 0 {
-        for g in w.grads.iter_mut() {
-            *g = e.zeros(e.download(g)?.len())?;
+        for (g, (_, shape)) in w.grads.iter_mut().zip(cfg.param_shapes()) {
+            *g = e.zeros(shape.iter().product())?;
         }
         return Ok(Shard {
             losses: None,
@@ -246,13 +256,6 @@ fn shard_gradients<E: Engine>(
         losses: Some(losses),
         logits: out.logits,
     })
-}
-
-fn update<E: Engine>(e: &E, w: &mut Weights<E>, h: Hyper) -> Result<()> {
-    for ((p, v), g) in w.params.iter_mut().zip(&mut w.velocity).zip(&w.grads) {
-        e.sgd_step(p, v, g, h.lr, h.momentum, h.weight_decay)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
