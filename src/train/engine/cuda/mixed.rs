@@ -9,7 +9,7 @@ use std::ffi::c_void;
 
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
 use cudarc::cublas::GemmConfig;
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::kernels::{elementwise, launched};
 use super::{cuda_err, Cuda, Tensor};
@@ -24,8 +24,7 @@ impl Cuda {
     /// A bf16 copy of `t`.
     pub(super) fn narrow(&self, t: &Tensor) -> Result<Half> {
         let len = t.len();
-        // SAFETY: every element is written by the kernel below.
-        let mut h = unsafe { self.stream.alloc::<u16>(len) }.map_err(cuda_err("GPU memory"))?;
+        let mut h: Half = self.alloc(len)?;
         let len64 = len as i64;
         let mut b = self.stream.launch_builder(&self.k.to_bf16);
         b.arg(t).arg(&mut h).arg(&len64);
@@ -56,11 +55,8 @@ impl Cuda {
         ys: Shape,
     ) -> Result<Tensor> {
         let (xb, wb) = (self.narrow(x)?, self.narrow(w)?);
-        // SAFETY: written by the convolution before it is read.
-        let mut yb =
-            unsafe { self.stream.alloc::<u16>(ys.len()) }.map_err(cuda_err("GPU memory"))?;
-        let (xp, wp) = (self.half(&xb), self.half(&wb));
-        let yp = yb.device_ptr_mut(&self.stream).0;
+        let mut yb: Half = self.alloc(ys.len())?;
+        let (xp, wp, yp) = (self.ptr(&xb), self.ptr(&wb), self.ptr_mut(&mut yb));
         self.dnn.conv_forward(xp, xs, wp, c, yp, ys)?;
         let mut y = self.widen(&yb)?;
         let yp = self.ptr_mut(&mut y);
@@ -84,18 +80,11 @@ impl Cuda {
         let dbp = self.ptr_mut(db);
         self.dnn.bias_grad(self.ptr(dy), ys, dbp)?;
         let (xb, wb, dyb) = (self.narrow(x)?, self.narrow(w)?, self.narrow(dy)?);
-        // SAFETY: both are written by cuDNN before they are read.
-        let mut dwb =
-            unsafe { self.stream.alloc::<u16>(dw.len()) }.map_err(cuda_err("GPU memory"))?;
-        let mut dxb = match need_dx {
-            true => Some(
-                unsafe { self.stream.alloc::<u16>(xs.len()) }.map_err(cuda_err("GPU memory"))?,
-            ),
-            false => None,
-        };
-        let dwp = dwb.device_ptr_mut(&self.stream).0;
-        let dxp = dxb.as_mut().map(|d| d.device_ptr_mut(&self.stream).0);
-        let (xp, wp, dyp) = (self.half(&xb), self.half(&wb), self.half(&dyb));
+        let mut dwb: Half = self.alloc(dw.len())?;
+        let mut dxb: Option<Half> = need_dx.then(|| self.alloc(xs.len())).transpose()?;
+        let dwp = self.ptr_mut(&mut dwb);
+        let dxp = dxb.as_mut().map(|d| self.ptr_mut(d));
+        let (xp, wp, dyp) = (self.ptr(&xb), self.ptr(&wb), self.ptr(&dyb));
         self.dnn
             .conv_backward((xp, xs), wp, c, (dyp, ys), dwp, dxp)?;
         *dw = self.widen(&dwb)?;
@@ -110,7 +99,7 @@ impl Cuda {
         b: &Half,
         c: &mut Tensor,
     ) -> Result<()> {
-        let (ap, bp, cp) = (self.half(a), self.half(b), self.ptr_mut(c));
+        let (ap, bp, cp) = (self.ptr(a), self.ptr(b), self.ptr_mut(c));
         let bf16 = cudaDataType::CUDA_R_16BF;
         // SAFETY: cfg describes a, b and c of exactly these lengths (blas::forward and co.),
         // alpha and beta are host f32 as CUBLAS_COMPUTE_32F takes them.
@@ -138,9 +127,5 @@ impl Cuda {
             )
         }
         .map_err(cuda_err("cuBLAS bf16 GemmEx"))
-    }
-
-    fn half(&self, h: &Half) -> u64 {
-        h.device_ptr(&self.stream).0
     }
 }

@@ -20,7 +20,9 @@ mod upload;
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg,
+};
 
 use crate::error::{Error, Result};
 use crate::train::engine::Math;
@@ -71,6 +73,13 @@ pub struct Cuda {
     gpu_crops: bool,
     /// The second stream batches are copied on (FC7_COPY_STREAM=1), else the one stream.
     copy: Option<Arc<CudaStream>>,
+}
+
+/// A device buffer of `len` (at least one) elements on `stream`; every caller fully overwrites
+/// it before reading it.
+fn alloc_on<T: DeviceRepr>(stream: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: see above.
+    unsafe { stream.alloc::<T>(len.max(1)) }.map_err(cuda_err("allocating GPU memory"))
 }
 
 fn cuda_err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Error + '_ {
@@ -146,16 +155,15 @@ impl Cuda {
         self.stream.clone()
     }
 
-    fn alloc(&self, len: usize) -> Result<Tensor> {
-        // SAFETY: every caller fully overwrites the buffer before reading it.
-        unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(cuda_err("allocating GPU memory"))
+    fn alloc<T: DeviceRepr>(&self, len: usize) -> Result<CudaSlice<T>> {
+        alloc_on(&self.stream, len)
     }
 
-    fn ptr(&self, t: &Tensor) -> Ptr {
+    fn ptr<T>(&self, t: &CudaSlice<T>) -> Ptr {
         t.device_ptr(&self.stream).0
     }
 
-    fn ptr_mut(&self, t: &mut Tensor) -> Ptr {
+    fn ptr_mut<T>(&self, t: &mut CudaSlice<T>) -> Ptr {
         t.device_ptr_mut(&self.stream).0
     }
 

@@ -7,13 +7,13 @@
 //! copy (`copied`), and the host waits only before refilling a page-locked buffer whose copy
 //! has not finished.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use cudarc::driver::{
-    CudaEvent, CudaSlice, CudaStream, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
+    CudaEvent, CudaSlice, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
 };
 
-use super::{cuda_err, Cuda};
+use super::{alloc_on, cuda_err, Cuda};
 use crate::error::Result;
 
 /// The buffers of one kind of upload (pixels, views, shifts or labels).
@@ -83,38 +83,37 @@ impl Cuda {
             .as_mut_slice()
             .map_err(cuda_err("page-locked memory"))?;
         host[..data.len()].copy_from_slice(data);
-        let (dev, fresh) = match &self.copy {
-            None => (self.fresh(pinned.len())?, true),
+        let mut dev = match &self.copy {
+            None => alloc_on(copy, pinned.len())?,
             Some(_) => {
                 if grow || slot.dev.is_none() {
                     if let Some(used) = &slot.consumed {
                         used.synchronize().map_err(cuda_err("GPU work"))?;
                     }
-                    slot.dev = Some(self.fresh_on(copy, pinned.len())?);
+                    slot.dev = Some(alloc_on(copy, pinned.len())?);
                 }
                 if let Some(used) = &slot.consumed {
                     copy.wait(used).map_err(cuda_err("GPU event"))?;
                 }
-                (slot.dev.take().expect("allocated"), false)
+                slot.dev.take().expect("allocated")
             }
         };
-        let mut dev = dev;
         copy.memcpy_htod(pinned, &mut dev)
             .map_err(cuda_err("copy to GPU"))?;
         let copied = self.ctx.new_event(None).map_err(cuda_err("GPU event"))?;
         copied.record(copy).map_err(cuda_err("GPU event"))?;
-        if self.copy.is_some() {
-            self.stream.wait(&copied).map_err(cuda_err("GPU event"))?;
-        }
         slot.copied = Some(copied);
         let ptr = dev.device_ptr(copy).0;
-        if fresh {
+        if self.copy.is_none() {
             return Ok(Put {
                 ptr,
                 _fresh: Some(dev),
                 slot: None,
             });
         }
+        self.stream
+            .wait(slot.copied.as_ref().expect("recorded"))
+            .map_err(cuda_err("GPU event"))?;
         slot.dev = Some(dev);
         Ok(Put {
             ptr,
@@ -131,18 +130,5 @@ impl Cuda {
             staging.lock().expect("staging lock").slots[i].consumed = Some(used);
         }
         Ok(())
-    }
-
-    fn fresh<T: DeviceRepr>(&self, len: usize) -> Result<CudaSlice<T>> {
-        self.fresh_on(&self.stream, len)
-    }
-
-    fn fresh_on<T: DeviceRepr>(
-        &self,
-        stream: &Arc<CudaStream>,
-        len: usize,
-    ) -> Result<CudaSlice<T>> {
-        // SAFETY: every element is written by the copy that follows before it is read.
-        unsafe { stream.alloc::<T>(len) }.map_err(cuda_err("allocating GPU memory"))
     }
 }
