@@ -14,19 +14,21 @@ use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Normalise, Shape};
 use crate::train::exemplar::{self, Exemplar, View};
 
-/// One batch on the host: its 8-bit pixels, colour shifts and labels.
+/// One batch on the host: its 8-bit pixels with their colour shifts, and labels.
 pub struct Batch {
     pixels: Pixels,
-    shifts: Vec<[f32; 3]>,
     pub(crate) labels: Vec<u32>,
     crop: usize,
 }
 
 /// A batch's pixels: views already cut, or whole images for an engine that cuts them itself.
 enum Pixels {
-    /// [n, 3, crop, crop]
-    Cut(Vec<u8>),
-    /// [n, side, side, 3], the pack's rows, with each image's view.
+    /// [n, 3, crop, crop], and each view's colour shift.
+    Cut {
+        pixels: Vec<u8>,
+        shifts: Vec<[f32; 3]>,
+    },
+    /// [n, side, side, 3], the pack's rows, with each image's view (colour shift included).
     Whole {
         images: Vec<u8>,
         side: usize,
@@ -54,7 +56,6 @@ impl Batch {
                 side: split.side,
                 views: views.to_vec(),
             },
-            shifts: views.iter().map(|v| v.shift).collect(),
             labels: split.labels_of(idx),
             crop,
         })
@@ -69,8 +70,7 @@ impl Batch {
         crop: usize,
     ) -> Batch {
         Batch {
-            pixels: Pixels::Cut(pixels),
-            shifts,
+            pixels: Pixels::Cut { pixels, shifts },
             labels,
             crop,
         }
@@ -140,8 +140,7 @@ impl Batch {
             .zip(images.par_chunks(split.image_bytes()).zip(views))
             .for_each(|(out, (image, v))| write(image, split.side, crop, v, out));
         Batch {
-            pixels: Pixels::Cut(pixels),
-            shifts,
+            pixels: Pixels::Cut { pixels, shifts },
             labels: split.labels_of(idx),
             crop,
         }
@@ -171,12 +170,12 @@ impl Batch {
             mean: stats.mean,
             std: stats.std,
         };
-        let shifts = &self.shifts[r.clone()];
         match &self.pixels {
-            Pixels::Cut(pixels) => {
+            Pixels::Cut { pixels, shifts } => {
                 let per = 3 * self.crop * self.crop;
                 let s = Shape::new(r.len(), 3, self.crop, self.crop);
-                e.input(&pixels[r.start * per..r.end * per], shifts, &norm, s)
+                let pixels = &pixels[r.start * per..r.end * per];
+                e.input(pixels, &shifts[r], &norm, s)
             }
             Pixels::Whole {
                 images,
