@@ -283,14 +283,14 @@ fn recall(index: &Path, n: usize, k: usize) {
     let run = |exact: bool| {
         let opts = fc7::search::query::QueryOptions {
             k,
-            exact,
-            candidates: fc7::search::searcher::CANDIDATES,
             exclude_self: true,
             embed: EmbedOptions::default(),
             max_pixels: imaging::DEFAULT_MAX_PIXELS,
         };
+        let candidates = Some(fc7::search::searcher::CANDIDATES);
+        let searcher = fc7::search::searcher::Searcher::open(&store, exact, candidates).unwrap();
         let t = Instant::now();
-        let r = fc7::search::query::query(&store, &paths, &opts).unwrap();
+        let r = fc7::search::query::query(&searcher, &paths, &opts).unwrap();
         (r, t.elapsed().as_secs_f64() * 1000.0 / paths.len() as f64)
     };
     let (approx, ta) = run(false);
@@ -356,7 +356,7 @@ fn recall_vectors(index: &Path, n: usize, k: usize, candidates: &[usize]) {
     let exact_ms = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
     let total = store.catalog.count("images").unwrap();
     for &c in candidates {
-        let s = fc7::search::searcher::Searcher::open(&store, false, c).unwrap();
+        let s = fc7::search::searcher::Searcher::open(&store, false, Some(c)).unwrap();
         let t = Instant::now();
         let mut hit = 0;
         for ((id, v), want) in sample.iter().zip(&truth) {

@@ -11,10 +11,13 @@ scripts/setup/ort.sh >/dev/null
 nvrtc=$(scripts/setup/nvrtc.sh | tail -n1)
 cudnn=$(scripts/setup/cudnn-check.sh | tail -n1)
 python3 -c "import onnx" 2>/dev/null || python3 -m pip install -q onnx
-LD_LIBRARY_PATH="$nvrtc:$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" FC7_REQUIRE_NVRTC=1 \
-  FC7_REQUIRE_CUDNN=1 cargo test
+# PostgreSQL 16 + pgvector (PyPI's pgserver) on 127.0.0.1 for tests/postgres.rs, stopped on exit.
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pg="$tmp/pg"
+trap 'scripts/setup/postgres.sh stop "$pg"; rm -rf "$tmp"' EXIT
+pgurl=$(scripts/setup/postgres.sh start "$pg" | tail -n1)
+LD_LIBRARY_PATH="$nvrtc:$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" FC7_REQUIRE_NVRTC=1 \
+  FC7_REQUIRE_CUDNN=1 FC7_TEST_PG="$pgurl" FC7_REQUIRE_PG=1 cargo test
 target/debug/fc7 model init --random --classes 10 --out "$tmp/m.onnx" >/dev/null
 python3 - "$tmp/m.onnx" <<'PY'
 import sys, onnx

@@ -36,6 +36,9 @@ pub enum Error {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// A database-backed index (PostgreSQL), named by its URL without the password.
+    #[error("store {store}: {reason}")]
+    Store { store: String, reason: String },
     #[error("CUDA: {0}")]
     Cuda(String),
     #[error("{0}")]

@@ -1,77 +1,13 @@
 //! `fc7 serve` through the real binary and raw HTTP: the gallery's answers agree with
 //! `fc7 query`, and hostile requests (path traversal, unknown ids, oversize, malformed and
-//! bomb uploads, other methods) get a clear 4xx while the server keeps serving.
+//! bomb uploads, other methods) get a clear 4xx while the server keeps serving; with a token,
+//! nothing is served without it.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Stdio};
-
+use common::gallery::{get_json, raw, serve};
 use common::{fc7, huge_png_header, json, model, plain_folder, run_ok, s};
 use serde_json::Value;
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(idx: &Path) -> Server {
-    let mut child = fc7()
-        .args(["serve", "--index", s(idx), "--port", "0", "--device", "cpu"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Server { child, addr }
-}
-
-/// Sends `head` (request line and headers, without the blank line) and `body` as they are;
-/// returns the status and the body.
-fn raw(addr: &str, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut c = TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    c.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) and close before reading all of a large body.
-    let _ = c.write_all(body);
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    (status, out[at..].to_vec())
-}
-
-fn get_json(addr: &str, path: &str) -> Value {
-    let (status, body) = raw(addr, &format!("GET {path} HTTP/1.1"), b"");
-    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
-}
 
 fn ids(v: &Value) -> Vec<i64> {
     v["neighbours"]
@@ -96,7 +32,7 @@ fn the_gallery_answers_as_fc7_query_does_and_refuses_bad_requests_without_stoppi
         s(model()),
         "--quiet",
     ]);
-    let server = serve(&idx);
+    let server = serve(s(&idx), &[]);
     let a = server.addr.as_str();
 
     let (status, page) = raw(a, "GET / HTTP/1.1", b"");
@@ -186,4 +122,68 @@ fn the_gallery_answers_as_fc7_query_does_and_refuses_bad_requests_without_stoppi
         );
     }
     assert_eq!(get_json(a, "/api/info")["indexed"], 8, "still serving");
+}
+
+#[test]
+fn with_a_token_nothing_is_served_without_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
+    plain_folder(&root, 3);
+    run_ok(&[
+        "index",
+        s(&root),
+        "--index",
+        s(&idx),
+        "--model",
+        s(model()),
+        "--quiet",
+    ]);
+    let server = serve(s(&idx), &["--token", "s3cret"]);
+    let a = server.addr.as_str();
+    for head in [
+        "GET /api/info HTTP/1.1",
+        "GET /thumb/1 HTTP/1.1",
+        "GET /api/info HTTP/1.1\r\nAuthorization: Bearer s3creT",
+        "GET /api/info?token=s3cre HTTP/1.1",
+        "GET /api/info HTTP/1.1\r\nCookie: fc7_token=wrong",
+    ] {
+        let (status, body) = raw(a, head, b"");
+        assert_eq!(status, 401, "{head}: {}", String::from_utf8_lossy(&body));
+    }
+    let (status, _) = raw(
+        a,
+        "GET /api/info HTTP/1.1\r\nAuthorization: Bearer s3cret",
+        b"",
+    );
+    assert_eq!(status, 200);
+    // The link with the token sets a cookie, which then carries the page's own requests.
+    let (status, _) = raw(a, "GET /?token=s3cret HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    let (status, _) = raw(
+        a,
+        "GET /api/images HTTP/1.1\r\nCookie: a=b; fc7_token=s3cret",
+        b"",
+    );
+    assert_eq!(status, 200);
+
+    // Off loopback, a token is required before anything listens.
+    let out = fc7()
+        .args([
+            "serve",
+            "--index",
+            s(&idx),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ])
+        .env_remove("FC7_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines = common::error_lines(&out);
+    assert!(
+        lines.len() == 1 && lines[0].contains("needs a token"),
+        "{lines:?}"
+    );
 }

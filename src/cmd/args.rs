@@ -8,9 +8,25 @@ use clap::Args;
 use crate::device::Device;
 use crate::infer::embed::EmbedOptions;
 use crate::model::Init;
+use crate::search::index::Location;
 use crate::train::engine::Math;
 use crate::train::exemplar::Exemplar;
 use crate::train::recipe::Recipe;
+
+/// `--index`, for every command that reads or writes an index.
+#[derive(Args, Clone)]
+pub struct IndexArg {
+    /// The index: a folder (default: indexes/default in fc7's home) or a PostgreSQL store,
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?table=NAME] (PG* variables fill the rest).
+    #[arg(long = "index", default_value_os_t = crate::home::default_index())]
+    pub path: PathBuf,
+}
+
+impl IndexArg {
+    pub fn location(&self) -> Location {
+        Location::parse(&self.path)
+    }
+}
 
 #[derive(Args, Clone)]
 pub struct RuntimeArgs {

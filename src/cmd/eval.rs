@@ -33,7 +33,8 @@ pub struct Figure4Args {
     max_test: usize,
     #[arg(long, default_value = "figure4")]
     out: PathBuf,
-    /// An index of --train built with --model: reuse its vectors and HNSW graph.
+    /// An index of --train built with --model (a folder or postgres://…): reuse its vectors
+    /// and search it for the recall figure.
     #[arg(long)]
     index: Option<PathBuf>,
     #[arg(long)]
@@ -54,7 +55,10 @@ pub fn figure4(a: Figure4Args) -> Result<i32> {
         out: a.out.clone(),
         embed: a.rt.embed(),
         max_test: a.max_test,
-        index: a.index,
+        index: a
+            .index
+            .as_deref()
+            .map(crate::search::index::Location::parse),
     };
     let (rows, m) = crate::eval::figure4(&opts)?;
     if a.json {

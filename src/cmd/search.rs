@@ -4,15 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::search::catalog::Meta;
+use crate::search::index::{with_index, Index, Location};
 use crate::search::ingest::{IndexOptions, Progress, Summary};
+use crate::search::pg::ingest::{PgRun, Shard};
+use crate::search::pg::PgIndex;
 use crate::search::query::{QueryOptions, QueryResult};
 use crate::search::store::Store;
 
-use crate::cmd::args::RuntimeArgs;
+use crate::cmd::args::{IndexArg, RuntimeArgs};
 use crate::cmd::progress::Bar;
 
 #[derive(Args)]
@@ -20,9 +23,8 @@ pub struct IndexArgs {
     /// Folders (or files) to index.
     #[arg(required = true)]
     photos: Vec<PathBuf>,
-    /// The index folder (default: indexes/default in fc7's home).
-    #[arg(long, default_value_os_t = crate::home::default_index())]
-    index: PathBuf,
+    #[command(flatten)]
+    index: IndexArg,
     /// Model to embed with (default: the index's own, else models/default.onnx in fc7's home).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -41,6 +43,14 @@ pub struct IndexArgs {
     /// rebuilds; changing it rebuilds the graph). Default 128.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     code_dim: Option<u16>,
+    /// With a PostgreSQL store: index only part K of N of the listing (K from 0), split by a
+    /// hash of each path, for workers that do not share a listing (a Slurm array, a Ray task).
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// With a PostgreSQL store: fit the search codes' basis again and recode every row
+    /// (resumable: a rerun finishes it).
+    #[arg(long)]
+    refit_codes: bool,
     #[arg(long)]
     json: bool,
     #[arg(long, short)]
@@ -55,15 +65,15 @@ pub struct QueryArgs {
     images: Vec<PathBuf>,
     #[arg(short, default_value_t = 6)]
     k: usize,
-    /// The index folder (default: indexes/default in fc7's home).
-    #[arg(long, default_value_os_t = crate::home::default_index())]
-    index: PathBuf,
+    #[command(flatten)]
+    index: IndexArg,
     /// Brute-force search over every stored vector instead of the HNSW graph.
     #[arg(long)]
     exact: bool,
-    /// Graph candidates re-ranked by their full 4096-d vectors (more: slower, closer to --exact).
-    #[arg(long, default_value_t = crate::search::searcher::CANDIDATES)]
-    candidates: usize,
+    /// Graph candidates re-ranked by their full 4096-d vectors (more: slower, closer to
+    /// --exact). Default 64, growing with the index past 250,000 rows.
+    #[arg(long)]
+    candidates: Option<usize>,
     /// Leave the query image itself out of the results when it is indexed.
     #[arg(long)]
     exclude_self: bool,
@@ -81,9 +91,8 @@ pub struct QueryArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// The index folder (default: indexes/default in fc7's home).
-    #[arg(long, default_value_os_t = crate::home::default_index())]
-    index: PathBuf,
+    #[command(flatten)]
+    index: IndexArg,
     /// List every skipped file with its reason.
     #[arg(long)]
     skipped: bool,
@@ -110,11 +119,9 @@ impl Progress for Bar {
 
 pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
     crate::imaging::scan::check_roots(&a.photos)?;
-    let model = crate::search::ingest::find_model(&a.index, a.model.as_deref())?;
-    let mut store = Store::open_for_update(&a.index)?;
-    let opts = IndexOptions {
+    let mut opts = IndexOptions {
         roots: a.photos.clone(),
-        model: Some(model),
+        model: a.model.clone(),
         embed: a.rt.embed(),
         batch: a.batch,
         scan: crate::imaging::scan::ScanOptions {
@@ -130,7 +137,32 @@ pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
         "{bar:40} {pos}/{len} {per_sec} ETA {eta}",
     );
     let p: &dyn Progress = if a.quiet { &() } else { &progress };
-    let sum = crate::search::ingest::run(&mut store, &opts, p, stop)?;
+    let sum = match a.index.location() {
+        Location::Folder(dir) => {
+            if a.shard.is_some() || a.refit_codes {
+                bail!("--shard and --refit-codes are for a PostgreSQL store (--index postgres://…): an index folder takes one writer");
+            }
+            opts.model = Some(crate::search::ingest::find_model(&dir, a.model.as_deref())?);
+            let mut store = Store::open_for_update(&dir)?;
+            crate::search::ingest::run(&mut store, &opts, p, stop)?
+        }
+        Location::Postgres(url) => {
+            if a.reembed {
+                bail!("--reembed: a PostgreSQL store keeps one model's vectors; index into another table (?table=NAME)");
+            }
+            let pg = PgIndex::open(&url)?;
+            let model = a.model.clone().map_or_else(|| pg.model(), Ok)?;
+            opts.model = Some(crate::search::ingest::existing_model(model)?);
+            let run = PgRun {
+                opts: &opts,
+                shard: a.shard,
+                refit: a.refit_codes,
+                progress: p,
+                stop,
+            };
+            crate::search::pg::ingest::run(&pg, &run)?
+        }
+    };
     progress.finish();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&sum)?);
@@ -161,8 +193,12 @@ fn print_summary(s: &Summary) {
         .map(|p| format!(" on {p}"))
         .unwrap_or_default();
     eprintln!(
-        "{:.1} s ({:.1} s decoding + embedding at {:.1} images/s{provider}, {:.1} s updating the graph)",
-        s.seconds, s.embed_seconds, s.images_per_second, s.graph_seconds
+        "{:.1} s ({:.1} s decoding + embedding at {:.1} images/s{provider}, {:.1} s updating the graph{})",
+        s.seconds,
+        s.embed_seconds,
+        s.images_per_second,
+        s.graph_seconds,
+        if s.graph.ends_with("codes written") { format!(": {}", s.graph) } else { String::new() }
     );
     if s.interrupted {
         eprintln!("interrupted: what was embedded is saved; run the same command to resume");
@@ -214,20 +250,18 @@ fn draw(results: &[QueryResult], html: Option<&Path>, png: Option<&Path>) -> Res
 }
 
 pub fn query(a: QueryArgs) -> Result<i32> {
-    let store = Store::open_read(&a.index)?;
     let opts = QueryOptions {
         k: a.k,
-        exact: a.exact,
-        candidates: a.candidates,
         exclude_self: a.exclude_self,
         embed: a.rt.embed(),
         max_pixels: a.rt.max_pixels,
     };
-    let results = crate::search::query::query(&store, &a.images, &opts)?;
+    let results = with_index(&a.index.location(), a.exact, a.candidates, |i| {
+        crate::search::query::query(i, &a.images, &opts)
+    })?;
     draw(&results, a.html.as_deref(), a.png.as_deref())?;
     if a.json {
-        let out =
-            serde_json::json!({"index": a.index, "exact": a.exact, "k": a.k, "results": results});
+        let out = serde_json::json!({"index": a.index.path, "exact": a.exact, "k": a.k, "results": results});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_results(&results);
@@ -257,17 +291,17 @@ fn print_results(results: &[QueryResult]) {
 
 #[derive(Args)]
 pub struct ExportVectorsArgs {
-    /// The index folder (default: indexes/default in fc7's home).
-    #[arg(long, default_value_os_t = crate::home::default_index())]
-    index: PathBuf,
+    #[command(flatten)]
+    index: IndexArg,
     /// Folder to write vectors.npy and metadata.jsonl into.
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn export_vectors(a: ExportVectorsArgs) -> Result<i32> {
-    let store = Store::open_read(&a.index)?;
-    let e = crate::search::export::export_vectors(&store, &a.out)?;
+    let e = with_index(&a.index.location(), true, None, |i| {
+        crate::search::export::export_vectors(i, &a.out)
+    })?;
     println!(
         "wrote {} vectors of {} dimensions to {} and their paths to {}",
         e.rows,
@@ -279,18 +313,29 @@ pub fn export_vectors(a: ExportVectorsArgs) -> Result<i32> {
 }
 
 pub fn info(a: InfoArgs) -> Result<i32> {
-    let store = Store::open_read(&a.index)?;
+    let dir = match a.index.location() {
+        Location::Folder(dir) => dir,
+        Location::Postgres(url) => {
+            let pg = PgIndex::open(&url)?;
+            return print_info(
+                pg.info()?,
+                a.json,
+                a.skipped.then(|| pg.skipped_list()).transpose()?,
+            );
+        }
+    };
+    let store = Store::open_read(&dir)?;
     let c = &store.catalog;
     let graph = crate::search::graph::graph_meta(c)?;
     let (_, vector_rows) = c.vector_file()?;
     let last = c.last_run()?;
     let out = serde_json::json!({
         "home": crate::home::dir(),
-        "index": a.index,
+        "index": dir,
         "schema_version": c.schema_version()?,
         "indexed": c.count("images")?,
         "skipped": c.count("skipped")?,
-        "skip_reasons": skip_classes(c)?,
+        "skip_reasons": crate::search::ingest::reason_classes(c.skip_reasons()?),
         "model": c.meta(Meta::ModelPath)?,
         "model_sha256": c.meta(Meta::ModelSha256)?,
         "dimension": c.meta(Meta::Dim)?.and_then(|d| d.parse::<usize>().ok()),
@@ -315,7 +360,17 @@ pub fn info(a: InfoArgs) -> Result<i32> {
             "summary": r.summary.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
         })),
     });
-    if a.json {
+    let skipped = a.skipped.then(|| c.skipped_list()).transpose()?;
+    print_info(out, a.json, skipped)
+}
+
+/// Prints `fc7 info`'s facts (as JSON, or a line each) and, when asked, every skipped file.
+fn print_info(
+    out: serde_json::Value,
+    json: bool,
+    skipped: Option<Vec<(PathBuf, String)>>,
+) -> Result<i32> {
+    if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (k, v) in out.as_object().expect("object") {
@@ -323,26 +378,12 @@ pub fn info(a: InfoArgs) -> Result<i32> {
                 println!("{k:>15}: {}", v.to_string().trim_matches('"'));
             }
         }
-        for (r, n) in skip_classes(c)? {
+        for (r, n) in out["skip_reasons"].as_object().into_iter().flatten() {
             println!("{:>15}  {n} {r}", "");
         }
     }
-    if a.skipped {
-        for (p, r) in c.skipped_list()? {
-            println!("{}: {r}", p.display());
-        }
+    for (p, r) in skipped.into_iter().flatten() {
+        println!("{}: {r}", p.display());
     }
     Ok(0)
-}
-
-/// Skip reasons grouped by class ("cannot decode image", "empty file", ...).
-fn skip_classes(
-    c: &crate::search::catalog::Catalog,
-) -> Result<std::collections::BTreeMap<String, i64>> {
-    let mut out = std::collections::BTreeMap::new();
-    for (r, n) in c.skip_reasons()? {
-        *out.entry(crate::search::ingest::reason_class(&r))
-            .or_default() += n;
-    }
-    Ok(out)
 }

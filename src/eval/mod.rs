@@ -22,8 +22,8 @@ pub mod figure;
 mod metrics;
 
 use crate::search::catalog::Meta;
+use crate::search::index::{with_index, Index, Location};
 use crate::search::knn::exact_knn;
-use crate::search::searcher::Searcher;
 use crate::train::metrics::top_errors;
 pub use metrics::precision_at_k;
 
@@ -45,7 +45,7 @@ pub struct Figure4Options {
     pub max_test: usize,
     /// An index of the training images built with this model: its vectors and HNSW graph are
     /// reused instead of embedding again and building a graph in memory.
-    pub index: Option<PathBuf>,
+    pub index: Option<Location>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -96,7 +96,7 @@ fn embed_all(
     e: &mut Embedder,
     files: Vec<(PathBuf, usize)>,
     with_logits: bool,
-    known: Option<&Searcher>,
+    known: Option<&dyn Index>,
 ) -> Result<Embedded> {
     let pre = e.manifest.preprocess.clone();
     let (crop, per) = (pre.crop, (3 * pre.crop * pre.crop) as usize);
@@ -180,7 +180,7 @@ fn embed_all(
     Ok(em)
 }
 
-fn stored_vector(c: &Searcher, path: &Path) -> Option<Vec<f32>> {
+fn stored_vector(c: &dyn Index, path: &Path) -> Option<Vec<f32>> {
     let abs = std::path::absolute(path).ok()?;
     let meta = std::fs::metadata(&abs).ok()?;
     c.stored(&abs, meta.len(), crate::imaging::scan::mtime_ns(&meta))
@@ -204,7 +204,7 @@ fn labelled(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
 /// re-rank, its ids mapped back to training files by path) when given, else an in-memory
 /// HNSW graph.
 fn hnsw_hits(
-    index: Option<&Searcher>,
+    index: Option<&dyn Index>,
     train: &Embedded,
     queries: &[f32],
     dim: usize,
@@ -224,9 +224,9 @@ fn hnsw_hits(
             })
             .sum());
     };
-    if !s.has_graph() {
+    if !s.approximate() {
         return Err(Error::Index {
-            path: s.store().dir.clone(),
+            path: PathBuf::from(s.location()),
             reason: "has no usable graph (run fc7 index)".into(),
         });
     }
@@ -250,16 +250,6 @@ fn hnsw_hits(
     Ok(hits)
 }
 
-/// The index given with `--index`, refused when it was built with another model.
-fn open_index(opts: &Figure4Options, e: &Embedder) -> Result<Option<crate::search::store::Store>> {
-    let Some(dir) = &opts.index else {
-        return Ok(None);
-    };
-    let s = crate::search::store::Store::open_read(dir)?;
-    s.catalog.check_model(&opts.model, &e.manifest)?;
-    Ok(Some(s))
-}
-
 /// The test images behind the metrics: shuffled with the seed, at most `max_test` (but never
 /// fewer than the figure's queries).
 fn test_files(opts: &Figure4Options, classes: &[String]) -> Result<Vec<(PathBuf, usize)>> {
@@ -273,7 +263,7 @@ fn test_files(opts: &Figure4Options, classes: &[String]) -> Result<Vec<(PathBuf,
 
 /// The metrics table from both embedded sets and the exact fc7 neighbours.
 fn metrics(
-    index: Option<&Searcher>,
+    index: Option<&dyn Index>,
     (train, test): (&Embedded, &Embedded),
     dim: usize,
     knn: &[Vec<(usize, f32)>],
@@ -345,26 +335,28 @@ fn figure_rows(
 
 /// Runs the evaluation; writes DIR/figure4.{png,html,json} and DIR/metrics.json.
 pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
+    match &opts.index {
+        None => figure4_with(opts, None),
+        Some(loc) => with_index(loc, false, None, |i| figure4_with(opts, Some(i))),
+    }
+}
+
+/// The evaluation, reusing and searching `index` when given (refused when it was built with
+/// another model).
+fn figure4_with(opts: &Figure4Options, index: Option<&dyn Index>) -> Result<(Vec<Row>, Metrics)> {
     let started = Instant::now();
     let classes = crate::train::dataset::subdirs(&opts.train)?;
     let mut e = Embedder::open(&opts.model, &opts.embed)?;
-    let store = open_index(opts, &e)?;
-    let searcher = store
-        .as_ref()
-        .map(|s| Searcher::open(s, false, crate::search::searcher::CANDIDATES))
-        .transpose()?;
-    let train = embed_all(
-        &mut e,
-        labelled(&opts.train, &classes)?,
-        false,
-        searcher.as_ref(),
-    )?;
+    if let Some(i) = index {
+        i.check_model(&opts.model, &e.manifest)?;
+    }
+    let train = embed_all(&mut e, labelled(&opts.train, &classes)?, false, index)?;
     let has_logits =
         e.manifest.logits_output.is_some() && e.manifest.classes.len() == classes.len();
     let test = embed_all(&mut e, test_files(opts, &classes)?, has_logits, None)?;
     let (dim, k) = (e.dim(), opts.k);
     let knn = exact_knn(&test.fc7, &train.fc7, dim, k);
-    let mut m = metrics(searcher.as_ref(), (&train, &test), dim, &knn, k)?;
+    let mut m = metrics(index, (&train, &test), dim, &knn, k)?;
     m.seconds = started.elapsed().as_secs_f64();
     let rows = figure_rows(opts, &classes, (&train, &test), &knn);
     crate::eval::figure::write_all(
@@ -374,10 +366,10 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
     )?;
     let json = serde_json::to_vec_pretty(&m).expect("json");
     crate::util::fs::atomic_write(&opts.out.join("metrics.json"), &json)?;
-    if let Some(s) = &store {
+    if let Some(i) = index {
         // The index keeps its model's latest Figure 4 numbers, for `fc7 info` and `fc7 serve`.
         let text = String::from_utf8(json).expect("json is UTF-8");
-        s.catalog.set_meta(Meta::Figure4, &text)?;
+        i.set_meta(Meta::Figure4, &text)?;
     }
     Ok((rows, m))
 }

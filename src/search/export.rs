@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::search::catalog::Meta;
-use crate::search::store::Store;
+use crate::search::index::Index;
 
 /// What an export wrote.
 #[derive(Debug, Serialize)]
@@ -40,15 +40,16 @@ pub fn npy_header(rows: usize, dim: usize) -> Vec<u8> {
 struct Line<'a> {
     row: usize,
     id: i64,
+    #[serde(serialize_with = "crate::util::fs::lossy_path")]
     path: &'a Path,
 }
 
-/// Writes `out/vectors.npy` and `out/metadata.jsonl` from the index in `store`, each through a
-/// temporary file renamed at the end, so a failed export leaves no half file under either name.
-pub fn export_vectors(store: &Store, out: &Path) -> Result<Exported> {
-    let cat = &store.catalog;
-    let rows = cat.count("images")? as usize;
-    let dim: usize = cat
+/// Writes `out/vectors.npy` and `out/metadata.jsonl` from `index` (a folder or a store), each
+/// through a temporary file renamed at the end, so a failed export leaves no half file under
+/// either name.
+pub fn export_vectors(index: &dyn Index, out: &Path) -> Result<Exported> {
+    let rows = index.count()? as usize;
+    let dim: usize = index
         .meta(Meta::Dim)?
         .and_then(|d| d.parse().ok())
         .unwrap_or(0);
@@ -68,28 +69,31 @@ pub fn export_vectors(store: &Store, out: &Path) -> Result<Exported> {
     let mut failed: Option<Error> = None;
     v.write_all(&npy_header(rows, dim))
         .map_err(|e| Error::io(&vtmp, e))?;
-    let view = store.vectors()?;
-    for (id, slot) in cat.slots_after(0)? {
-        let Some(vec) = view.row(slot) else { break };
-        let path = match cat.path_of(id) {
-            Ok(p) => p.unwrap_or_default(),
+    let mut after = 0;
+    'pages: loop {
+        let page = match index.vectors_page(after, 1024) {
+            Ok(p) if p.is_empty() => break,
+            Ok(p) => p,
             Err(e) => {
                 failed = Some(e);
                 break;
             }
         };
-        let bytes: Vec<u8> = vec.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let line = serde_json::to_string(&Line {
-            row: written,
-            id,
-            path: &path,
-        })
-        .expect("json");
-        if let Err(e) = v.write_all(&bytes).and_then(|_| writeln!(m, "{line}")) {
-            failed = Some(Error::io(out, e));
-            break;
+        for (id, path, vec) in page {
+            after = id;
+            let bytes: Vec<u8> = vec.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let line = serde_json::to_string(&Line {
+                row: written,
+                id,
+                path: &path,
+            })
+            .expect("json");
+            if let Err(e) = v.write_all(&bytes).and_then(|_| writeln!(m, "{line}")) {
+                failed = Some(Error::io(out, e));
+                break 'pages;
+            }
+            written += 1;
         }
-        written += 1;
     }
     let finish = |w: BufWriter<std::fs::File>, p: &Path| {
         w.into_inner()
@@ -101,7 +105,7 @@ pub fn export_vectors(store: &Store, out: &Path) -> Result<Exported> {
         // Rows without a recorded dimension cannot be described as an array either.
         if written != rows || (dim == 0 && rows > 0) {
             return Err(Error::Index {
-                path: store.dir.clone(),
+                path: PathBuf::from(index.location()),
                 reason: "changed during the export (an fc7 index run?); export again".into(),
             });
         }

@@ -67,9 +67,9 @@ pub struct Summary {
 }
 
 /// A file that needs decoding and embedding; `replaces` is the row of its older version.
-struct Work {
-    found: Found,
-    replaces: Option<i64>,
+pub(crate) struct Work {
+    pub(crate) found: Found,
+    pub(crate) replaces: Option<i64>,
 }
 
 /// The model a run uses: the one asked for, else the index's own, else the home's default.
@@ -93,6 +93,11 @@ pub fn find_model(dir: &Path, asked: Option<&Path>) -> Result<PathBuf> {
         }
         None => crate::home::default_model(),
     };
+    existing_model(model)
+}
+
+/// `model` if it is a file, else the ways to get one.
+pub fn existing_model(model: PathBuf) -> Result<PathBuf> {
     if model.is_file() {
         return Ok(model);
     }
@@ -201,14 +206,14 @@ fn plan(
 }
 
 /// One decoded file ready for the network, or why it could not be.
-struct Decoded {
-    tensor: Vec<f32>,
-    hash: Vec<u8>,
-    width: u32,
-    height: u32,
+pub(crate) struct Decoded {
+    pub(crate) tensor: Vec<f32>,
+    pub(crate) hash: Vec<u8>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
 }
 
-fn decode(w: &Work, manifest: &Manifest, max_pixels: u64) -> Result<Decoded> {
+pub(crate) fn decode(w: &Work, manifest: &Manifest, max_pixels: u64) -> Result<Decoded> {
     let path = &w.found.path;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let input = imaging::input_from_bytes(&bytes, path, &manifest.preprocess, max_pixels)?;
@@ -400,4 +405,13 @@ pub fn reason_class(reason: &str) -> String {
         .unwrap_or(reason)
         .trim()
         .to_string()
+}
+
+/// Skip reasons grouped by class ("cannot decode image", "empty file", ...).
+pub fn reason_classes(reasons: Vec<(String, i64)>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for (r, n) in reasons {
+        *out.entry(reason_class(&r)).or_default() += n;
+    }
+    out
 }

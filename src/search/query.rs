@@ -1,7 +1,7 @@
 //! `fc7 query`: the query image's vector — its stored one when it is indexed and unchanged, so
-//! no model is loaded for it; else the model's — searched with the index's `Searcher`, and
-//! ranked with the image itself first when it is indexed. `exact` searches every row by brute
-//! force (the check on the graph).
+//! no model is loaded for it; else the model's — searched through the `Index` interface
+//! (an index folder or a PostgreSQL store), and ranked with the image itself first when it is
+//! indexed.
 
 use std::path::{Path, PathBuf};
 
@@ -10,15 +10,11 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::imaging;
 use crate::infer::embed::{EmbedOptions, Embedder};
-use crate::search::searcher::Searcher;
-use crate::search::store::Store;
+use crate::search::index::Index;
 
 #[derive(Clone, Debug)]
 pub struct QueryOptions {
     pub k: usize,
-    pub exact: bool,
-    /// Graph candidates re-ranked by their full vectors.
-    pub candidates: usize,
     pub exclude_self: bool,
     pub embed: EmbedOptions,
     pub max_pixels: u64,
@@ -28,12 +24,14 @@ pub struct QueryOptions {
 pub struct Neighbour {
     pub rank: usize,
     pub distance: f32,
+    #[serde(serialize_with = "crate::util::fs::lossy_path")]
     pub path: PathBuf,
     pub id: i64,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct QueryResult {
+    #[serde(serialize_with = "crate::util::fs::lossy_path")]
     pub query: PathBuf,
     /// True when the query image itself is in the index (it is then rank 0 unless excluded).
     pub indexed: bool,
@@ -50,7 +48,7 @@ struct Probe {
 
 fn probe(
     path: &Path,
-    searcher: &Searcher,
+    searcher: &dyn Index,
     embedder: &mut Option<Embedder>,
     opts: &QueryOptions,
 ) -> Result<Probe> {
@@ -64,10 +62,9 @@ fn probe(
         });
     }
     if embedder.is_none() {
-        let cat = &searcher.store().catalog;
-        let model = crate::search::ingest::resolve_model(None, cat)?;
+        let model = searcher.model()?;
         let e = Embedder::open(&model, &opts.embed)?;
-        cat.check_model(&model, &e.manifest)?;
+        searcher.check_model(&model, &e.manifest)?;
         *embedder = Some(e);
     }
     let e = embedder.as_mut().expect("opened above");
@@ -110,8 +107,11 @@ fn rank(
 }
 
 /// Searches the index for each of `images`; one failing query image does not stop the others.
-pub fn query(store: &Store, images: &[PathBuf], opts: &QueryOptions) -> Result<Vec<QueryResult>> {
-    let searcher = Searcher::open(store, opts.exact, opts.candidates)?;
+pub fn query(
+    searcher: &dyn Index,
+    images: &[PathBuf],
+    opts: &QueryOptions,
+) -> Result<Vec<QueryResult>> {
     let mut embedder = None;
     images
         .iter()
@@ -123,7 +123,7 @@ pub fn query(store: &Store, images: &[PathBuf], opts: &QueryOptions) -> Result<V
                 neighbours: vec![],
                 error: None,
             };
-            match probe(&path, &searcher, &mut embedder, opts) {
+            match probe(&path, searcher, &mut embedder, opts) {
                 Ok(p) => {
                     res.indexed = p.self_id.is_some();
                     let hits = searcher.nearest(&p.vector, opts.k + 1)?;

@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
+use crate::model::Manifest;
+use crate::search::catalog::Meta;
 use crate::search::graph::{self, FlatGraph, GraphMeta};
+use crate::search::index::Index;
 use crate::search::knn;
 use crate::search::store::Store;
 use crate::search::vectors::Vectors;
@@ -16,8 +19,7 @@ use crate::search::vectors::Vectors;
 /// on a million synthetic ones 0.9842 (128: 0.9925). BENCHMARKS.md.
 pub const CANDIDATES: usize = 64;
 
-/// A search result: catalog id, Euclidean distance, path.
-pub type Hit = (i64, f32, PathBuf);
+pub use crate::search::index::Hit;
 
 pub struct Searcher<'a> {
     store: &'a Store,
@@ -27,8 +29,9 @@ pub struct Searcher<'a> {
 }
 
 impl<'a> Searcher<'a> {
-    /// Opens `store` for searching; `exact` ignores the graph.
-    pub fn open(store: &'a Store, exact: bool, candidates: usize) -> Result<Searcher<'a>> {
+    /// Opens `store` for searching; `exact` ignores the graph; `candidates` unset grows with
+    /// the index (`index::default_candidates`).
+    pub fn open(store: &'a Store, exact: bool, candidates: Option<usize>) -> Result<Searcher<'a>> {
         let meta = if exact {
             None
         } else {
@@ -41,11 +44,15 @@ impl<'a> Searcher<'a> {
         if graph.is_some() {
             vectors.advise_random();
         }
+        let candidates = match candidates {
+            Some(c) => c.max(1),
+            None => crate::search::index::default_candidates(meta_points(&graph)),
+        };
         Ok(Searcher {
             store,
             graph,
             vectors,
-            candidates: candidates.max(1),
+            candidates,
         })
     }
 
@@ -121,6 +128,46 @@ impl<'a> Searcher<'a> {
         hits.dedup_by_key(|h| h.0);
         hits.truncate(want);
         Ok(hits)
+    }
+}
+
+fn meta_points(graph: &Option<(FlatGraph, GraphMeta)>) -> i64 {
+    graph.as_ref().map_or(0, |(_, m)| m.points)
+}
+
+impl Index for Searcher<'_> {
+    fn location(&self) -> String {
+        self.store.dir.display().to_string()
+    }
+    fn nearest(&self, q: &[f32], want: usize) -> Result<Vec<Hit>> {
+        Searcher::nearest(self, q, want)
+    }
+    fn stored(&self, path: &Path, size: u64, mtime_ns: i64) -> Result<Option<(i64, Vec<f32>)>> {
+        Searcher::stored(self, path, size, mtime_ns)
+    }
+    fn row_of(&self, id: i64) -> Result<Option<(PathBuf, Vec<f32>)>> {
+        Searcher::row_of(self, id)
+    }
+    fn path_of(&self, id: i64) -> Result<Option<PathBuf>> {
+        self.store.catalog.path_of(id)
+    }
+    fn page(&self, after: i64, limit: usize) -> Result<Vec<(i64, PathBuf)>> {
+        self.store.catalog.page(after, limit)
+    }
+    fn count(&self) -> Result<i64> {
+        self.store.catalog.count("images")
+    }
+    fn meta(&self, key: Meta) -> Result<Option<String>> {
+        self.store.catalog.meta(key)
+    }
+    fn set_meta(&self, key: Meta, value: &str) -> Result<()> {
+        self.store.catalog.set_meta(key, value)
+    }
+    fn approximate(&self) -> bool {
+        self.has_graph()
+    }
+    fn check_model(&self, model: &Path, manifest: &Manifest) -> Result<()> {
+        self.store.catalog.check_model(model, manifest)
     }
 }
 
@@ -222,7 +269,7 @@ mod tests {
             .into_iter()
             .map(|(id, slot)| (id, view.row(slot).unwrap()))
             .collect();
-        let searcher = Searcher::open(&store, false, CANDIDATES).unwrap();
+        let searcher = Searcher::open(&store, false, Some(CANDIDATES)).unwrap();
         assert!(searcher.has_graph());
         let (g, _) = searcher.graph.as_ref().unwrap();
         assert_eq!(g.header.code_dim, 32);

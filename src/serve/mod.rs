@@ -8,9 +8,10 @@
 //! keeps serving.
 
 mod thumbs;
+pub mod token;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +27,9 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::infer::embed::{EmbedOptions, Embedder};
 use crate::search::catalog::Meta;
-use crate::search::searcher::{Searcher, CANDIDATES};
+use crate::search::index::{Index, Location};
+use crate::search::pg::PgIndex;
+use crate::search::searcher::Searcher;
 use crate::search::store::Store;
 
 /// Largest upload accepted, in bytes.
@@ -34,14 +37,23 @@ pub const MAX_UPLOAD: usize = 32 << 20;
 const PAGE: &str = include_str!("page.html");
 
 pub struct ServeOptions {
-    pub index: PathBuf,
+    pub index: Location,
     pub addr: SocketAddr,
     pub embed: EmbedOptions,
     pub max_pixels: u64,
+    /// Every request must carry it (`token::check`); required off loopback.
+    pub token: Option<String>,
+}
+
+/// The index behind the gallery: a folder (re-opened per request, so a running `fc7 index`
+/// shows up) or a PostgreSQL store (one connection, shared).
+enum Source {
+    Folder(Mutex<Store>),
+    Postgres(Box<PgIndex>),
 }
 
 struct Gallery {
-    store: Mutex<Store>,
+    source: Source,
     embedder: Mutex<Option<Embedder>>,
     embed: EmbedOptions,
     max_pixels: u64,
@@ -81,6 +93,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
+impl Gallery {
+    /// Runs `f` with the index.
+    fn with<T>(&self, f: impl FnOnce(&dyn Index) -> Answer<T>) -> Answer<T> {
+        match &self.source {
+            Source::Folder(store) => {
+                let store = store.lock().expect("store lock");
+                f(&Searcher::open(&store, false, None)?)
+            }
+            Source::Postgres(pg) => f(pg.as_ref()),
+        }
+    }
+}
+
 fn not_found(id: i64) -> Refusal {
     Refusal(
         StatusCode::NOT_FOUND,
@@ -107,13 +132,13 @@ impl K {
 }
 
 /// The neighbours of `q` as JSON, leaving out `self_id`.
-fn neighbours(s: &Searcher, q: &[f32], k: usize, self_id: Option<i64>) -> Answer<Value> {
+fn neighbours(s: &dyn Index, q: &[f32], k: usize, self_id: Option<i64>) -> Answer<Value> {
     let hits = s.nearest(q, k + 1)?;
     let list: Vec<Value> = hits
         .into_iter()
         .filter(|h| Some(h.0) != self_id)
         .take(k)
-        .map(|(id, d, p)| json!({"id": id, "distance": d, "name": name_of(&p), "path": p}))
+        .map(|(id, d, p)| json!({"id": id, "distance": d, "name": name_of(&p), "path": p.to_string_lossy()}))
         .collect();
     Ok(json!({ "neighbours": list }))
 }
@@ -124,12 +149,13 @@ async fn by_id(
     Query(k): Query<K>,
 ) -> Answer<Json<Value>> {
     blocking(&g, move |g| {
-        let store = g.store.lock().expect("store lock");
-        let s = Searcher::open(&store, false, CANDIDATES)?;
-        let (path, v) = s.row_of(id)?.ok_or_else(|| not_found(id))?;
-        let mut out = neighbours(&s, &v, k.get(), Some(id))?;
-        out["query"] = json!({"id": id, "name": name_of(&path), "path": path});
-        Ok(Json(out))
+        g.with(|s| {
+            let (path, v) = s.row_of(id)?.ok_or_else(|| not_found(id))?;
+            let mut out = neighbours(s, &v, k.get(), Some(id))?;
+            out["query"] =
+                json!({"id": id, "name": name_of(&path), "path": path.to_string_lossy()});
+            Ok(Json(out))
+        })
     })
     .await
 }
@@ -142,11 +168,12 @@ async fn upload(
     blocking(&g, move |g| {
         let mut slot = g.embedder.lock().expect("embedder lock");
         if slot.is_none() {
-            let store = g.store.lock().expect("store lock");
-            let model = crate::search::ingest::resolve_model(None, &store.catalog)?;
-            let e = Embedder::open(&model, &g.embed)?;
-            store.catalog.check_model(&model, &e.manifest)?;
-            *slot = Some(e);
+            *slot = Some(g.with(|s| {
+                let model = s.model()?;
+                let e = Embedder::open(&model, &g.embed)?;
+                s.check_model(&model, &e.manifest)?;
+                Ok(e)
+            })?);
         }
         let e = slot.as_mut().expect("opened above");
         let input = crate::imaging::input_from_bytes(
@@ -157,13 +184,7 @@ async fn upload(
         )?;
         let v = e.run(&input.tensor, 1, false)?.fc7;
         drop(slot);
-        let store = g.store.lock().expect("store lock");
-        let mut out = neighbours(
-            &Searcher::open(&store, false, CANDIDATES)?,
-            &v,
-            k.get(),
-            None,
-        )?;
+        let mut out = g.with(|s| neighbours(s, &v, k.get(), None))?;
         out["query"] = json!({"id": null, "name": "uploaded image"});
         Ok(Json(out))
     })
@@ -178,10 +199,7 @@ struct Page {
 
 async fn browse(State(g): State<Arc<Gallery>>, Query(p): Query<Page>) -> Answer<Json<Value>> {
     blocking(&g, move |g| {
-        let store = g.store.lock().expect("store lock");
-        let rows = store
-            .catalog
-            .page(p.after.unwrap_or(0), p.limit.unwrap_or(60).min(500))?;
+        let rows = g.with(|s| Ok(s.page(p.after.unwrap_or(0), p.limit.unwrap_or(60).min(500))?))?;
         let list: Vec<Value> = rows
             .into_iter()
             .map(|(id, p)| json!({"id": id, "name": name_of(&p)}))
@@ -193,30 +211,27 @@ async fn browse(State(g): State<Arc<Gallery>>, Query(p): Query<Page>) -> Answer<
 
 async fn info(State(g): State<Arc<Gallery>>) -> Answer<Json<Value>> {
     blocking(&g, |g| {
-        let store = g.store.lock().expect("store lock");
-        let c = &store.catalog;
-        let model = c.meta(Meta::ModelPath)?;
-        let metrics = model
-            .as_deref()
-            .and_then(|m| crate::model::manifest::read_manifest(Path::new(m)).ok())
-            .map(|m| json!({"classes": m.classes, "provenance": m.provenance}));
-        Ok(Json(json!({
-            "index": store.dir,
-            "indexed": c.count("images")?,
-            "model": model,
-            "manifest": metrics,
-            "figure4": c.meta(Meta::Figure4)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
-        })))
+        g.with(|c| {
+            let model = c.meta(Meta::ModelPath)?;
+            let metrics = model
+                .as_deref()
+                .and_then(|m| crate::model::manifest::read_manifest(Path::new(m)).ok())
+                .map(|m| json!({"classes": m.classes, "provenance": m.provenance}));
+            Ok(Json(json!({
+                "index": c.location(),
+                "indexed": c.count()?,
+                "model": model,
+                "manifest": metrics,
+                "figure4": c.meta(Meta::Figure4)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+            })))
+        })
     })
     .await
 }
 
 async fn thumb(State(g): State<Arc<Gallery>>, UrlPath(id): UrlPath<i64>) -> Answer<Response> {
     blocking(&g, move |g| {
-        let path = {
-            let store = g.store.lock().expect("store lock");
-            store.catalog.path_of(id)?.ok_or_else(|| not_found(id))?
-        };
+        let path = g.with(|s| s.path_of(id)?.ok_or_else(|| not_found(id)))?;
         let jpeg = g.thumbs.get(id, &path, g.max_pixels)?;
         Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
     })
@@ -227,8 +242,8 @@ async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-fn router(g: Arc<Gallery>) -> Router {
-    Router::new()
+fn router(g: Arc<Gallery>, token: Option<String>) -> Router {
+    let guarded = Router::new()
         .route("/", get(page))
         .route("/api/info", get(info))
         .route("/api/images", get(browse))
@@ -236,7 +251,14 @@ fn router(g: Arc<Gallery>) -> Router {
         .route("/api/query", post(upload))
         .route("/thumb/{id}", get(thumb))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
-        .with_state(g)
+        .with_state(g);
+    match token {
+        Some(t) => guarded.layer(axum::middleware::from_fn_with_state(
+            Arc::new(t),
+            token::check,
+        )),
+        None => guarded,
+    }
 }
 
 /// Serves the gallery until `stop` is set; `ready` is told the address it listens on.
@@ -245,10 +267,22 @@ pub fn run(
     stop: Arc<AtomicBool>,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
-    let store = Store::open_read(&opts.index)?;
+    let source = match &opts.index {
+        Location::Folder(dir) => Source::Folder(Mutex::new(Store::open_read(dir)?)),
+        Location::Postgres(url) => Source::Postgres(Box::new(PgIndex::open(url)?)),
+    };
+    let key = match (&source, &opts.index) {
+        (Source::Postgres(pg), _) => pg.location(),
+        (_, Location::Folder(dir)) => std::path::absolute(dir)
+            .unwrap_or(dir.clone())
+            .display()
+            .to_string(),
+        (_, Location::Postgres(url)) => url.clone(),
+    };
+    let token = opts.token.clone();
     let g = Arc::new(Gallery {
-        thumbs: thumbs::Thumbs::for_index(&store.dir),
-        store: Mutex::new(store),
+        thumbs: thumbs::Thumbs::for_index(&key),
+        source,
         embedder: Mutex::new(None),
         embed: opts.embed,
         max_pixels: opts.max_pixels,
@@ -270,7 +304,7 @@ pub fn run(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         };
-        axum::serve(listener, router(g))
+        axum::serve(listener, router(g, token))
             .with_graceful_shutdown(stopped)
             .await
             .map_err(|e| Error::Invalid(format!("server stopped: {e}")))

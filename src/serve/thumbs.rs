@@ -15,10 +15,10 @@ pub struct Thumbs {
 }
 
 impl Thumbs {
-    /// The thumbnail folder of the index in `index_dir`.
-    pub fn for_index(index_dir: &Path) -> Thumbs {
-        let abs = std::path::absolute(index_dir).unwrap_or(index_dir.to_path_buf());
-        let key = crate::util::fs::sha256_hex(abs.to_string_lossy().as_bytes());
+    /// The thumbnail folder of the index at `location` (a folder's absolute path, or a
+    /// store's URL without password).
+    pub fn for_index(location: &str) -> Thumbs {
+        let key = crate::util::fs::sha256_hex(location.as_bytes());
         Thumbs {
             dir: crate::util::fs::cache_dir().join("thumbs").join(&key[..16]),
         }

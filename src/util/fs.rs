@@ -56,3 +56,9 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("fc7")
 }
+
+/// Serialises a path as text, its bytes that are not UTF-8 as U+FFFD: JSON has no other way
+/// to carry them, and a file name must not stop a whole answer (serde refuses such paths).
+pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod gallery;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,78 @@
+//! `fc7 info --index postgres://…`: what a store holds, in the same shape as an index
+//! folder's facts where they mean the same thing.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::{path_of_bytes, PgIndex, SCHEMA};
+use crate::error::Result;
+use crate::search::catalog::Meta;
+use crate::search::index::Index;
+
+impl PgIndex {
+    pub fn info(&self) -> Result<Value> {
+        let (images, skipped, runs) = (self.t("images"), self.t("skipped"), self.t("runs"));
+        let reasons = format!("SELECT reason, COUNT(*) FROM {skipped} GROUP BY reason");
+        let counts = format!(
+            "SELECT (SELECT COUNT(*) FROM {skipped}), (SELECT COUNT(*) FROM {images} WHERE code IS NULL)"
+        );
+        let last = format!(
+            "SELECT extract(epoch FROM started_at)::bigint, extract(epoch FROM finished_at)::bigint,
+             host, pid, summary FROM {runs} ORDER BY id DESC LIMIT 1"
+        );
+        let (reasons, counts, last) = self.with(|c| {
+            Ok((
+                c.query(&reasons, &[])?,
+                c.query_one(&counts, &[])?,
+                c.query_opt(&last, &[])?,
+            ))
+        })?;
+        let reasons = crate::search::ingest::reason_classes(
+            reasons.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        );
+        let codes = self.codes()?;
+        let meta = |k: Meta| self.meta(k);
+        Ok(json!({
+            "index": self.location(),
+            "schema_version": SCHEMA,
+            "indexed": self.count()?,
+            "skipped": counts.get::<_, i64>(0),
+            "skip_reasons": reasons,
+            "model": meta(Meta::ModelPath)?,
+            "model_sha256": meta(Meta::ModelSha256)?,
+            "dimension": meta(Meta::Dim)?.and_then(|d| d.parse::<usize>().ok()),
+            "codes": codes.map(|c| json!({
+                "generation": c.generation,
+                "code_dim": c.pca.code_dim,
+                "variance_kept": c.pca.kept,
+                "fitted_on_rows": c.rows,
+                "rows_without_code": counts.get::<_, i64>(1),
+            })),
+            "vectors": json!({"precision": "f16"}),
+            "figure4": meta(Meta::Figure4)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+            "bytes_on_disk": self.disk_bytes()?,
+            "last_run": last.map(|r| json!({
+                "started": r.get::<_, Option<i64>>(0),
+                "finished": r.get::<_, Option<i64>>(1),
+                "host": r.get::<_, Option<String>>(2),
+                "pid": r.get::<_, Option<i32>>(3),
+                "summary": r.get::<_, Option<String>>(4)
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+            })),
+        }))
+    }
+
+    /// Skipped files and their reasons, by path.
+    pub fn skipped_list(&self) -> Result<Vec<(PathBuf, String)>> {
+        let sql = format!(
+            "SELECT path, reason FROM {} ORDER BY path",
+            self.t("skipped")
+        );
+        let rows = self.with(|c| c.query(&sql, &[]))?;
+        Ok(rows
+            .iter()
+            .map(|r| (path_of_bytes(r.get(0)), r.get(1)))
+            .collect())
+    }
+}
