@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test suite: installs what is missing (ONNX Runtime's library, NVRTC and cuDNN from PyPI, Python's
-# onnx for the checker, Chromium and chromedriver from apt), runs every Rust test, then has
-# onnx.checker validate a model fc7 writes, NumPy read an export, and Chromium use fc7 serve.
+# onnx for the checker, PostgreSQL + pgvector (pgserver) and Ray from PyPI, Chromium and
+# chromedriver from apt), starts PostgreSQL, runs every Rust test, then has onnx.checker validate a
+# model fc7 writes, NumPy read an export, Chromium use fc7 serve, and a two-node Ray cluster fill
+# one store; it stops every server it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup/build.sh
@@ -13,6 +15,7 @@ cudnn=$(scripts/setup/cudnn-check.sh | tail -n1)
 python3 -c "import onnx" 2>/dev/null || python3 -m pip install -q onnx
 # PostgreSQL 16 + pgvector (PyPI's pgserver) on 127.0.0.1 for tests/postgres.rs, stopped on exit.
 tmp=$(mktemp -d)
+chmod 755 "$tmp" # the server's own user works in $tmp/pg
 pg="$tmp/pg"
 trap 'scripts/setup/postgres.sh stop "$pg"; rm -rf "$tmp"' EXIT
 pgurl=$(scripts/setup/postgres.sh start "$pg" | tail -n1)
@@ -58,3 +61,5 @@ scripts/setup/browser.sh
 FC7_HOME="$tmp/home" python3 tests/browser/gallery.py target/debug/fc7 "$tmp/i" \
   "$(ls "$tmp"/d/train/*/* | head -1)"
 
+# A two-node Ray cluster (PyPI's ray) fills one PostgreSQL store, in namespaces of its own.
+bash scripts/cluster/test.sh target/debug/fc7

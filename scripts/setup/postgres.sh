@@ -57,7 +57,10 @@ bin=$install/pgserver/pginstall/bin
 
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-[ "$(id -u)" = 0 ] && chown $user "$dir"
+if [ "$(id -u)" = 0 ]; then
+  chown $user "$dir"
+  as test -w "$dir" || { echo "postgres: user $user cannot reach $dir (a parent folder is closed to it)" >&2; exit 1; }
+fi
 chmod 700 "$dir"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 if [ ! -d "$dir/data" ]; then
