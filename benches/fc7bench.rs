@@ -14,12 +14,16 @@
 //!                              each dimension's spread, ReLU'd), then its graph; rows 0-9
 //!                              name real files in OUT.files so `fc7 query` can open them
 //!   rebuild-graph INDEX        builds INDEX's graph again, timed
+//!   pg-load, pg-recall         the PostgreSQL store against a folder (fc7bench/pg.rs)
 //!   train-step PRESET BATCH ITERS [cpu|cuda] [CLASSES]   training images/s (forward + backward + SGD; 1000 classes unless given)
 //!   feed DATA SIDE CROP BATCH BATCHES CACHE    the training feed alone: crops/s from the pack
 //!                                              (built first if missing, its time printed)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+#[path = "fc7bench/pg.rs"]
+mod pg;
 
 use fc7::device::Device;
 use fc7::imaging::{self, View};
@@ -534,6 +538,8 @@ fn main() {
             a.get(4).map_or("cpu", String::as_str),
             a.get(5).map_or(1000, |c| c.parse().expect("CLASSES")),
         ),
+        Some("pg-load") => pg::load(&p(1), &a[2], n(3)),
+        Some("pg-recall") => pg::recall(&p(1), &a[2], n(3), n(4)),
         Some("feed") => feed(&p(1), n(2), n(3), n(4), n(5), &p(6)),
         _ => eprintln!("usage: see the header of benches/fc7bench.rs"),
     }
