@@ -32,7 +32,10 @@ pub fn load(local: &Path, url: &str, n: usize) {
             .iter()
             .map(|(id, _)| store.catalog.path_of(*id).unwrap().unwrap())
             .collect();
-        let fc7: Vec<f32> = chunk.iter().flat_map(|(_, s)| view.row(*s).unwrap()).collect();
+        let fc7: Vec<f32> = chunk
+            .iter()
+            .flat_map(|(_, s)| view.row(*s).unwrap())
+            .collect();
         let new: Vec<NewRow> = paths
             .iter()
             .map(|p| NewRow {

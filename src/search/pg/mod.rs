@@ -241,6 +241,8 @@ impl PgIndex {
                  mtime_ns bigint NOT NULL, hash bytea NOT NULL, width integer NOT NULL,
                  height integer NOT NULL, indexed_at timestamptz NOT NULL DEFAULT now(),
                  fc7 bytea NOT NULL, code vector({CODE_DIM}));
+             -- vectors do not compress: store them out of line without trying
+             ALTER TABLE {t}_images ALTER COLUMN fc7 SET STORAGE EXTERNAL;
              CREATE INDEX IF NOT EXISTS {t}_images_code ON {t}_images
                  USING hnsw (code vector_l2_ops);
              CREATE INDEX IF NOT EXISTS {t}_images_uncoded ON {t}_images (id) WHERE code IS NULL;
@@ -256,11 +258,20 @@ impl PgIndex {
                  fitted_at timestamptz NOT NULL DEFAULT now());
              INSERT INTO {t}_meta VALUES ('schema_version', '{SCHEMA}') ON CONFLICT DO NOTHING;"
         );
-        self.with(|c| {
-            let mut tx = c.transaction()?;
-            tx.batch_execute(&ddl)?;
-            tx.commit()
+        // Only a store that is not there yet is created: the DDL locks tables that running
+        // writers use. Two first writers are serialised by the lock the DDL starts with.
+        let images = format!("{t}_images");
+        let exists: bool = self.with(|c| {
+            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&images])
+                .map(|r| r.get(0))
         })?;
+        if !exists {
+            self.with(|c| {
+                let mut tx = c.transaction()?;
+                tx.batch_execute(&ddl)?;
+                tx.commit()
+            })?;
+        }
         let version: i64 = self
             .get_meta("schema_version")?
             .and_then(|v| v.parse().ok())

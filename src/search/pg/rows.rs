@@ -20,6 +20,23 @@ pub struct NewRow<'a> {
     pub height: u32,
 }
 
+/// A batch's columns, as the arrays its statements take.
+struct Columns {
+    size: Vec<i64>,
+    mtime: Vec<i64>,
+    hash: Vec<Vec<u8>>,
+    width: Vec<i32>,
+    height: Vec<i32>,
+    fc7: Vec<Vec<u8>>,
+}
+
+struct BatchSql {
+    drop_images: String,
+    insert: String,
+    unskip: String,
+    skip: String,
+}
+
 /// A file that could not be indexed, and why.
 pub struct Skip<'a> {
     pub path: &'a Path,
@@ -36,57 +53,80 @@ impl PgIndex {
     pub fn write_batch(&self, rows: &[NewRow], fc7: &[f32], skips: &[Skip]) -> Result<Vec<bool>> {
         let dim = fc7.len() / rows.len().max(1);
         let codes = self.codes()?;
-        let texts = codes.as_ref().map(|c| c.texts(fc7));
+        let texts: Vec<Option<String>> = match &codes {
+            Some(c) => c.texts(fc7).into_iter().map(Some).collect(),
+            None => vec![None; rows.len()],
+        };
         let generation = codes.as_ref().map(|c| c.generation.to_string());
-        let (images, skipped, meta) = (self.t("images"), self.t("skipped"), self.t("meta"));
-        let insert = format!(
-            "INSERT INTO {images} (path, size, mtime_ns, hash, width, height, fc7, code)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $9::text =
-                 (SELECT value FROM {meta} WHERE key = 'pca_generation') THEN $8::text::vector END)"
-        );
-        let unskip = format!("DELETE FROM {skipped} WHERE path = $1");
-        let drop_image = format!("DELETE FROM {images} WHERE path = $1");
-        let skip = format!(
-            "INSERT INTO {skipped} (path, size, mtime_ns, reason) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (path) DO UPDATE SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns,
-             reason = EXCLUDED.reason, at = now()"
-        );
-        let new = self.with(|c| {
+        let paths: Vec<Vec<u8>> = rows.iter().map(|r| path_bytes(r.path)).collect();
+        let cols = Columns {
+            size: rows.iter().map(|r| r.size as i64).collect(),
+            mtime: rows.iter().map(|r| r.mtime_ns).collect(),
+            hash: rows.iter().map(|r| r.hash.to_vec()).collect(),
+            width: rows.iter().map(|r| r.width as i32).collect(),
+            height: rows.iter().map(|r| r.height as i32).collect(),
+            fc7: (0..rows.len())
+                .map(|i| to_f16_bytes(&fc7[i * dim..(i + 1) * dim]))
+                .collect(),
+        };
+        let skip_paths: Vec<Vec<u8>> = skips.iter().map(|s| path_bytes(s.path)).collect();
+        let skip_size: Vec<i64> = skips.iter().map(|s| s.size as i64).collect();
+        let skip_mtime: Vec<i64> = skips.iter().map(|s| s.mtime_ns).collect();
+        let reasons: Vec<&str> = skips.iter().map(|s| s.reason.as_str()).collect();
+        let sql = self.batch_sql();
+        let replaced = self.with(|c| {
             let mut tx = c.transaction()?;
-            let (ins, uns) = (tx.prepare(&insert)?, tx.prepare(&unskip)?);
-            let old = tx.prepare(&drop_image)?;
-            let mut new = Vec::with_capacity(rows.len());
-            for (i, r) in rows.iter().enumerate() {
-                let p = path_bytes(r.path);
-                let v = to_f16_bytes(&fc7[i * dim..(i + 1) * dim]);
-                let code = texts.as_ref().map(|t| t[i].as_str());
-                let params: [&(dyn ToSql + Sync); 9] = [
-                    &p,
-                    &(r.size as i64),
-                    &r.mtime_ns,
-                    &r.hash,
-                    &(r.width as i32),
-                    &(r.height as i32),
-                    &v,
-                    &code,
-                    &generation,
-                ];
-                new.push(tx.execute(&old, &[&p])? == 0);
-                tx.execute(&ins, &params)?;
-                tx.execute(&uns, &[&p])?;
-            }
-            for s in skips {
-                let p = path_bytes(s.path);
-                tx.execute(&old, &[&p])?;
-                let params: [&(dyn ToSql + Sync); 4] =
-                    [&p, &(s.size as i64), &s.mtime_ns, &s.reason];
-                tx.execute(&skip, &params)?;
-            }
+            let replaced: std::collections::HashSet<Vec<u8>> = tx
+                .query(&sql.drop_images, &[&paths])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &paths,
+                &cols.size,
+                &cols.mtime,
+                &cols.hash,
+                &cols.width,
+                &cols.height,
+                &cols.fc7,
+                &texts,
+                &generation,
+            ];
+            tx.execute(&sql.insert, &params)?;
+            tx.execute(&sql.unskip, &[&paths])?;
+            tx.query(&sql.drop_images, &[&skip_paths])?;
+            let params: [&(dyn ToSql + Sync); 4] = [&skip_paths, &skip_size, &skip_mtime, &reasons];
+            tx.execute(&sql.skip, &params)?;
             crate::util::fault::point("pg-batch-written");
             tx.commit()?;
-            Ok(new)
+            Ok(replaced)
         })?;
         crate::util::fault::stall("pg-batch-committed");
-        Ok(new)
+        Ok(paths.iter().map(|p| !replaced.contains(p)).collect())
+    }
+
+    /// The statements of a batch: each takes whole columns as arrays, so a batch is five
+    /// round trips whatever its size.
+    fn batch_sql(&self) -> BatchSql {
+        let (images, skipped, meta) = (self.t("images"), self.t("skipped"), self.t("meta"));
+        BatchSql {
+            drop_images: format!("DELETE FROM {images} WHERE path = ANY($1) RETURNING path"),
+            insert: format!(
+                "INSERT INTO {images} (path, size, mtime_ns, hash, width, height, fc7, code)
+                 SELECT u.path, u.size, u.mtime_ns, u.hash, u.width, u.height, u.fc7,
+                     CASE WHEN $9::text = (SELECT value FROM {meta} WHERE key = 'pca_generation')
+                     THEN u.code::vector END
+                 FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::bytea[], $5::int4[],
+                     $6::int4[], $7::bytea[], $8::text[])
+                     AS u(path, size, mtime_ns, hash, width, height, fc7, code)"
+            ),
+            unskip: format!("DELETE FROM {skipped} WHERE path = ANY($1)"),
+            skip: format!(
+                "INSERT INTO {skipped} (path, size, mtime_ns, reason)
+                 SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::text[])
+                 ON CONFLICT (path) DO UPDATE SET size = EXCLUDED.size,
+                     mtime_ns = EXCLUDED.mtime_ns, reason = EXCLUDED.reason, at = now()"
+            ),
+        }
     }
 }

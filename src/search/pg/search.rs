@@ -48,9 +48,23 @@ impl PgIndex {
     fn take(&self, want: usize) -> Result<usize> {
         let c = match self.candidates {
             Some(c) => c,
-            None => default_candidates(self.count_rows()?),
+            None => default_candidates(self.estimated_rows()?),
         };
         Ok(c.max(want).max(1))
+    }
+
+    /// The row count PostgreSQL's statistics give (no scan), or the exact one before the
+    /// table was first analysed: enough to choose how many candidates to re-rank.
+    fn estimated_rows(&self) -> Result<i64> {
+        let images = self.t("images");
+        let sql = "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)";
+        let est: Option<i64> = self
+            .with(|c| c.query_opt(sql, &[&images]))?
+            .map(|r| r.get(0));
+        match est {
+            Some(n) if n >= 0 => Ok(n),
+            _ => self.count_rows(),
+        }
     }
 }
 
