@@ -64,5 +64,5 @@ FC7_HOME="$tmp/home" python3 tests/browser/gallery.py target/debug/fc7 "$tmp/i" 
 # A two-node Ray cluster (PyPI's ray) fills one PostgreSQL store, in namespaces of its own.
 bash scripts/cluster/test.sh target/debug/fc7
 # The GPU sitting's script, dry: every step's command on the CPU at tiny sizes.
-cargo build --benches -q
+cargo build --bench fc7bench -q
 OUT="$tmp/verify" bash scripts/device/verify.sh --dry-run | tail -n 3

@@ -340,6 +340,18 @@ fn faults_are_one_line_errors_that_keep_committed_rows() {
         .replacen("fc7:fc7@", "fc7plain:plain@", 1)
         .replacen("/fc7?", "/fc7plain?", 1);
     one_line_failure(&run(&plain, model()), "pgvector");
+    // A reader of a store that is not there says so, and makes none.
+    let never = url.replacen("table=faults", "table=never_made", 1);
+    let q = fc7()
+        .args(["query", s(&photos.join("img0000.jpg")), "--index", &never])
+        .output()
+        .unwrap();
+    one_line_failure(&q, "no index here yet");
+    let made: bool = connect(&url)
+        .query_one("SELECT to_regclass('never_made_images') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!made, "a query created a store");
 }
 
 #[test]

@@ -118,6 +118,6 @@ pub fn recall(local: &Path, url: &str, n: usize, k: usize) {
         .into_iter()
         .map(|(id, p)| (p, id))
         .collect();
-    let pg = PgIndex::open(url).unwrap();
+    let pg = PgIndex::open_read(url).unwrap();
     measure("postgres", &pg, &sample, &truth, k, &|h| by_path[&h.2]);
 }

@@ -316,7 +316,7 @@ pub fn info(a: InfoArgs) -> Result<i32> {
     let dir = match a.index.location() {
         Location::Folder(dir) => dir,
         Location::Postgres(url) => {
-            let pg = PgIndex::open(&url)?;
+            let pg = PgIndex::open_read(&url)?;
             return print_info(
                 pg.info()?,
                 a.json,

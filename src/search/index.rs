@@ -101,7 +101,7 @@ pub fn with_index<T>(
             )?)
         }
         Location::Postgres(url) => {
-            let mut pg = crate::search::pg::PgIndex::open(url)?;
+            let mut pg = crate::search::pg::PgIndex::open_read(url)?;
             pg.exact = exact;
             pg.candidates = candidates;
             f(&pg)

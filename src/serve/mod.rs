@@ -269,7 +269,7 @@ pub fn run(
 ) -> Result<()> {
     let source = match &opts.index {
         Location::Folder(dir) => Source::Folder(Mutex::new(Store::open_read(dir)?)),
-        Location::Postgres(url) => Source::Postgres(Box::new(PgIndex::open(url)?)),
+        Location::Postgres(url) => Source::Postgres(Box::new(PgIndex::open_read(url)?)),
     };
     let key = match (&source, &opts.index) {
         (Source::Postgres(pg), _) => pg.location(),

@@ -183,8 +183,18 @@ pub fn db_err(target: &Target, e: postgres::Error) -> Error {
 }
 
 impl PgIndex {
-    /// Connects, and creates or checks fc7's schema (with the vector extension).
+    /// Connects for writing, creating fc7's schema (and the vector extension) on first use.
     pub fn open(url: &str) -> Result<PgIndex> {
+        PgIndex::connect(url, true)
+    }
+
+    /// Connects to an existing store (query, serve, info, export, evaluation): one that is
+    /// not there is an error, not an empty store made on the way.
+    pub fn open_read(url: &str) -> Result<PgIndex> {
+        PgIndex::connect(url, false)
+    }
+
+    fn connect(url: &str, create: bool) -> Result<PgIndex> {
         let target = Target::parse(url)?;
         let client = target
             .config
@@ -197,7 +207,7 @@ impl PgIndex {
             candidates: None,
             exact: false,
         };
-        pg.create_schema()?;
+        pg.create_schema(create)?;
         Ok(pg)
     }
 
@@ -215,7 +225,35 @@ impl PgIndex {
         format!("{}_{suffix}", self.target.table)
     }
 
-    fn create_schema(&self) -> Result<()> {
+    fn create_schema(&self, create: bool) -> Result<()> {
+        // Only a store that is not there yet is created: the DDL locks tables that running
+        // writers use. Two first writers are serialised by the lock the DDL starts with.
+        let images = self.t("images");
+        let exists: bool = self.with(|c| {
+            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&images])
+                .map(|r| r.get(0))
+        })?;
+        if !exists && !create {
+            return Err(
+                self.refuse("no index here yet (`fc7 index PHOTOS --index URL` builds one)".into())
+            );
+        }
+        if !exists {
+            self.create_tables()?;
+        }
+        let version: i64 = self
+            .get_meta("schema_version")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if version > SCHEMA {
+            return Err(self.refuse(format!(
+                "schema version {version} is newer than this fc7 understands ({SCHEMA})"
+            )));
+        }
+        Ok(())
+    }
+
+    fn create_tables(&self) -> Result<()> {
         let has_vector =
             self.with(|c| c.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'vector'", &[]))?;
         if has_vector.is_none() {
@@ -258,30 +296,11 @@ impl PgIndex {
                  fitted_at timestamptz NOT NULL DEFAULT now());
              INSERT INTO {t}_meta VALUES ('schema_version', '{SCHEMA}') ON CONFLICT DO NOTHING;"
         );
-        // Only a store that is not there yet is created: the DDL locks tables that running
-        // writers use. Two first writers are serialised by the lock the DDL starts with.
-        let images = format!("{t}_images");
-        let exists: bool = self.with(|c| {
-            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&images])
-                .map(|r| r.get(0))
-        })?;
-        if !exists {
-            self.with(|c| {
-                let mut tx = c.transaction()?;
-                tx.batch_execute(&ddl)?;
-                tx.commit()
-            })?;
-        }
-        let version: i64 = self
-            .get_meta("schema_version")?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if version > SCHEMA {
-            return Err(self.refuse(format!(
-                "schema version {version} is newer than this fc7 understands ({SCHEMA})"
-            )));
-        }
-        Ok(())
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.batch_execute(&ddl)?;
+            tx.commit()
+        })
     }
 
     pub(crate) fn refuse(&self, reason: String) -> Error {
