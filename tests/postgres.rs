@@ -56,17 +56,22 @@ fn index(photos: &Path, url: &str, extra: &[&str]) -> Value {
 }
 
 fn query_all(images: &[PathBuf], index: &str) -> Vec<Value> {
-    let out = fc7()
-        .args(["query", "--index", index, "--json", "--device", "cpu"])
-        .args(images)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out)["results"].as_array().unwrap().clone()
+    let mut args: Vec<&std::ffi::OsStr> = ["query", "--index", index, "--json", "--device", "cpu"]
+        .into_iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    args.extend(images.iter().map(|p| p.as_os_str()));
+    json(&run_ok(&args))["results"].as_array().unwrap().clone()
+}
+
+/// The test server's store for `table` and a folder of `n` small JPEGs: (the temporary
+/// folder, the store's URL, the photos); None without a server.
+fn store_and_photos(table: &str, n: u32) -> Option<(tempfile::TempDir, String, PathBuf)> {
+    let url = store(table)?;
+    let d = tempfile::tempdir().unwrap();
+    let photos = d.path().join("photos");
+    plain_folder(&photos, n);
+    Some((d, url, photos))
 }
 
 fn files(root: &Path) -> Vec<PathBuf> {
@@ -92,12 +97,9 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_store_answers_as_the_index_folder_does() {
-    let Some(url) = store("same_answers") else {
+    let Some((d, url, photos)) = store_and_photos("same_answers", 80) else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let photos = d.path().join("photos");
-    plain_folder(&photos, 80);
     let local = d.path().join("idx");
     index(&photos, s(&local), &[]);
     let sum = index(&photos, &url, &[]);
@@ -260,12 +262,9 @@ fn three_writers_at_once_store_each_image_once() {
 
 #[test]
 fn a_writer_killed_mid_batch_loses_only_that_batch_and_a_rerun_completes() {
-    let Some(url) = store("killed") else {
+    let Some((d, url, photos)) = store_and_photos("killed", 30) else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let photos = d.path().join("photos");
-    plain_folder(&photos, 30);
     let first = index(&photos, &url, &["--batch", "4"]);
     assert_eq!(first["added"], 30);
     let more = d.path().join("photos/more");
@@ -305,12 +304,9 @@ fn one_line_failure(out: &Output, needle: &str) {
 
 #[test]
 fn faults_are_one_line_errors_that_keep_committed_rows() {
-    let Some(url) = store("faults") else {
+    let Some((d, url, photos)) = store_and_photos("faults", 6) else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let photos = d.path().join("photos");
-    plain_folder(&photos, 6);
     index(&photos, &url, &[]);
     let run = |index: &str, m: &Path| {
         fc7()
@@ -356,12 +352,9 @@ fn faults_are_one_line_errors_that_keep_committed_rows() {
 
 #[test]
 fn hostile_paths_are_stored_and_returned_exactly() {
-    let Some(url) = store("hostile_paths") else {
+    let Some((_d, url, photos)) = store_and_photos("hostile_paths", 2) else {
         return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let photos = d.path().join("photos");
-    plain_folder(&photos, 2);
     let img = std::fs::read(photos.join("img0000.jpg")).unwrap();
     let names: Vec<&[u8]> = vec![
         b"it's \"quoted\".jpg",

@@ -18,11 +18,11 @@ fn ids(v: &Value) -> Vec<i64> {
         .collect()
 }
 
-#[test]
-fn the_gallery_answers_as_fc7_query_does_and_refuses_bad_requests_without_stopping() {
+/// `n` small JPEGs indexed into a folder: (the temporary folder, photos, index).
+fn indexed_folder(n: u32) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
-    plain_folder(&root, 8);
+    plain_folder(&root, n);
     run_ok(&[
         "index",
         s(&root),
@@ -32,6 +32,12 @@ fn the_gallery_answers_as_fc7_query_does_and_refuses_bad_requests_without_stoppi
         s(model()),
         "--quiet",
     ]);
+    (d, root, idx)
+}
+
+#[test]
+fn the_gallery_answers_as_fc7_query_does_and_refuses_bad_requests_without_stopping() {
+    let (_d, root, idx) = indexed_folder(8);
     let server = serve(s(&idx), &[]);
     let a = server.addr.as_str();
 
@@ -126,18 +132,7 @@ fn the_gallery_answers_as_fc7_query_does_and_refuses_bad_requests_without_stoppi
 
 #[test]
 fn with_a_token_nothing_is_served_without_it() {
-    let d = tempfile::tempdir().unwrap();
-    let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
-    plain_folder(&root, 3);
-    run_ok(&[
-        "index",
-        s(&root),
-        "--index",
-        s(&idx),
-        "--model",
-        s(model()),
-        "--quiet",
-    ]);
+    let (_d, _, idx) = indexed_folder(3);
     let server = serve(s(&idx), &["--token", "s3cret"]);
     let a = server.addr.as_str();
     for head in [

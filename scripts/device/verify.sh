@@ -59,7 +59,6 @@ results=$out/steps/results.tsv
 step() {
   local id=$1 need=$2 gpu_only=$3 cmd=$4 cap=${5:-}
   local left=$((deadline - ($(date +%s) - t0)))
-  [ $dry = 1 ] && [ -n "$cap" ] && [ "$cap" -lt "$left" ] && left=$cap
   if [ $dry = 1 ] && [ "$gpu_only" = 1 ]; then
     echo "SKIPPED $id (needs a GPU)" | tee -a "$log"
     printf '%s\tskipped\t0\n' "$id" >>"$results"; return
@@ -68,6 +67,7 @@ step() {
     echo "SKIPPED $id (${left} s left of the deadline, needs ${need})" | tee -a "$log"
     printf '%s\tno-time\t0\n' "$id" >>"$results"; return
   fi
+  [ $dry = 1 ] && [ -n "$cap" ] && [ "$cap" -lt "$left" ] && left=$cap
   echo "== $id" | tee -a "$log"
   local s=$(date +%s)
   timeout "$left" bash -c "$cmd" >"$out/steps/$id.txt" 2>&1

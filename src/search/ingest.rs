@@ -332,6 +332,31 @@ fn pipeline(
     Ok(embedded)
 }
 
+/// A batch's decodable files and their fc7 vectors ([n, dim]).
+pub(crate) type Embedded<'a> = (Vec<(&'a Work, &'a Decoded)>, Vec<f32>);
+
+/// The decodable files of a batch, and their fc7 vectors ([n, dim]).
+pub(crate) fn embed_decoded<'a>(
+    embedder: &mut Embedder,
+    chunk: &'a [Work],
+    decoded: &'a [Result<Decoded>],
+) -> Result<Embedded<'a>> {
+    let ok: Vec<(&Work, &Decoded)> = chunk
+        .iter()
+        .zip(decoded)
+        .filter_map(|(w, d)| Some((w, d.as_ref().ok()?)))
+        .collect();
+    if ok.is_empty() {
+        return Ok((ok, Vec::new()));
+    }
+    let input: Vec<f32> = ok
+        .iter()
+        .flat_map(|(_, d)| d.tensor.iter().copied())
+        .collect(); // [n, 3, 224, 224]
+    let fc7 = embedder.run(&input, ok.len(), false)?.fc7;
+    Ok((ok, fc7))
+}
+
 /// Embeds the decodable files of one batch and records all of it in one transaction.
 fn store_batch(
     store: &mut Store,
@@ -341,20 +366,7 @@ fn store_batch(
     progress: &dyn Progress,
     sum: &mut Summary,
 ) -> Result<usize> {
-    let ok: Vec<(&Work, &Decoded)> = chunk
-        .iter()
-        .zip(&decoded)
-        .filter_map(|(w, d)| Some((w, d.as_ref().ok()?)))
-        .collect();
-    let input: Vec<f32> = ok
-        .iter()
-        .flat_map(|(_, d)| d.tensor.iter().copied())
-        .collect();
-    let fc7 = if ok.is_empty() {
-        Vec::new()
-    } else {
-        embedder.run(&input, ok.len(), false)?.fc7
-    };
+    let (ok, fc7) = embed_decoded(embedder, chunk, &decoded)?;
     store.write_batch(&fc7, |b, first| {
         for (i, (w, d)) in ok.iter().enumerate() {
             if let Some(old) = w.replaces {

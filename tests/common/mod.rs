@@ -39,7 +39,7 @@ pub fn fc7() -> Command {
 }
 
 /// Runs fc7 with `args`, returning the output; panics with stderr if the exit code differs.
-pub fn run_ok(args: &[&str]) -> Output {
+pub fn run_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
     let out = fc7().args(args).output().expect("run fc7");
     assert!(
         out.status.success(),

@@ -4,13 +4,12 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use postgres::types::ToSql;
-
 use super::{claim_key, PgIndex};
 use crate::error::Result;
 use crate::infer::embed::Embedder;
 use crate::search::catalog::path_bytes;
-use crate::search::ingest::{reason_class, Decoded, Progress, Summary, Work};
+use crate::search::ingest::{embed_decoded, reason_class, Decoded, Progress, Summary, Work};
+use crate::search::pg::rows::{NewRow, Skip};
 
 pub struct Writer<'a> {
     pg: &'a PgIndex,
@@ -107,80 +106,31 @@ impl<'a> Writer<'a> {
 
     /// Embeds the decodable files of one batch and writes all of it in one transaction.
     pub fn write(&mut self, chunk: &[Work], decoded: Vec<Result<Decoded>>) -> Result<usize> {
-        let ok: Vec<(&Work, &Decoded)> = chunk
+        let (ok, fc7) = embed_decoded(self.embedder, chunk, &decoded)?;
+        let rows: Vec<NewRow> = ok
+            .iter()
+            .map(|(w, d)| NewRow {
+                path: &w.found.path,
+                size: w.found.size,
+                mtime_ns: w.found.mtime_ns,
+                hash: &d.hash,
+                width: d.width,
+                height: d.height,
+            })
+            .collect();
+        let skips: Vec<Skip> = chunk
             .iter()
             .zip(&decoded)
-            .filter_map(|(w, d)| Some((w, d.as_ref().ok()?)))
+            .filter_map(|(w, d)| {
+                Some(Skip {
+                    path: &w.found.path,
+                    size: w.found.size,
+                    mtime_ns: w.found.mtime_ns,
+                    reason: d.as_ref().err()?.reason(),
+                })
+            })
             .collect();
-        let input: Vec<f32> = ok
-            .iter()
-            .flat_map(|(_, d)| d.tensor.iter().copied())
-            .collect();
-        let fc7 = if ok.is_empty() {
-            Vec::new()
-        } else {
-            self.embedder.run(&input, ok.len(), false)?.fc7 // [n, 4096]
-        };
-        let dim = fc7.len() / ok.len().max(1);
-        let codes = self.pg.codes()?;
-        let texts = codes.as_ref().map(|c| c.texts(&fc7));
-        let generation = codes.as_ref().map(|c| c.generation.to_string());
-        let failed: Vec<(&Work, String)> = chunk
-            .iter()
-            .zip(&decoded)
-            .filter_map(|(w, d)| Some((w, d.as_ref().err()?.reason())))
-            .collect();
-        let (images, skipped, meta) =
-            (self.pg.t("images"), self.pg.t("skipped"), self.pg.t("meta"));
-        let insert = format!(
-            "INSERT INTO {images} (path, size, mtime_ns, hash, width, height, fc7, code)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $9::text =
-                 (SELECT value FROM {meta} WHERE key = 'pca_generation') THEN $8::text::vector END)"
-        );
-        let unskip = format!("DELETE FROM {skipped} WHERE path = $1");
-        let drop_image = format!("DELETE FROM {images} WHERE path = $1");
-        let skip = format!(
-            "INSERT INTO {skipped} (path, size, mtime_ns, reason) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (path) DO UPDATE SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns,
-             reason = EXCLUDED.reason, at = now()"
-        );
-        let inserted = self.pg.with(|c| {
-            let mut tx = c.transaction()?;
-            let (ins, uns) = (tx.prepare(&insert)?, tx.prepare(&unskip)?);
-            let old = tx.prepare(&drop_image)?;
-            let mut inserted = Vec::with_capacity(ok.len());
-            for (i, (w, d)) in ok.iter().enumerate() {
-                let p = path_bytes(&w.found.path);
-                let v = super::super::to_f16_bytes(&fc7[i * dim..(i + 1) * dim]);
-                let code = texts.as_ref().map(|t| t[i].as_str());
-                let params: [&(dyn ToSql + Sync); 9] = [
-                    &p,
-                    &(w.found.size as i64),
-                    &w.found.mtime_ns,
-                    &d.hash,
-                    &(d.width as i32),
-                    &(d.height as i32),
-                    &v,
-                    &code,
-                    &generation,
-                ];
-                // A changed file gets a new id, as in an index folder (thumbnails are cached by id).
-                inserted.push(tx.execute(&old, &[&p])? == 0);
-                tx.execute(&ins, &params)?;
-                tx.execute(&uns, &[&p])?;
-            }
-            for (w, reason) in &failed {
-                let p = path_bytes(&w.found.path);
-                tx.execute(&drop_image, &[&p])?;
-                tx.execute(
-                    &skip,
-                    &[&p, &(w.found.size as i64), &w.found.mtime_ns, reason],
-                )?;
-            }
-            crate::util::fault::point("pg-batch-written");
-            tx.commit()?;
-            Ok(inserted)
-        })?;
+        let inserted = self.pg.write_batch(&rows, &fc7, &skips)?;
         self.count(&inserted, chunk, &decoded);
         Ok(ok.len())
     }
