@@ -66,6 +66,16 @@ pub struct Summary {
     pub total_indexed: i64,
 }
 
+impl Summary {
+    /// Counts `n` files skipped for `reason` (in the summary's classes of reasons).
+    pub(crate) fn skip(&mut self, reason: &str, n: usize) {
+        if n > 0 {
+            self.skipped += n;
+            *self.skip_reasons.entry(reason_class(reason)).or_default() += n;
+        }
+    }
+}
+
 /// A file that needs decoding and embedding; `replaces` is the row of its older version.
 pub(crate) struct Work {
     pub(crate) found: Found,
@@ -145,10 +155,7 @@ fn plan(
                 });
             }
         } else if matches!(skipped.get(&key), Some((s, m, _)) if *s == f.size && *m == f.mtime_ns) {
-            sum.skipped += 1;
-            *sum.skip_reasons
-                .entry(reason_class(&skipped[&key].2))
-                .or_default() += 1;
+            sum.skip(&skipped[&key].2, 1);
         } else if !f.looks_like_image {
             not_images.push(f);
         } else {
@@ -198,10 +205,7 @@ fn plan(
     })?;
     sum.moved = moves.len();
     sum.removed = gone.len();
-    sum.skipped += not_images.len();
-    if !not_images.is_empty() {
-        *sum.skip_reasons.entry("not an image".into()).or_default() += not_images.len();
-    }
+    sum.skip("not an image", not_images.len());
     Ok(work)
 }
 
@@ -399,10 +403,7 @@ fn store_batch(
             Ok(_) => sum.added += 1,
             Err(e) => {
                 progress.note(&format!("skipped {e}"));
-                sum.skipped += 1;
-                *sum.skip_reasons
-                    .entry(reason_class(&e.reason()))
-                    .or_default() += 1;
+                sum.skip(&e.reason(), 1);
             }
         }
     }

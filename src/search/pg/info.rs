@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{path_of_bytes, PgIndex, SCHEMA};
+use super::{PgIndex, SCHEMA};
 use crate::error::Result;
+use crate::search::catalog::bytes_path;
 use crate::search::catalog::Meta;
 use crate::search::index::Index;
 
@@ -72,7 +73,7 @@ impl PgIndex {
         let rows = self.with(|c| c.query(&sql, &[]))?;
         Ok(rows
             .iter()
-            .map(|r| (path_of_bytes(r.get(0)), r.get(1)))
+            .map(|r| (bytes_path(r.get(0)), r.get(1)))
             .collect())
     }
 }

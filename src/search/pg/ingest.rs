@@ -24,7 +24,7 @@ use crate::imaging::scan::Found;
 use crate::infer::embed::Embedder;
 use crate::search::catalog::path_bytes;
 use crate::search::index::Index;
-use crate::search::ingest::{decode, reason_class, Decoded, IndexOptions, Progress, Summary, Work};
+use crate::search::ingest::{decode, Decoded, IndexOptions, Progress, Summary, Work};
 
 mod write;
 
@@ -158,8 +158,7 @@ fn pending(pg: &PgIndex, files: Vec<Found>, sum: &mut Summary) -> Result<Vec<Wor
             match known.get(&path_bytes(&f.path)) {
                 Some((s, m, None)) if *s == f.size as i64 && *m == f.mtime_ns => sum.unchanged += 1,
                 Some((s, m, Some(reason))) if *s == f.size as i64 && *m == f.mtime_ns => {
-                    sum.skipped += 1;
-                    *sum.skip_reasons.entry(reason_class(reason)).or_default() += 1;
+                    sum.skip(reason, 1)
                 }
                 _ if !f.looks_like_image => not_images.push(f.clone()),
                 _ => work.push(Work {
@@ -180,8 +179,7 @@ fn pending(pg: &PgIndex, files: Vec<Found>, sum: &mut Summary) -> Result<Vec<Wor
             })
             .collect();
         pg.write_batch(&[], &[], &skips)?;
-        sum.skipped += not_images.len();
-        *sum.skip_reasons.entry("not an image".into()).or_default() += not_images.len();
+        sum.skip("not an image", not_images.len());
     }
     Ok(work)
 }

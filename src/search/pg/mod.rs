@@ -19,7 +19,6 @@ pub mod ingest;
 pub mod rows;
 mod search;
 
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -372,21 +371,11 @@ impl PgIndex {
     }
 }
 
-/// f32 vector to the little-endian half-precision bytes the store keeps.
-pub fn to_f16_bytes(v: &[f32]) -> Vec<u8> {
-    crate::search::vectors::encode(v)
-}
-
 /// The stored half-precision bytes back to f32.
 pub fn from_f16_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(2)
         .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
         .collect()
-}
-
-/// A path from the bytes the store keeps.
-pub fn path_of_bytes(b: &[u8]) -> PathBuf {
-    crate::search::catalog::bytes_path(b)
 }
 
 #[cfg(test)]
@@ -412,6 +401,6 @@ mod tests {
     #[test]
     fn half_bytes_round_trip() {
         let v = [0.0f32, 1.5, -2.25, 1000.0];
-        assert_eq!(from_f16_bytes(&to_f16_bytes(&v)), v);
+        assert_eq!(from_f16_bytes(&crate::search::vectors::encode(&v)), v);
     }
 }

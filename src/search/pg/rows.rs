@@ -6,9 +6,10 @@ use std::path::Path;
 
 use postgres::types::ToSql;
 
-use super::{to_f16_bytes, PgIndex};
+use super::PgIndex;
 use crate::error::Result;
 use crate::search::catalog::path_bytes;
+use crate::search::vectors::encode;
 
 /// An image to store, with what the next run compares to see whether it changed.
 pub struct NewRow<'a> {
@@ -66,7 +67,7 @@ impl PgIndex {
             width: rows.iter().map(|r| r.width as i32).collect(),
             height: rows.iter().map(|r| r.height as i32).collect(),
             fc7: (0..rows.len())
-                .map(|i| to_f16_bytes(&fc7[i * dim..(i + 1) * dim]))
+                .map(|i| encode(&fc7[i * dim..(i + 1) * dim]))
                 .collect(),
         };
         let skip_paths: Vec<Vec<u8>> = skips.iter().map(|s| path_bytes(s.path)).collect();

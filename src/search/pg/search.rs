@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use super::codes::vector_text;
-use super::{from_f16_bytes, path_of_bytes, PgIndex};
+use super::{from_f16_bytes, PgIndex};
 use crate::error::Result;
-use crate::search::catalog::{path_bytes, Meta};
+use crate::search::catalog::{bytes_path, path_bytes, Meta};
 use crate::search::index::{default_candidates, Hit, Index};
 use crate::search::knn;
 
@@ -36,13 +36,7 @@ impl PgIndex {
             tx.commit()?;
             Ok(rows)
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let v = from_f16_bytes(r.get(2));
-                (r.get(0), knn::l2(q, &v), path_of_bytes(r.get(1)))
-            })
-            .collect())
+        Ok(hits(&rows, q))
     }
 
     fn take(&self, want: usize) -> Result<usize> {
@@ -68,6 +62,16 @@ impl PgIndex {
     }
 }
 
+/// Rows of (id, path, fc7) as hits: their exact distances to `q`.
+fn hits(rows: &[postgres::Row], q: &[f32]) -> Vec<Hit> {
+    rows.iter()
+        .map(|r| {
+            let v = from_f16_bytes(r.get(2));
+            (r.get(0), knn::l2(q, &v), bytes_path(r.get(1)))
+        })
+        .collect()
+}
+
 impl Index for PgIndex {
     fn location(&self) -> String {
         self.target.shown.clone()
@@ -76,13 +80,7 @@ impl Index for PgIndex {
     fn nearest(&self, q: &[f32], want: usize) -> Result<Vec<Hit>> {
         let mut hits = if self.exact {
             let sql = format!("SELECT id, path, fc7 FROM {}", self.t("images"));
-            let rows = self.with(|c| c.query(&sql, &[]))?;
-            rows.iter()
-                .map(|r| {
-                    let v = from_f16_bytes(r.get(2));
-                    (r.get(0), knn::l2(q, &v), path_of_bytes(r.get(1)))
-                })
-                .collect()
+            hits(&self.with(|c| c.query(&sql, &[]))?, q)
         } else {
             let code = self
                 .codes()?
@@ -109,13 +107,13 @@ impl Index for PgIndex {
     fn row_of(&self, id: i64) -> Result<Option<(PathBuf, Vec<f32>)>> {
         let sql = format!("SELECT path, fc7 FROM {} WHERE id = $1", self.t("images"));
         let row = self.with(|c| c.query_opt(&sql, &[&id]))?;
-        Ok(row.map(|r| (path_of_bytes(r.get(0)), from_f16_bytes(r.get(1)))))
+        Ok(row.map(|r| (bytes_path(r.get(0)), from_f16_bytes(r.get(1)))))
     }
 
     fn path_of(&self, id: i64) -> Result<Option<PathBuf>> {
         let sql = format!("SELECT path FROM {} WHERE id = $1", self.t("images"));
         let row = self.with(|c| c.query_opt(&sql, &[&id]))?;
-        Ok(row.map(|r| path_of_bytes(r.get(0))))
+        Ok(row.map(|r| bytes_path(r.get(0))))
     }
 
     fn page(&self, after: i64, limit: usize) -> Result<Vec<(i64, PathBuf)>> {
@@ -126,7 +124,7 @@ impl Index for PgIndex {
         let rows = self.with(|c| c.query(&sql, &[&after, &(limit as i64)]))?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), path_of_bytes(r.get(1))))
+            .map(|r| (r.get(0), bytes_path(r.get(1))))
             .collect())
     }
 
@@ -142,7 +140,7 @@ impl Index for PgIndex {
         let rows = self.with(|c| c.query(&sql, &[&after, &(limit as i64)]))?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), path_of_bytes(r.get(1)), from_f16_bytes(r.get(2))))
+            .map(|r| (r.get(0), bytes_path(r.get(1)), from_f16_bytes(r.get(2))))
             .collect())
     }
 

@@ -8,7 +8,7 @@ use super::{claim_key, PgIndex};
 use crate::error::Result;
 use crate::infer::embed::Embedder;
 use crate::search::catalog::path_bytes;
-use crate::search::ingest::{embed_decoded, reason_class, Decoded, Progress, Summary, Work};
+use crate::search::ingest::{embed_decoded, Decoded, Progress, Summary, Work};
 use crate::search::pg::rows::{NewRow, Skip};
 
 pub struct Writer<'a> {
@@ -141,12 +141,7 @@ impl<'a> Writer<'a> {
         for (_, d) in chunk.iter().zip(decoded) {
             if let Err(e) = d {
                 self.progress.note(&format!("skipped {e}"));
-                self.sum.skipped += 1;
-                *self
-                    .sum
-                    .skip_reasons
-                    .entry(reason_class(&e.reason()))
-                    .or_default() += 1;
+                self.sum.skip(&e.reason(), 1);
             }
         }
     }
