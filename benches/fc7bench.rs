@@ -14,7 +14,8 @@
 //!                              each dimension's spread, ReLU'd), then its graph; rows 0-9
 //!                              name real files in OUT.files so `fc7 query` can open them
 //!   rebuild-graph INDEX        builds INDEX's graph again, timed
-//!   pg-load, pg-recall         the PostgreSQL store against a folder (fc7bench/pg.rs)
+//!   pg-load, pg-recall LOCAL URL N K [CANDIDATES...]   the PostgreSQL store against a folder
+//!                              (fc7bench/pg.rs)
 //!   train-step PRESET BATCH ITERS [cpu|cuda] [CLASSES]   training images/s (forward + backward + SGD; 1000 classes unless given)
 //!   feed DATA SIDE CROP BATCH BATCHES CACHE    the training feed alone: crops/s from the pack
 //!                                              (built first if missing, its time printed)
@@ -320,7 +321,11 @@ fn sample_rows(store: &fc7::search::store::Store, n: usize) -> Vec<(i64, Vec<f32
         .collect()
 }
 
-/// Exact top-k ids for each query over every row, a block of rows at a time.
+/// Exact top-k ids for each query over every row, a block of rows at a time: the nearest
+/// `k + 16` by the product form (‖a‖² + ‖b‖² − 2a·b, fast but cancelling when two vectors are
+/// near copies of each other), then re-ranked by the direct sum of squared differences, which
+/// is what the searchers compare; without it, near-ties among near copies make the "truth"
+/// itself wrong at the k-th place.
 fn exact_ids(
     store: &fc7::search::store::Store,
     queries: &[f32],
@@ -330,23 +335,35 @@ fn exact_ids(
     let rows = store.catalog.slots_after(0).unwrap();
     let view = store.vectors().unwrap();
     let nq = queries.len() / dim;
-    let mut best: Vec<Vec<(i64, f32)>> = vec![Vec::new(); nq];
+    let wide = k + 16;
+    let mut best: Vec<Vec<(i64, f32, i64)>> = vec![Vec::new(); nq];
     for block in rows.chunks(16_384) {
         let base: Vec<f32> = block
             .par_iter()
             .flat_map_iter(|r| view.row(r.1).unwrap())
             .collect();
-        for (q, hits) in fc7::search::knn::exact_knn(queries, &base, dim, k)
+        for (q, hits) in fc7::search::knn::exact_knn(queries, &base, dim, wide)
             .into_iter()
             .enumerate()
         {
-            best[q].extend(hits.into_iter().map(|(i, d)| (block[i].0, d)));
-            fc7::search::knn::sort_hits(&mut best[q]);
-            best[q].truncate(k);
+            best[q].extend(hits.into_iter().map(|(i, d)| (block[i].0, d, block[i].1)));
+            best[q].sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            best[q].truncate(wide);
         }
     }
     best.into_iter()
-        .map(|b| b.into_iter().map(|h| h.0).collect())
+        .zip(queries.chunks(dim))
+        .map(|(b, q)| {
+            let mut direct: Vec<(i64, f32)> = b
+                .iter()
+                .map(|&(id, _, slot)| {
+                    let v = view.row(slot).unwrap();
+                    (id, fc7::search::knn::l2(q, &v))
+                })
+                .collect();
+            fc7::search::knn::sort_hits(&mut direct);
+            direct.into_iter().take(k).map(|h| h.0).collect()
+        })
         .collect()
 }
 
@@ -539,7 +556,10 @@ fn main() {
             a.get(5).map_or(1000, |c| c.parse().expect("CLASSES")),
         ),
         Some("pg-load") => pg::load(&p(1), &a[2], n(3)),
-        Some("pg-recall") => pg::recall(&p(1), &a[2], n(3), n(4)),
+        Some("pg-recall") => {
+            let c: Vec<usize> = a[5..].iter().map(|x| x.parse().unwrap()).collect();
+            pg::recall(&p(1), &a[2], n(3), n(4), &c)
+        }
         Some("feed") => feed(&p(1), n(2), n(3), n(4), n(5), &p(6)),
         _ => eprintln!("usage: see the header of benches/fc7bench.rs"),
     }

@@ -103,14 +103,14 @@ fn measure(
     );
 }
 
-pub fn recall(local: &Path, url: &str, n: usize, k: usize) {
+/// Recall and latency of the folder and the store on the same rows, at their default candidates
+/// and then at each of `candidates`.
+pub fn recall(local: &Path, url: &str, n: usize, k: usize, candidates: &[usize]) {
     let store = Store::open_read(local).unwrap();
     let sample = super::sample_rows(&store, n);
     let dim = sample[0].1.len();
     let flat: Vec<f32> = sample.iter().flat_map(|s| s.1.iter().copied()).collect();
     let truth = super::exact_ids(&store, &flat, dim, k + 1);
-    let folder = fc7::search::searcher::Searcher::open(&store, false, None).unwrap();
-    measure("folder", &folder, &sample, &truth, k, &|h| h.0);
     let by_path: HashMap<PathBuf, i64> = store
         .catalog
         .page(0, usize::MAX >> 1)
@@ -118,6 +118,26 @@ pub fn recall(local: &Path, url: &str, n: usize, k: usize) {
         .into_iter()
         .map(|(id, p)| (p, id))
         .collect();
-    let pg = PgIndex::open_read(url).unwrap();
-    measure("postgres", &pg, &sample, &truth, k, &|h| by_path[&h.2]);
+    let mut pg = PgIndex::open_read(url).unwrap();
+    for c in std::iter::once(None).chain(candidates.iter().copied().map(Some)) {
+        let label = c.map_or("default".to_string(), |c| c.to_string());
+        let folder = fc7::search::searcher::Searcher::open(&store, false, c).unwrap();
+        measure(
+            &format!("folder candidates={label}"),
+            &folder,
+            &sample,
+            &truth,
+            k,
+            &|h| h.0,
+        );
+        pg.candidates = c;
+        measure(
+            &format!("postgres candidates={label}"),
+            &pg,
+            &sample,
+            &truth,
+            k,
+            &|h| by_path[&h.2],
+        );
+    }
 }
