@@ -114,9 +114,7 @@ pub struct ExportArgs {
 
 pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
     let mut r = crate::train::recipe::preset(&a.preset)?;
-    if let Some(ex) = a.exemplar.exemplar() {
-        r = crate::train::recipe::exemplar(r, ex);
-    }
+    r = a.exemplar.apply(r);
     a.recipe.apply(&mut r);
     let opts = TrainOptions {
         data: a.data,
@@ -166,8 +164,12 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
             .folder_precision_at_6
             .map(|p| format!("; precision@6 of class folder {p:.3}"))
             .unwrap_or_default();
+        let what = match st.recipe.instance {
+            Some(_) => "images told apart",
+            None => "surrogate classes",
+        };
         eprintln!(
-            "wrote {} ({:.1} min; {} surrogate classes, held-out views top-1 error {:.2}%{folders})",
+            "wrote {} ({:.1} min; {} {what}, held-out views top-1 error {:.2}%{folders})",
             m.display(),
             st.seconds / 60.0,
             st.classes.len(),

@@ -13,6 +13,7 @@ use crate::train::augment::{self, ColourStats, Crop};
 use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Normalise, Shape};
 use crate::train::exemplar::{self, Exemplar, View};
+use crate::train::seeds::mix;
 
 /// One batch on the host: its 8-bit pixels with their colour shifts, and labels.
 pub struct Batch {
@@ -188,13 +189,6 @@ impl Batch {
             }
         }
     }
-}
-
-pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut x =
-        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    x ^= x >> 31;
-    x.wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
 /// What the feed needs to make an epoch's batches (a copy, so the engine's side may change

@@ -1,7 +1,8 @@
 //! Training checkpoints: everything a run needs to continue exactly where it stopped (recipe,
 //! schedule state, history, colour statistics, parameters and momentum), in one file written
 //! atomically. Layout: b"FC7CKPT2", u64 header length, JSON header, every parameter and then
-//! every momentum buffer as little-endian f32 in `param_shapes()` order, and last the SHA-256
+//! every momentum buffer as little-endian f32 in `param_shapes()` order, then for
+//! self-supervised training the memory bank ([images, dim] f32), and last the SHA-256
 //! of everything before it, so a damaged file is refused instead of resuming from bad weights.
 //! (b"FC7CKPT1" files, without the checksum, still load.)
 
@@ -65,6 +66,20 @@ pub struct State {
     /// The engine that last trained it (older checkpoints lack it).
     #[serde(default)]
     pub engine: String,
+    /// Self-supervised training's memory bank: one unit row of the embedding per image
+    /// ([classes, dim]); empty otherwise. Kept in the checkpoint's body, not its header.
+    #[serde(skip)]
+    pub bank: Vec<f32>,
+}
+
+impl State {
+    /// Floats the memory bank holds in a run of this recipe.
+    fn bank_len(&self) -> usize {
+        self.recipe
+            .instance
+            .as_ref()
+            .map_or(0, |i| i.dim * self.classes.len())
+    }
 }
 
 fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
@@ -84,6 +99,8 @@ pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>])
     out.extend_from_slice(&header);
     params.iter().for_each(|p| floats(&mut out, &p.data));
     velocity.iter().for_each(|v| floats(&mut out, v));
+    assert_eq!(state.bank.len(), state.bank_len(), "memory bank size");
+    floats(&mut out, &state.bank);
     let sum = sha256(&out);
     out.extend_from_slice(&sum);
     crate::util::fs::atomic_write(path, &out)
@@ -126,14 +143,14 @@ pub fn load(path: &Path) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
     let header = bytes
         .get(16..16 + hlen)
         .ok_or_else(|| bad("short header"))?;
-    let state: State = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    let mut state: State = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
     let shapes = state.config.param_shapes();
     let total: usize = shapes
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
     let body = &bytes[16 + hlen..];
-    if body.len() != total * 8 {
+    if body.len() != total * 8 + state.bank_len() * 4 {
         return Err(bad("parameter data has the wrong size"));
     }
     let mut at = 0;
@@ -157,5 +174,6 @@ pub fn load(path: &Path) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
         .iter()
         .map(|(_, s)| take(s.iter().product()))
         .collect();
+    state.bank = take(state.bank_len());
     Ok((state, params, velocity))
 }

@@ -171,7 +171,7 @@ pub fn random_view(rng: &mut impl Rng, side: usize, crop: usize, ex: &Exemplar) 
 pub fn held_out_view(seed: u64, i: usize, side: usize, crop: usize, ex: &Exemplar) -> View {
     let stream = seed ^ 0x05EE_D0F4_E1D0_u64;
     let mut rng =
-        rand::rngs::StdRng::seed_from_u64(crate::train::batch::mix(stream, u64::MAX, i as u64));
+        rand::rngs::StdRng::seed_from_u64(crate::train::seeds::mix(stream, u64::MAX, i as u64));
     random_view(&mut rng, side, crop, ex)
 }
 

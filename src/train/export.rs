@@ -17,6 +17,7 @@ fn exemplar_provenance(st: &State) -> Option<serde_json::Value> {
         "folder": st.data,
         "surrogate_classes": st.classes.len(),
         "views": ex,
+        "self_supervised": st.recipe.instance,
         "held_out_view_top1_error": last.map(|l| l.val_top1_error),
         "folder_precision_at_6": last.and_then(|l| l.folder_precision_at_6),
     }))

@@ -38,11 +38,30 @@ pub fn at_chance(rec: &EpochRecord, top_class_share: f32, classes: usize) -> Opt
     }
 }
 
+/// What a run at chance can try, by how it learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learning {
+    Classes,
+    Exemplar,
+    SelfSupervised,
+}
+
+impl Learning {
+    fn advice(self) -> &'static str {
+        match self {
+            Learning::Classes => "Try --init he (the default), a lower --lr, or check that the class folders differ",
+            Learning::Exemplar => "Try --self-supervised (its cost does not grow with the images), fewer --surrogates, weaker views (--zoom, --rotate, --translate) or a lower --lr",
+            Learning::SelfSupervised => "Try a lower --lr, weaker views (--zoom, --rotate, --translate), or a higher --temperature; the images must differ from each other",
+        }
+    }
+}
+
 /// Stops a run at chance (`why`) once it has taken `STALL_CHECK_STEPS` steps.
-pub fn judge_stall(why: Option<&str>, steps: usize, epochs: usize) -> Result<()> {
+pub fn judge_stall(why: Option<&str>, steps: usize, epochs: usize, how: Learning) -> Result<()> {
     match why {
         Some(why) if steps >= STALL_CHECK_STEPS => Err(Error::Training(format!(
-            "the network is still at chance after {steps} steps ({epochs} epochs): {why}; no model was written. Try --init he (the default), a lower --lr, or check that the class folders differ"
+            "the network is still at chance after {steps} steps ({epochs} epochs): {why}; no model was written. {}",
+            how.advice()
         ))),
         _ => Ok(()),
     }
@@ -97,8 +116,14 @@ mod tests {
         assert!(at_chance(&record(2.2), 0.1, 10).is_none());
         assert!(at_chance(&record(1.0), 0.96, 10).unwrap().contains("96%"));
         assert!(at_chance(&record(1.0), 0.9, 10).is_none());
-        assert!(judge_stall(Some("x"), 99, 1).is_ok());
-        assert!(judge_stall(Some("x"), 100, 1).is_err());
-        assert!(judge_stall(None, 1000, 5).is_ok());
+        assert!(judge_stall(Some("x"), 99, 1, Learning::Classes).is_ok());
+        let classes = judge_stall(Some("x"), 100, 1, Learning::Classes).unwrap_err();
+        assert!(classes.to_string().contains("class folders"));
+        let unlabelled = judge_stall(Some("x"), 100, 1, Learning::SelfSupervised).unwrap_err();
+        assert!(
+            !unlabelled.to_string().contains("class folders"),
+            "{unlabelled}"
+        );
+        assert!(judge_stall(None, 1000, 5, Learning::Exemplar).is_ok());
     }
 }

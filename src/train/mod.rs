@@ -3,8 +3,10 @@
 //! and backward pass written once against it; `dataset` reads class folders (or, for exemplar
 //! training, any photo folder) through the packed cache; `augment` (the paper's crops) and
 //! `exemplar` (warped, recoloured views of each image, its own class) make the views that
-//! `batch` assembles and `feed` prefetches; `recipe` holds the settings and presets; `epoch`
-//! runs one epoch on an engine (or, through `parallel`, several GPUs in data parallel),
+//! `batch` assembles and `feed` prefetches; `instance` is self-supervised training's loss and
+//! memory bank; `recipe` holds the settings and presets; `step` the weights and one SGD step,
+//! `seeds` the seed mixer behind every draw; `epoch` runs one epoch on an engine (or, through
+//! `parallel`, several GPUs in data parallel),
 //! `validation` scores it, `run` the whole schedule, `guard` stops
 //! a run that diverges or stays at chance; `checkpoint` saves it, `export` writes the ONNX
 //! model, `plot` draws its curves; `selftest` compares an engine with the CPU one.
@@ -19,6 +21,7 @@ pub mod exemplar;
 pub mod export;
 pub mod feed;
 pub mod guard;
+pub mod instance;
 pub mod metrics;
 pub mod network;
 pub mod parallel;
@@ -26,6 +29,8 @@ pub mod plot;
 pub mod progress;
 pub mod recipe;
 pub mod run;
+pub mod seeds;
 pub mod selftest;
+pub mod step;
 pub mod throughput;
 pub mod validation;

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Conv, Init};
 use crate::train::engine::Math;
 use crate::train::exemplar::Exemplar;
+use crate::train::instance::Instance;
 
 /// The training recipe (§5 of the paper by default); saved beside every model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,10 @@ pub struct Recipe {
     /// Exemplar training: the data is an unlabelled folder, each image its own class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exemplar: Option<Exemplar>,
+    /// Self-supervised training: exemplar views of every image, learnt by instance
+    /// discrimination against a memory bank instead of an fc8 with a class an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
     /// The GPU's arithmetic for convolutions and fully connected products (recipes saved
     /// before it existed trained in TF32).
     #[serde(default)]
@@ -78,7 +83,10 @@ impl Recipe {
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(why.to_string()),
-            None => self.exemplar.as_ref().map_or(Ok(()), Exemplar::validate),
+            None => {
+                self.exemplar.as_ref().map_or(Ok(()), Exemplar::validate)?;
+                self.instance.as_ref().map_or(Ok(()), Instance::validate)
+            }
         }
     }
 }
@@ -105,6 +113,7 @@ pub fn preset(name: &str) -> Result<Recipe> {
         columns: 2,
         val_fraction: 0.1,
         exemplar: None,
+        instance: None,
         precision: Math::Tf32,
     };
     match name {
@@ -143,10 +152,24 @@ pub fn exemplar(mut r: Recipe, ex: Exemplar) -> Recipe {
     r
 }
 
-/// The network a recipe trains for `classes` classes.
+/// Self-supervised training on top of a preset: instance discrimination (`Instance`) of every
+/// image of the folder, seen through exemplar views `ex` (every image a surrogate), no PCA
+/// colour shift and no dropout, as exemplar training; the preset's rate held, then a tenth of
+/// it for the last ninth of the epochs.
+pub fn instance(r: Recipe, mut ex: Exemplar, objective: Instance) -> Recipe {
+    ex.surrogates = usize::MAX;
+    let mut r = exemplar(r, ex);
+    r.epochs = if r.preset == "quick" { 20 } else { 100 };
+    r.anneal_epochs = r.epochs / 9;
+    r.instance = Some(objective);
+    r
+}
+
+/// The network a recipe trains for `classes` classes (self-supervised: its embedding head).
 pub fn architecture(recipe: &Recipe, classes: usize) -> AlexNetConfig {
     let g = recipe.columns;
     let c = Conv::new;
+    let classes = recipe.instance.as_ref().map_or(classes, |i| i.dim);
     let mut cfg = AlexNetConfig::paper(classes, g);
     if recipe.preset == "quick" {
         cfg.convs = [

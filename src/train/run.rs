@@ -15,14 +15,15 @@ use crate::train::checkpoint::{self, EpochRecord, State};
 use crate::train::dataset;
 use crate::train::engine::cpu::Cpu;
 use crate::train::engine::{Engine, Math};
-use crate::train::epoch::{self, Halt, HostCopy, Outcome, Weights};
+use crate::train::epoch::{self, Halt, HostCopy, Outcome};
 use crate::train::export;
-use crate::train::guard;
+use crate::train::guard::{self, Learning};
 use crate::train::metrics;
 use crate::train::parallel::{Reduce, Team};
 use crate::train::progress::TrainProgress;
 use crate::train::recipe::{architecture, changes, Recipe};
 use crate::train::selftest;
+use crate::train::step::Weights;
 use crate::train::validation::{Evaluation, Scorer, Views};
 
 #[derive(Clone, Debug)]
@@ -83,6 +84,9 @@ fn fresh(
         seconds: 0.0,
         steps: 0,
         engine: String::new(),
+        bank: r.instance.as_ref().map_or(Vec::new(), |i| {
+            crate::train::instance::random_bank(data.classes.len(), i.dim, r.seed)
+        }),
     };
     Ok((state, params, velocity))
 }
@@ -103,7 +107,20 @@ fn validate<E: Engine>(
     let Some(ex) = &st.recipe.exemplar else {
         return Ok((scorer.evaluate(&data.val, &Views::Crops(&[centre]))?, None));
     };
-    let ev = scorer.evaluate(&data.val, &Views::HeldOut(ex, st.recipe.seed))?;
+    let ev = match &st.recipe.instance {
+        Some(i) => {
+            let z = scorer.held_out_outputs(&data.val, ex, st.recipe.seed)?;
+            let r =
+                crate::train::instance::recognise(&z, &data.val.labels, &st.bank, i.temperature);
+            Evaluation {
+                loss: r.loss,
+                top1: r.top1,
+                top5: r.top5,
+                top_class_share: r.top_share,
+            }
+        }
+        None => scorer.evaluate(&data.val, &Views::HeldOut(ex, st.recipe.seed))?,
+    };
     let precision = match &data.val_folders {
         Some(groups) => {
             let fc7 = scorer.features(&data.val, centre)?;
@@ -144,10 +161,16 @@ fn end_epoch<E: Engine>(
         seconds: secs,
         folder_precision_at_6,
     };
-    let chance = guard::at_chance(&rec, ev.top_class_share, st.classes.len());
+    // A self-supervised step scores each view against `scored` rows: chance is ln of that.
+    let (how, scored) = match (&st.recipe.instance, &st.recipe.exemplar) {
+        (Some(i), _) => (Learning::SelfSupervised, i.scored(st.classes.len())),
+        (None, Some(_)) => (Learning::Exemplar, st.classes.len()),
+        (None, None) => (Learning::Classes, st.classes.len()),
+    };
+    let chance = guard::at_chance(&rec, ev.top_class_share, scored);
     // Exemplar training's first epoch meets each class once, always unseen: chance by design.
-    if st.recipe.exemplar.is_none() || rec.epoch >= guard::EXEMPLAR_FIRST_JUDGED_EPOCH {
-        guard::judge_stall(chance.as_deref(), st.steps, st.epoch + 1)?;
+    if how == Learning::Classes || rec.epoch >= guard::EXEMPLAR_FIRST_JUDGED_EPOCH {
+        guard::judge_stall(chance.as_deref(), st.steps, st.epoch + 1, how)?;
     }
     // The plateau rule: a tenth of the rate when validation error stops falling, but never
     // for a network at chance, whose rate is not what holds it back.

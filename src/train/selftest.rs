@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{init_params, AlexNetConfig, Conv, Init, Lrn};
 use crate::train::engine::cpu::{ops, Cpu};
 use crate::train::engine::{bf16_round, Engine, Math, Normalise, Shape};
-use crate::train::epoch::{train_step, Hyper, Weights};
+use crate::train::step::{train_step, Hyper, Weights};
 
 /// One compared output: max |reference − engine| over max |reference|.
 #[derive(Clone, Debug)]

@@ -13,9 +13,9 @@ use crate::train::augment;
 use crate::train::batch::{training_batch, Batch, Plan};
 use crate::train::dataset::Split;
 use crate::train::engine::Engine;
-use crate::train::epoch::{train_step, Hyper, Weights};
 use crate::train::feed;
 use crate::train::parallel::{Reduce, Step, Team};
+use crate::train::step::{train_step, Hyper, Weights};
 
 /// Training images per second of `cfg` on `e` at `batch`, over `iters` steps after two
 /// warm-up steps (where cuDNN picks its algorithms). Each step sends one batch of 8-bit
@@ -65,6 +65,7 @@ pub fn team_rate<E: Engine>(
                 stats: &stats,
                 h: Hyper::BENCH,
                 seed: step as u64,
+                bank: None,
             };
             team.step(*lead, &mut w, s)?;
         }

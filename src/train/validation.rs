@@ -113,6 +113,21 @@ impl<'a, E: Engine> Scorer<'a, E> {
         })
     }
 
+    /// The last layer's outputs for each image's held-out view: [split.len(), classes] (a
+    /// self-supervised network's embedding head before normalisation).
+    pub fn held_out_outputs(&self, split: &Split, ex: &Exemplar, seed: u64) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(split.len() * self.cfg.classes);
+        let all: Vec<usize> = (0..split.len()).collect();
+        for idx in all.chunks(self.batch.max(1)) {
+            for b in self.batches(split, idx, &Views::HeldOut(ex, seed))? {
+                let x = b.input(self.e, self.stats)?;
+                let f = network::forward(self.e, self.cfg, self.params, x, idx.len(), Mode::Eval)?;
+                out.extend(self.e.download(f.logits.as_ref().expect("a head"))?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The fc7 vectors of `split` under one crop: [split.len(), hidden].
     pub fn features(&self, split: &Split, crop: Crop) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(split.len() * self.cfg.hidden);

@@ -7,9 +7,9 @@ use crate::error::Result;
 use crate::model::{init_params, Init};
 use crate::train::batch::Batch;
 use crate::train::engine::Engine;
-use crate::train::epoch::{train_step, Hyper, Weights};
 use crate::train::parallel::{Reduce, Step, Team};
 use crate::train::selftest::{relative_error, small_alexnet, Check, NETWORK};
+use crate::train::step::{train_step, Hyper, Weights};
 
 /// The checks of a team of `engines` (the lead first) summing through `reduce`.
 pub fn team_checks<E: Engine>(engines: &[&E], reduce: &dyn Reduce<E>) -> Result<Vec<Check>> {
@@ -39,6 +39,7 @@ pub fn team_checks<E: Engine>(engines: &[&E], reduce: &dyn Reduce<E>) -> Result<
             stats: &stats,
             h,
             seed: step,
+            bank: None,
         };
         let (_, split) = team.step(*lead, &mut shared, s)?;
         checks.push(Check {

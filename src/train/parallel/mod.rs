@@ -14,10 +14,12 @@ use std::ops::Range;
 use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Param};
 use crate::train::augment::ColourStats;
-use crate::train::batch::{mix, Batch};
+use crate::train::batch::Batch;
 use crate::train::engine::Engine;
-use crate::train::epoch::{Hyper, Weights};
+use crate::train::instance::{self, Instance, Scored};
 use crate::train::network::{self, Mode};
+use crate::train::seeds::mix;
+use crate::train::step::{Hyper, Weights};
 
 /// Sums gradients across engines.
 pub trait Reduce<E: Engine>: Sync {
@@ -72,6 +74,8 @@ pub struct Step<'b> {
     pub h: Hyper,
     /// The dropout seed (the lead's; helpers derive theirs from it).
     pub seed: u64,
+    /// Self-supervised training: the objective and the memory bank the step scores against.
+    pub bank: Option<(&'b Instance, &'b [f32])>,
 }
 
 /// A step queued on the team (`Team::queue`), its results still on the engines.
@@ -83,6 +87,30 @@ pub struct Queued<E: Engine> {
 struct Shard<T> {
     losses: Option<T>,
     logits: Option<T>,
+    /// A self-supervised step's loss, scored on the host.
+    scored: Option<Scored>,
+}
+
+impl<E: Engine> Queued<E> {
+    /// A self-supervised step's normalised embeddings ([n, dim], batch order).
+    pub fn embeddings(&self) -> Option<Vec<f32>> {
+        self.scored()
+            .map(|s| s.iter().flat_map(|s| s.v.iter().copied()).collect())
+    }
+
+    /// A self-supervised step's views whose own bank row scored highest.
+    pub fn correct(&self) -> Option<usize> {
+        self.scored().map(|s| s.iter().map(|s| s.correct).sum())
+    }
+
+    fn scored(&self) -> Option<Vec<&Scored>> {
+        let s: Vec<&Scored> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.scored.as_ref())
+            .collect();
+        (!s.is_empty()).then_some(s)
+    }
 }
 
 impl<'a, E: Engine> Team<'a, E> {
@@ -167,7 +195,9 @@ impl<'a, E: Engine> Team<'a, E> {
         let (mut losses, mut logits) = (Vec::new(), Vec::new());
         for (r, shard) in queued.shards.into_iter().enumerate() {
             let e = if r == 0 { lead } else { self.helpers[r - 1].0 };
-            if let (Some(l), Some(z)) = (shard.losses, shard.logits) {
+            if let Some(s) = shard.scored {
+                losses.extend(s.losses);
+            } else if let (Some(l), Some(z)) = (shard.losses, shard.logits) {
                 e.make_current()?;
                 losses.extend(e.download(&l)?);
                 logits.extend(e.download(&z)?);
@@ -221,6 +251,7 @@ fn shard_gradients<E: Engine>(
         stats,
         h,
         seed,
+        bank,
     } = *step;
     let n = range.len();
     if n == 0 {
@@ -230,8 +261,10 @@ fn shard_gradients<E: Engine>(
         return Ok(Shard {
             losses: None,
             logits: None,
+            scored: None,
         });
     }
+    let step_seed = seed;
     // The lead keeps the step's seed, so a team of one masks exactly as `train_step`.
     let seed = if rank == 0 {
         seed
@@ -246,6 +279,28 @@ fn shard_gradients<E: Engine>(
     let out = network::forward(e, cfg, &w.params, x, n, mode)?;
     let logits = out.logits.as_ref().expect("a classifier");
     let labels = &batch.labels[range];
+    if let Some((objective, rows)) = bank {
+        // Every shard scores against the same negatives (the step's seed, not the shard's),
+        // its gradient divided by the whole batch: the shards' sum is the batch mean's.
+        let z = e.download(logits)?;
+        let negatives = objective.draw(rows.len() / objective.dim, step_seed);
+        let t = objective.temperature;
+        let s = instance::score_centred(
+            &z,
+            labels,
+            rows,
+            negatives.as_deref(),
+            t,
+            batch.len() as f32,
+        );
+        let dz = e.upload(&s.dz)?;
+        network::backward(e, cfg, &w.params, &out, &dz, &mut w.grads)?;
+        return Ok(Shard {
+            losses: None,
+            logits: None,
+            scored: Some(s),
+        });
+    }
     let (losses, mut dlogits) = e.softmax_cross_entropy(logits, labels, cfg.classes)?;
     if n < batch.len() {
         // Each shard's loss is its own mean; weighted, the sum over shards is the batch mean.
@@ -255,6 +310,7 @@ fn shard_gradients<E: Engine>(
     Ok(Shard {
         losses: Some(losses),
         logits: out.logits,
+        scored: None,
     })
 }
 
@@ -264,8 +320,8 @@ mod tests {
     use crate::model::{init_params, Init};
     use crate::train::batch::{fixture, training_batch};
     use crate::train::engine::cpu::Cpu;
-    use crate::train::epoch::train_step;
     use crate::train::selftest::relative_error;
+    use crate::train::step::train_step;
 
     const H: Hyper = Hyper {
         lr: 0.05,
@@ -309,6 +365,7 @@ mod tests {
                 stats: &plan.stats,
                 h: H,
                 seed: step,
+                bank: None,
             };
             Team::solo().step(&Cpu, &mut solo, s).unwrap();
         }
@@ -331,6 +388,7 @@ mod tests {
                 stats: &plan.stats,
                 h,
                 seed: step,
+                bank: None,
             };
             let (l3, z3) = team.step(&Cpu, &mut lead, s).unwrap();
             assert!(relative_error(&l1, &l3) < 1e-5, "losses, step {step}");

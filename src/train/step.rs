@@ -1,0 +1,213 @@
+//! One SGD step's state and arithmetic on one engine: the weights, velocities and gradients
+//! kept where the engine computes (host vectors or GPU buffers), the recipe's per-step
+//! numbers, and the paper's update. Epochs (`epoch`) and data-parallel teams (`parallel`) both
+//! step through it.
+
+use crate::error::Result;
+use crate::model::{AlexNetConfig, Param};
+use crate::train::engine::Engine;
+use crate::train::network::{self, Mode};
+
+/// Parameters, momentum and gradient buffers on the engine, in `param_shapes()` order.
+pub struct Weights<E: Engine> {
+    pub params: Vec<E::Tensor>,
+    pub velocity: Vec<E::Tensor>,
+    pub(crate) grads: Vec<E::Tensor>,
+}
+
+impl<E: Engine> Weights<E> {
+    pub fn upload(e: &E, params: &[Param], velocity: &[Vec<f32>]) -> Result<Self> {
+        Ok(Weights {
+            params: params
+                .iter()
+                .map(|p| e.upload(&p.data))
+                .collect::<Result<_>>()?,
+            velocity: velocity
+                .iter()
+                .map(|v| e.upload(v))
+                .collect::<Result<_>>()?,
+            grads: params
+                .iter()
+                .map(|p| e.zeros(p.data.len()))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The paper's SGD update of every parameter from `grads`.
+    pub(crate) fn update(&mut self, e: &E, h: Hyper) -> Result<()> {
+        for ((p, v), g) in self
+            .params
+            .iter_mut()
+            .zip(&mut self.velocity)
+            .zip(&self.grads)
+        {
+            e.sgd_step(p, v, g, h.lr, h.momentum, h.weight_decay)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the engine's parameters and velocities back into the host copies.
+    pub fn download(&self, e: &E, params: &mut [Param], velocity: &mut [Vec<f32>]) -> Result<()> {
+        for (p, t) in params.iter_mut().zip(&self.params) {
+            p.data = e.download(t)?;
+        }
+        for (v, t) in velocity.iter_mut().zip(&self.velocity) {
+            *v = e.download(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// The recipe's per-step numbers.
+#[derive(Clone, Copy, Debug)]
+pub struct Hyper {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub dropout: f32,
+}
+
+impl Hyper {
+    /// The paper's numbers, for measured and checked steps.
+    pub const BENCH: Hyper = Hyper {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dropout: 0.5,
+    };
+}
+
+/// Queues one SGD step on input `x`; returns the per-sample losses and the logits (still on
+/// the engine, so the caller decides when to wait for them).
+pub fn train_step<E: Engine>(
+    e: &E,
+    cfg: &AlexNetConfig,
+    w: &mut Weights<E>,
+    (x, labels): (E::Tensor, &[u32]),
+    h: Hyper,
+    seed: u64,
+) -> Result<(E::Tensor, E::Tensor)> {
+    let mode = Mode::Train {
+        dropout: h.dropout,
+        seed,
+    };
+    let out = network::forward(e, cfg, &w.params, x, labels.len(), mode)?;
+    let logits = out.logits.as_ref().expect("a classifier");
+    let (losses, dlogits) = e.softmax_cross_entropy(logits, labels, cfg.classes)?;
+    network::backward(e, cfg, &w.params, &out, &dlogits, &mut w.grads)?;
+    w.update(e, h)?;
+    Ok((losses, out.logits.expect("a classifier")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{init_params, Init};
+    use crate::train::engine::cpu::Cpu;
+    use crate::train::recipe::{architecture, preset};
+
+    const BASE: Hyper = Hyper {
+        lr: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dropout: 0.5,
+    };
+
+    /// The quick network's weights (flattened) before and after `steps` SGD steps under `h`,
+    /// all on the same batch.
+    fn weights_after(h: Hyper, steps: usize) -> (Vec<f32>, Vec<f32>) {
+        let cfg = architecture(&preset("quick").unwrap(), 4);
+        let params = init_params(&cfg, Init::He, 1);
+        let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+        let mut w = Weights::upload(&Cpu, &params, &vel).unwrap();
+        let x = crate::train::engine::random(4 * 3 * cfg.input * cfg.input, 3);
+        for step in 0..steps {
+            train_step(
+                &Cpu,
+                &cfg,
+                &mut w,
+                (x.clone(), &[0, 1, 2, 3]),
+                h,
+                step as u64,
+            )
+            .unwrap();
+        }
+        let (mut after, mut v) = (params.clone(), vel);
+        w.download(&Cpu, &mut after, &mut v).unwrap();
+        let flat = |p: Vec<crate::model::Param>| p.into_iter().flat_map(|p| p.data).collect();
+        (flat(params), flat(after))
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Weight decay after one step: w₁ − w₁' = −lr·wd·w₀ exactly (v₀ = 0; same gradient).
+    #[test]
+    fn weight_decay_shrinks_the_first_step_by_lr_times_wd_times_w() {
+        let (w0, with) = weights_after(BASE, 1);
+        let without = weights_after(
+            Hyper {
+                weight_decay: 0.0,
+                ..BASE
+            },
+            1,
+        )
+        .1;
+        let want: Vec<f32> = w0
+            .iter()
+            .map(|w| -BASE.lr * BASE.weight_decay * w)
+            .collect();
+        let got: Vec<f32> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
+        assert!(
+            max_abs_diff(&got, &want) < 1e-7,
+            "{}",
+            max_abs_diff(&got, &want)
+        );
+        assert!(want.iter().any(|v| v.abs() > 1e-6));
+    }
+
+    /// Momentum in the second step: w₂ − w₂' = m·(w₁ − w₀), the first step being the same.
+    #[test]
+    fn momentum_carries_the_first_step_into_the_second() {
+        let (w0, w1) = weights_after(BASE, 1);
+        let with = weights_after(BASE, 2).1;
+        let without = weights_after(
+            Hyper {
+                momentum: 0.0,
+                ..BASE
+            },
+            2,
+        )
+        .1;
+        let want: Vec<f32> = w1
+            .iter()
+            .zip(&w0)
+            .map(|(a, b)| BASE.momentum * (a - b))
+            .collect();
+        let got: Vec<f32> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
+        assert!(
+            max_abs_diff(&got, &want) < 1e-6,
+            "{}",
+            max_abs_diff(&got, &want)
+        );
+    }
+
+    /// Dropout changes the gradient, and so the step.
+    #[test]
+    fn dropout_changes_the_step() {
+        let with = weights_after(BASE, 1).1;
+        let without = weights_after(
+            Hyper {
+                dropout: 0.0,
+                ..BASE
+            },
+            1,
+        )
+        .1;
+        assert!(max_abs_diff(&with, &without) > 1e-6);
+    }
+}

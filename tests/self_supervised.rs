@@ -1,0 +1,212 @@
+//! `fc7 train --self-supervised` (instance discrimination with a memory bank) on unlabelled
+//! folders: a small run tells its images apart and moves its bank, resumes bit for bit with the
+//! bank in its checkpoint, writes a model without the embedding head that says how it was
+//! trained, and refuses bad settings in one line.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use common::{jpeg, json_file, picture, run_ok, s, write};
+use fc7::train::epoch::Outcome;
+use fc7::train::exemplar::Exemplar;
+use fc7::train::instance::Instance;
+use fc7::train::progress::TrainProgress;
+use fc7::train::run::TrainOptions;
+
+/// `n` distinct pictures, some in a nested folder, plus a text file and a truncated JPEG.
+fn photos(root: &Path, n: u32) {
+    for i in 0..n {
+        let dir = if i % 3 == 0 { "trips/" } else { "" };
+        write(
+            root,
+            &format!("{dir}p{i:03}.jpg"),
+            &jpeg(&picture(i * 5 + 2, 130, 120)),
+        );
+    }
+    write(root, "notes.txt", b"not a picture");
+    write(root, "broken.jpg", &jpeg(&picture(4, 100, 100))[..200]);
+}
+
+fn options(photos: &Path, out: &Path, epochs: usize) -> TrainOptions {
+    let mut recipe = fc7::train::recipe::preset("quick").unwrap();
+    recipe.batch = 16;
+    let ex = Exemplar {
+        epoch_views: 384,
+        ..Exemplar::default()
+    };
+    let objective = Instance {
+        negatives: 8,
+        temperature: 0.2,
+        ..Instance::default()
+    };
+    let mut recipe = fc7::train::recipe::instance(recipe, ex, objective);
+    recipe.epochs = epochs;
+    recipe.anneal_epochs = 0;
+    recipe.lr = 0.01;
+    TrainOptions {
+        data: photos.to_path_buf(),
+        out: out.to_path_buf(),
+        recipe,
+        resume: false,
+        device: fc7::device::Device::Cpu,
+        max_steps: None,
+        cache: Some(photos.join("..").join("cache")),
+        gpus: 1,
+    }
+}
+
+/// Raises `stop` at the `after`-th step report.
+struct StopAfter<'a> {
+    after: usize,
+    seen: AtomicUsize,
+    stop: &'a AtomicBool,
+}
+
+impl TrainProgress for StopAfter<'_> {
+    fn batch(&self, _: usize, _: f32, _: f32, _: f32) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// 24 images, 2 views each, 384 views an epoch (8 passes) at batch 16: 24 steps an epoch.
+/// The straight run's bank moved from its seeded start and its loss fell; a run stopped in
+/// its second epoch and resumed ends with the same bank, weights and validation, bit for bit.
+#[test]
+fn a_run_moves_its_bank_learns_and_resumes_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("photos");
+    photos(&data, 24);
+    let straight = fc7::train::run::train(
+        &options(&data, &d.path().join("a"), 3),
+        &(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let st = &straight.state;
+    assert_eq!((st.steps, st.classes.len()), (72, 24));
+    let start = fc7::train::instance::random_bank(24, 128, st.recipe.seed);
+    assert_eq!(st.bank.len(), start.len());
+    let moved = st
+        .bank
+        .chunks(128)
+        .zip(start.chunks(128))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        moved, 24,
+        "every image's bank row moves (never updated: 0 move)"
+    );
+    // A view is scored against its pair, 14 views of other images and 8 bank rows: chance is
+    // ln 23 = 3.14 and recognising 24 images' held-out views 23/24 wrong.
+    let last = st.history.last().unwrap();
+    assert!(last.train_loss < 0.8 * 23f32.ln(), "{:?}", st.history);
+    assert!(last.val_top1_error < 0.85, "{:?}", st.history);
+
+    let stop = AtomicBool::new(false);
+    let progress = StopAfter {
+        after: 30,
+        seen: AtomicUsize::new(0),
+        stop: &stop,
+    };
+    let b = d.path().join("b");
+    let first = fc7::train::run::train(&options(&data, &b, 3), &progress, &stop).unwrap();
+    assert_eq!(first.outcome, Outcome::Interrupted);
+    assert_eq!(first.state.epoch, 1);
+    let mut opts = options(&data, &b, 3);
+    opts.resume = true;
+    let resumed = fc7::train::run::train(&opts, &(), &AtomicBool::new(false)).unwrap();
+    assert_eq!(resumed.state.steps, 72);
+    assert!(
+        resumed.state.bank == st.bank,
+        "the bank differs after resume"
+    );
+    let sha = |stem: &str| json_file(&d.path().join(format!("{stem}.json")))["onnx_sha256"].clone();
+    assert_eq!(sha("a"), sha("b"), "weights differ after resume");
+    assert_eq!(resumed.state.history, {
+        let mut h = st.history.clone();
+        h.iter_mut()
+            .zip(&resumed.state.history)
+            .for_each(|(a, b)| (a.seconds, a.images_per_second) = (b.seconds, b.images_per_second));
+        h
+    });
+}
+
+#[test]
+fn the_binary_trains_a_folder_with_bad_files_and_exports_without_the_head() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("photos");
+    photos(&data, 20);
+    let stem = d.path().join("m");
+    let out = run_ok(&[
+        "train",
+        s(&data),
+        "--self-supervised",
+        "--preset",
+        "quick",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--epoch-views",
+        "80",
+        "--temperature",
+        "0.3",
+        "--negatives",
+        "16",
+        "--out",
+        s(&stem),
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for bad in ["notes.txt: not an image", "broken.jpg: "] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("skipped ") && l.contains(bad)),
+            "{bad}: {err}"
+        );
+    }
+    assert!(err.contains("20 images told apart"), "{err}");
+    let manifest = json_file(&d.path().join("m.json"));
+    let ss = &manifest["provenance"]["exemplar"]["self_supervised"];
+    assert_eq!(ss["temperature"], 0.3f32 as f64, "{manifest}");
+    assert_eq!(
+        (ss["negatives"].clone(), ss["dim"].clone()),
+        (16.into(), 128.into())
+    );
+    assert_eq!(manifest["embedding_dim"], 4096);
+    assert!(
+        manifest["logits_output"].is_null(),
+        "exported without the head: {manifest}"
+    );
+
+    let refuse = |extra: &[&str]| {
+        let out = common::fc7()
+            .args(["train", s(&data), "--preset", "quick", "--device", "cpu"])
+            .args(["--out", s(&d.path().join("x")), "--quiet"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = refuse(&["--self-supervised", "--temperature", "0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--temperature must be positive"), "{err}");
+    let (code, err) = refuse(&["--temperature", "0.1"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _) = refuse(&["--self-supervised", "--exemplar"]);
+    assert_eq!(code, Some(2));
+    let (code, err) = refuse(&["--exemplar", "--negatives", "9"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "--negatives is self-supervised training's: {err}"
+    );
+    assert!(!d.path().join("x.onnx").exists());
+}
