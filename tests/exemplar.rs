@@ -62,6 +62,18 @@ fn an_exemplar_run_learns_its_surrogates_and_its_model_finds_an_edited_copy() {
         err.contains("30 training and 30 validation images in 30 classes (2 skipped)"),
         "{err}"
     );
+    // 15 steps an epoch: after the 10th, one line with the expected duration (stderr is not a
+    // terminal here, so there is no bar and no ETA of its own).
+    let expected: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("expected: about"))
+        .collect();
+    assert_eq!(expected.len(), 1, "{err}");
+    assert!(
+        expected[0].contains("more for 4 epochs at ")
+            && expected[0].contains("images/s on this machine (CPU"),
+        "{err}"
+    );
     // Chance is 29/30 wrong; the held-out views (never trained on) are mostly recognised.
     let epochs = log(d.path());
     let last = &epochs[3];

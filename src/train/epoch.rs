@@ -91,10 +91,12 @@ pub struct HostCopy<'a> {
     pub velocity: &'a mut [Vec<f32>],
 }
 
-/// When a run stops before its planned epochs: Ctrl-C, or a number of steps (`--max-steps`).
+/// When a run stops before its planned epochs: Ctrl-C, or a number of steps (`--max-steps`);
+/// and after how many steps of an epoch the run says how long it expects to take (once).
 pub struct Halt<'a> {
     pub stop: &'a AtomicBool,
     pub steps_left: Option<usize>,
+    pub estimate_after: Option<usize>,
 }
 
 /// How an epoch's loop ended.
@@ -157,7 +159,12 @@ pub fn run_epoch<E: Engine>(
             seen_here += done.batch.len();
             let step = done.b + 1;
             settle((e, &*team), st, done, ckpt)?;
-            report(progress, st, step, seen_here as f32 / elapsed(started));
+            let rate = seen_here as f32 / elapsed(started);
+            report(progress, st, step, rate);
+            if halt.estimate_after == Some(step - first) {
+                halt.estimate_after = None;
+                say_expected(e, st, progress, (step, batches.len()), rate)?;
+            }
         }
         Ok(ControlFlow::Continue(()))
     })?;
@@ -197,6 +204,39 @@ fn epoch_order(st: &State, images: usize) -> Vec<usize> {
         .into_iter()
         .flat_map(|i| std::iter::repeat_n(i, views))
         .collect()
+}
+
+/// One line: how long the rest of the run should take at `rate` images/s, measured on this
+/// machine after `step` of the epoch's `batches`; on the CPU with the paper preset, also what
+/// the quick preset would take for the same epochs (a few of its steps measured here).
+fn say_expected<E: Engine>(
+    e: &E,
+    st: &State,
+    progress: &dyn TrainProgress,
+    (step, batches): (usize, usize),
+    rate: f32,
+) -> Result<()> {
+    use crate::train::progress::duration;
+    let r = &st.recipe;
+    let steps = (r.epochs - st.epoch) * batches - step;
+    let secs = (steps * r.batch) as f64 / rate.max(1e-6) as f64;
+    let mut line = format!(
+        "expected: about {} more for {} epochs at {rate:.0} images/s on this machine ({})",
+        duration(secs),
+        r.epochs - st.epoch,
+        e.describe()
+    );
+    if r.preset == "paper" && e.describe().starts_with("CPU") {
+        let quick = crate::train::recipe::preset("quick")?;
+        let cfg = crate::train::recipe::architecture(&quick, st.config.classes);
+        let q = crate::train::throughput::step_rate(e, &cfg, r.batch.min(64), 2)?;
+        line += &format!(
+            "; on a CPU, --preset quick (63-px crops, narrower convolutions) would take about {} for the same images",
+            duration((steps * r.batch) as f64 / q.max(1e-6))
+        );
+    }
+    progress.note(&line);
+    Ok(())
 }
 
 fn elapsed(since: Instant) -> f32 {

@@ -21,3 +21,23 @@ pub trait TrainProgress: Sync {
 
 /// Ignores all progress.
 impl TrainProgress for () {}
+
+/// `secs` as a person reads a duration: "40 s", "12 min", "3 h 05 min".
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=5399 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600 + 30) / 60 % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_seconds_minutes_or_hours() {
+        assert_eq!(super::duration(40.2), "40 s");
+        assert_eq!(super::duration(720.0), "12 min");
+        assert_eq!(super::duration(11.0 * 3600.0 + 5.0 * 60.0), "11 h 05 min");
+    }
+}

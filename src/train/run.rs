@@ -91,6 +91,9 @@ fn fresh(
     Ok((state, params, velocity))
 }
 
+/// Steps of its first epoch after which a run says how long it expects to take.
+const ESTIMATE_AFTER_STEPS: usize = 10;
+
 /// The host copy of a run: state, parameters and velocities (what a checkpoint holds).
 type Host = (State, Vec<Param>, Vec<Vec<f32>>);
 
@@ -413,6 +416,7 @@ fn train_on_team<E: Engine>(
     let mut halt = Halt {
         stop,
         steps_left: opts.max_steps,
+        estimate_after: Some(ESTIMATE_AFTER_STEPS),
     };
     while host.0.epoch < host.0.recipe.epochs {
         let (st, params, velocity) = &mut host;
