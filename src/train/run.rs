@@ -164,9 +164,12 @@ fn end_epoch<E: Engine>(
         seconds: secs,
         folder_precision_at_6,
     };
-    // A self-supervised step scores each view against `scored` rows: chance is ln of that.
+    // A self-supervised view's softmax takes `scored` scores: chance is ln of that.
     let (how, scored) = match (&st.recipe.instance, &st.recipe.exemplar) {
-        (Some(i), _) => (Learning::SelfSupervised, i.scored(st.classes.len())),
+        (Some(i), _) => (
+            Learning::SelfSupervised,
+            i.scored(st.classes.len(), st.recipe.batch),
+        ),
         (None, Some(_)) => (Learning::Exemplar, st.classes.len()),
         (None, None) => (Learning::Classes, st.classes.len()),
     };

@@ -66,9 +66,11 @@ impl Instance {
         }
     }
 
-    /// How many rows a view is scored against in a bank of `rows`: its own and the negatives.
-    pub fn scored(&self, rows: usize) -> usize {
-        (self.negatives + 1).min(rows)
+    /// How many scores a view's softmax takes in a step of `batch` views (two of each image)
+    /// over a bank of `rows`: its positive, the step's other views of other images and the
+    /// bank's negatives (chance's loss is the log of it).
+    pub fn scored(&self, rows: usize, batch: usize) -> usize {
+        1 + batch.saturating_sub(2) + self.negatives.min(rows.saturating_sub(1))
     }
 
     /// The negatives of one step, drawn from `seed` (None: every row of a bank of `rows`
@@ -224,7 +226,8 @@ mod tests {
             ..Instance::default()
         };
         assert_eq!(i.draw(5, 1), None);
-        assert_eq!(i.scored(5), 5);
+        assert_eq!(i.scored(5, 2), 5);
+        assert_eq!(i.scored(1000, 64), 1 + 62 + 4);
         let a = i.draw(1000, 1).unwrap();
         assert_eq!(a.len(), 4);
         assert_eq!(Some(a.clone()), i.draw(1000, 1));
