@@ -134,8 +134,10 @@ pub fn recognise(z: &[f32], own: &[usize], bank: &[f32], temperature: f32) -> Re
         normalise(r);
     });
     let (mut loss, mut best) = (0.0f64, vec![0usize; rows]);
-    let mut all = Vec::with_capacity(own.len() * rows);
-    for (chunk, ids) in v.chunks(128 * dim).zip(own.chunks(128)) {
+    let (mut wrong1, mut wrong5) = (0.0f64, 0.0f64);
+    // A few views at a time: the scores of every view against a bank of a million rows would
+    // not fit in memory.
+    for (chunk, ids) in v.chunks(32 * dim).zip(own.chunks(32)) {
         let scores = crate::util::matmul::dot_rows(chunk, bank, dim);
         for (row, &o) in scores.chunks(rows).zip(ids) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) / temperature;
@@ -147,10 +149,14 @@ pub fn recognise(z: &[f32], own: &[usize], bank: &[f32], temperature: f32) -> Re
             let top = (0..rows).fold(0, |b, j| if row[j] > row[b] { j } else { b });
             best[top] += 1;
         }
-        all.extend(scores);
+        let (e1, e5) = crate::train::metrics::top_errors(&scores, ids);
+        (wrong1, wrong5) = (
+            wrong1 + e1 * ids.len() as f64,
+            wrong5 + e5 * ids.len() as f64,
+        );
     }
-    let (top1, top5) = crate::train::metrics::top_errors(&all, own);
     let n = own.len().max(1);
+    let (top1, top5) = (wrong1 / n as f64, wrong5 / n as f64);
     Recognition {
         loss: (loss / n as f64) as f32,
         top1: top1 as f32,
