@@ -3,6 +3,16 @@
 
 use std::path::PathBuf;
 
+/// The message of the first failed check of `checks` (a condition that must hold, and what
+/// to tell the user when it does not): how settings (`Recipe`, `Exemplar`, `Instance`) refuse
+/// values, naming the flag.
+pub fn first_refusal(checks: &[(bool, &str)]) -> std::result::Result<(), String> {
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, why)) => Err(why.to_string()),
+        None => Ok(()),
+    }
+}
+
 /// Errors from the fc7 library. Per-file variants (`Decode`, `TooLarge`, ...) are recoverable:
 /// the indexer records them as skipped files and carries on.
 #[derive(Debug, thiserror::Error)]

@@ -93,10 +93,7 @@ impl Exemplar {
                 "--brightness must be in [0, 1]",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err(why.to_string()),
-            None => Ok(()),
-        }
+        crate::error::first_refusal(&checks)
     }
 }
 

@@ -81,13 +81,9 @@ impl Recipe {
                 "the crop must fit in the cached image",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err(why.to_string()),
-            None => {
-                self.exemplar.as_ref().map_or(Ok(()), Exemplar::validate)?;
-                self.instance.as_ref().map_or(Ok(()), Instance::validate)
-            }
-        }
+        crate::error::first_refusal(&checks)?;
+        self.exemplar.as_ref().map_or(Ok(()), Exemplar::validate)?;
+        self.instance.as_ref().map_or(Ok(()), Instance::validate)
     }
 }
 

@@ -60,10 +60,7 @@ impl Instance {
             ),
             (self.negatives >= 1, "--negatives must be at least 1"),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err(why.to_string()),
-            None => Ok(()),
-        }
+        crate::error::first_refusal(&checks)
     }
 
     /// How many scores a view's softmax takes in a step of `batch` views (two of each image)
