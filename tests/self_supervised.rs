@@ -6,13 +6,12 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use common::{jpeg, json_file, picture, run_ok, s, write};
+use common::{jpeg, json_file, picture, run_ok, s, write, StopAfter};
 use fc7::train::epoch::Outcome;
 use fc7::train::exemplar::Exemplar;
 use fc7::train::instance::Instance;
-use fc7::train::progress::TrainProgress;
 use fc7::train::run::TrainOptions;
 
 /// `n` distinct pictures, some in a nested folder, plus a text file and a truncated JPEG.
@@ -57,21 +56,6 @@ fn options(photos: &Path, out: &Path, epochs: usize) -> TrainOptions {
     }
 }
 
-/// Raises `stop` at the `after`-th step report.
-struct StopAfter<'a> {
-    after: usize,
-    seen: AtomicUsize,
-    stop: &'a AtomicBool,
-}
-
-impl TrainProgress for StopAfter<'_> {
-    fn batch(&self, _: usize, _: f32, _: f32, _: f32) {
-        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
 /// 24 images, 2 views each, 384 views an epoch (8 passes) at batch 16: 24 steps an epoch.
 /// The straight run's bank moved from its seeded start and its loss fell; a run stopped in
 /// its second epoch and resumed ends with the same bank, weights and validation, bit for bit.
@@ -107,11 +91,7 @@ fn a_run_moves_its_bank_learns_and_resumes_bit_for_bit() {
     assert!(last.val_top1_error < 0.85, "{:?}", st.history);
 
     let stop = AtomicBool::new(false);
-    let progress = StopAfter {
-        after: 30,
-        seen: AtomicUsize::new(0),
-        stop: &stop,
-    };
+    let progress = StopAfter::new(30, &stop);
     let b = d.path().join("b");
     let first = fc7::train::run::train(&options(&data, &b, 3), &progress, &stop).unwrap();
     assert_eq!(first.outcome, Outcome::Interrupted);

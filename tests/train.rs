@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{error_lines, fc7, json_file, run_ok, run_on_a_small_disk, s, temp_leftovers};
+use common::{
+    error_lines, fc7, json_file, run_ok, run_on_a_small_disk, s, temp_leftovers, StopAfter,
+};
 use fc7::train::epoch::Outcome;
 use fc7::train::progress::TrainProgress;
 use fc7::train::run::TrainOptions;
@@ -184,21 +186,6 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
     }
 }
 
-/// Raises the stop flag after `after` batches, as Ctrl-C would.
-struct StopAfter<'a> {
-    after: usize,
-    seen: AtomicUsize,
-    stop: &'a AtomicBool,
-}
-
-impl TrainProgress for StopAfter<'_> {
-    fn batch(&self, _: usize, _: f32, _: f32, _: f32) {
-        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
 /// Counts batches and keeps the run's notes.
 #[derive(Default)]
 struct Counter {
@@ -258,11 +245,7 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     // 48 training images at batch 16: 3 batches an epoch; stop inside the second epoch. A
     // step is reported once the next one is queued, so the stop raised at the fourth report
     // comes with five steps taken.
-    let progress = StopAfter {
-        after: 4,
-        seen: AtomicUsize::new(0),
-        stop: &stop,
-    };
+    let progress = StopAfter::new(4, &stop);
     let first =
         fc7::train::run::train(&options(&data, &d.path().join("b"), 2), &progress, &stop).unwrap();
     assert_eq!(first.outcome, Outcome::Interrupted);

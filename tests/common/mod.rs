@@ -436,3 +436,29 @@ pub fn train_quick(data: &Path, stem: &Path, extra: &[&str]) -> Output {
     ];
     run_ok(&[&base[..], extra].concat())
 }
+
+/// A training run's progress that raises `stop` at the `after`-th step report, as Ctrl-C would.
+pub struct StopAfter<'a> {
+    pub after: usize,
+    pub seen: std::sync::atomic::AtomicUsize,
+    pub stop: &'a std::sync::atomic::AtomicBool,
+}
+
+impl StopAfter<'_> {
+    pub fn new(after: usize, stop: &std::sync::atomic::AtomicBool) -> StopAfter<'_> {
+        StopAfter {
+            after,
+            seen: std::sync::atomic::AtomicUsize::new(0),
+            stop,
+        }
+    }
+}
+
+impl fc7::train::progress::TrainProgress for StopAfter<'_> {
+    fn batch(&self, _: usize, _: f32, _: f32, _: f32) {
+        use std::sync::atomic::Ordering;
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
