@@ -6,6 +6,7 @@
 # one store; it stops every server it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mark() { echo "test.sh: $1 done at ${SECONDS} s" >&2; }
 scripts/setup/build.sh
 scripts/setup/ort.sh >/dev/null
 # NVRTC and cuDNN's host-side descriptors let the tests check the CUDA engine's kernels and
@@ -13,14 +14,16 @@ scripts/setup/ort.sh >/dev/null
 nvrtc=$(scripts/setup/nvrtc.sh | tail -n1)
 cudnn=$(scripts/setup/cudnn-check.sh | tail -n1)
 python3 -c "import onnx" 2>/dev/null || python3 -m pip install -q onnx
-# PostgreSQL 16 + pgvector (PyPI's pgserver) on 127.0.0.1 for tests/postgres.rs, stopped on exit.
+# PostgreSQL 16 + pgvector (PyPI's pgserver) on 127.0.0.1 for tests/suite/postgres.rs, stopped on exit.
 tmp=$(mktemp -d)
 chmod 755 "$tmp" # the server's own user works in $tmp/pg
 pg="$tmp/pg"
 trap 'scripts/setup/postgres.sh stop "$pg"; rm -rf "$tmp"' EXIT
 pgurl=$(scripts/setup/postgres.sh start "$pg" | tail -n1)
+mark "installs and PostgreSQL"
 LD_LIBRARY_PATH="$nvrtc:$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" FC7_REQUIRE_NVRTC=1 \
   FC7_REQUIRE_CUDNN=1 FC7_TEST_PG="$pgurl" FC7_REQUIRE_PG=1 cargo test
+mark "cargo test"
 target/debug/fc7 model init --random --classes 10 --out "$tmp/m.onnx" >/dev/null
 python3 - "$tmp/m.onnx" <<'PY'
 import sys, onnx
@@ -56,13 +59,16 @@ assert v.dtype == np.float32 and v.shape == (len(meta), 4096), (v.dtype, v.shape
 assert len(meta) == 8 and np.isfinite(v).all() and (np.linalg.norm(v, axis=1) > 0).all()
 print("numpy: fc7 export-vectors wrote a %dx%d float32 array and %d metadata lines" % (v.shape + (len(meta),)))
 PY
+mark "onnx and numpy checks"
 # fc7 serve in a real browser (Debian's Chromium through chromedriver) on that index.
 scripts/setup/browser.sh
 FC7_HOME="$tmp/home" python3 tests/browser/gallery.py target/debug/fc7 "$tmp/i" \
   "$(ls "$tmp"/d/train/*/* | head -1)"
-
+mark "browser"
 # A two-node Ray cluster (PyPI's ray) fills one PostgreSQL store, in namespaces of its own.
 bash scripts/cluster/test.sh target/debug/fc7
+mark "Ray cluster"
 # The GPU sitting's script, dry: every step's command on the CPU at tiny sizes.
 cargo build --bench fc7bench -q
 OUT="$tmp/verify" bash scripts/device/verify.sh --dry-run | tail -n 3
+mark "GPU sitting, dry"

@@ -2,7 +2,7 @@
 //! of Krizhevsky, Sutskever & Hinton (2012).
 //!
 //! The crate is in wings, each a folder, and a wing uses only the wings before it (checked by
-//! `tests/layout.rs`):
+//! `tests/suite/layout.rs`):
 //!
 //! 1. shared — `error`, `util` (atomic files, drawing, cache folders), `device` (the one
 //!    CPU/CUDA choice), `home` (the data folder of models and indexes), `model` (architecture, manifest, ONNX writer), `imaging` (finding image

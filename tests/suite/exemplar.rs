@@ -2,7 +2,7 @@
 //! a small run learns its surrogate classes, writes a model without fc8 that says what it is,
 //! and that model indexes and finds an edited copy's source; bad input is refused in a line.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! `fc7 eval figure4` on a small generated dataset, through the real binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! fc7's home ($FC7_HOME): the defaults every command shares whatever the current folder, and
 //! the one-line errors that say what to do when something is missing — nothing left behind.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

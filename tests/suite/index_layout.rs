@@ -3,7 +3,7 @@
 //! (`FC7_FAULT`, which aborts like kill -9) at each step of a write, and queries of indexed
 //! images that never open the model.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

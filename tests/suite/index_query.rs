@@ -1,6 +1,6 @@
 //! `fc7 index` / `fc7 query` / `fc7 info` driven through the real binary on generated folders.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -6,7 +6,7 @@
 //! The server comes from $FC7_TEST_PG (scripts/test.sh starts one and stops it); without it
 //! each test says in one line that it skips, unless FC7_REQUIRE_PG=1 (CI) makes that a failure.
 
-mod common;
+use crate::common;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! not write, a model already int8) is answered in one line naming the file. The fp16 copy
 //! computes fc7 within half precision's rounding of fp32's.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! bank in its checkpoint, writes a model without the embedding head that says how it was
 //! trained, and refuses bad settings in one line.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

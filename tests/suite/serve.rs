@@ -3,7 +3,7 @@
 //! bomb uploads, other methods) get a clear 4xx while the server keeps serving; with a token,
 //! nothing is served without it.
 
-mod common;
+use crate::common;
 
 use common::gallery::{get_json, raw, serve};
 use common::{fc7, huge_png_header, json, model, plain_folder, run_ok, s};

@@ -1,7 +1,7 @@
 //! `fc7 train`: learning on generated classes (through the real binary), export parity with
 //! ONNX Runtime, and resume equal to an uninterrupted run.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
