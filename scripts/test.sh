@@ -21,6 +21,8 @@ pg="$tmp/pg"
 trap 'scripts/setup/postgres.sh stop "$pg"; rm -rf "$tmp"' EXIT
 pgurl=$(scripts/setup/postgres.sh start "$pg" | tail -n1)
 mark "installs and PostgreSQL"
+# The test binaries and the benchmark binary the GPU dry run needs, in one build (in parallel).
+cargo build --tests --benches -q
 LD_LIBRARY_PATH="$nvrtc:$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" FC7_REQUIRE_NVRTC=1 \
   FC7_REQUIRE_CUDNN=1 FC7_TEST_PG="$pgurl" FC7_REQUIRE_PG=1 cargo test
 mark "cargo test"
@@ -69,6 +71,5 @@ mark "browser"
 bash scripts/cluster/test.sh target/debug/fc7
 mark "Ray cluster"
 # The GPU sitting's script, dry: every step's command on the CPU at tiny sizes.
-cargo build --bench fc7bench -q
 OUT="$tmp/verify" bash scripts/device/verify.sh --dry-run | tail -n 3
 mark "GPU sitting, dry"
