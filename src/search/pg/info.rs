@@ -33,6 +33,7 @@ impl PgIndex {
             reasons.iter().map(|r| (r.get(0), r.get(1))).collect(),
         );
         let codes = self.codes()?;
+        let graph = self.graph_settings()?;
         let meta = |k: Meta| self.meta(k);
         Ok(json!({
             "index": self.location(),
@@ -50,6 +51,7 @@ impl PgIndex {
                 "fitted_on_rows": c.rows,
                 "rows_without_code": counts.get::<_, i64>(1),
             })),
+            "graph": graph,
             "vectors": json!({"precision": "f16"}),
             "figure4": meta(Meta::Figure4)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
             "bytes_on_disk": self.disk_bytes()?,
@@ -62,6 +64,21 @@ impl PgIndex {
                     .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
             })),
         }))
+    }
+
+    /// The code index's HNSW build settings (`m`, `ef_construction`), pgvector's defaults
+    /// where the index was built without them (stores made before fc7 chose its own).
+    fn graph_settings(&self) -> Result<Value> {
+        let sql = "SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)";
+        let name = format!("{}_code", self.t("images"));
+        let row = self.with(|c| c.query_opt(sql, &[&name]))?;
+        let opts: Vec<String> = row.and_then(|r| r.get(0)).unwrap_or_default();
+        let get = |key: &str, default: u32| {
+            opts.iter()
+                .find_map(|o| o.strip_prefix(key)?.strip_prefix('=')?.parse::<u32>().ok())
+                .unwrap_or(default)
+        };
+        Ok(json!({"m": get("m", 16), "ef_construction": get("ef_construction", 64)}))
     }
 
     /// Skipped files and their reasons, by path.
