@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -16,7 +17,7 @@ use crate::search::query::{QueryOptions, QueryResult};
 use crate::search::store::Store;
 
 use crate::cmd::args::{IndexArg, RuntimeArgs};
-use crate::cmd::progress::Bar;
+use crate::cmd::progress::{Bar, Expected};
 
 #[derive(Args)]
 pub struct IndexArgs {
@@ -100,20 +101,32 @@ pub struct InfoArgs {
     json: bool,
 }
 
-impl Progress for Bar {
+/// `fc7 index`'s progress: the bar on a terminal, and on any output one line saying how long a
+/// large folder will take.
+struct IndexBar {
+    bar: Bar,
+    expected: Mutex<Expected>,
+}
+
+impl Progress for IndexBar {
     fn start(&self, total: u64) {
-        if let Some(b) = &self.0 {
+        if let Some(b) = &self.bar.0 {
             b.set_length(total);
             b.reset_eta();
         }
+        self.expected.lock().expect("progress").start(total);
     }
     fn advance(&self, n: u64) {
-        if let Some(b) = &self.0 {
+        if let Some(b) = &self.bar.0 {
             b.inc(n);
+        }
+        let line = self.expected.lock().expect("progress").advance(n, "images");
+        if let Some(line) = line {
+            self.bar.line(&line);
         }
     }
     fn note(&self, line: &str) {
-        self.line(line);
+        self.bar.line(line);
     }
 }
 
@@ -132,10 +145,13 @@ pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
         max_pixels: a.rt.max_pixels,
         code_dim: a.code_dim.map(usize::from),
     };
-    let progress = Bar::new(
-        a.quiet || a.json,
-        "{bar:40} {pos}/{len} {per_sec} ETA {eta}",
-    );
+    let progress = IndexBar {
+        bar: Bar::new(
+            a.quiet || a.json,
+            "{bar:40} {pos}/{len} {per_sec} ETA {eta}",
+        ),
+        expected: Mutex::new(Expected::default()),
+    };
     let p: &dyn Progress = if a.quiet { &() } else { &progress };
     let sum = match a.index.location() {
         Location::Folder(dir) => {
@@ -163,7 +179,7 @@ pub fn index(a: IndexArgs, stop: &AtomicBool) -> Result<i32> {
             crate::search::pg::ingest::run(&pg, &run)?
         }
     };
-    progress.finish();
+    progress.bar.finish();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&sum)?);
     } else if !a.quiet {
