@@ -274,7 +274,7 @@ fn index_in_background(root: &Path, idx: &Path, rows: u64, stdout: Stdio) -> std
         .env("FC7_STALL", "batch-committed")
         .env("FC7_STALL_MS", "300")
         .stdout(stdout)
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let start = Instant::now();
@@ -347,7 +347,12 @@ fn ctrl_c_stops_indexing_with_130_keeps_what_was_embedded_and_rerun_resumes() {
         .unwrap()
         .success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sum = json(&out);
     assert_eq!(sum["interrupted"], true, "{sum}");
     let partial = indexed_count(&idx);
