@@ -17,6 +17,7 @@
 //!   pg-load, pg-recall LOCAL URL N K [CANDIDATES...]   the PostgreSQL store against a folder
 //!                              (fc7bench/pg.rs)
 //!   train-step PRESET BATCH ITERS [cpu|cuda] [CLASSES]   training images/s (forward + backward + SGD; 1000 classes unless given)
+//!   train-profile PRESET BATCH ITERS CLASSES   the CPU engine's step split by operation and layer (ms per step, share)
 //!   feed DATA SIDE CROP BATCH BATCHES CACHE    the training feed alone: crops/s from the pack
 //!                                              (built first if missing, its time printed)
 
@@ -520,6 +521,28 @@ fn train_step(preset: &str, batch: usize, iters: usize, device: &str, classes: u
     );
 }
 
+/// Where a CPU training step's time goes: each operation and layer's share of `iters` steps.
+fn train_profile(preset: &str, batch: usize, iters: usize, classes: usize) {
+    let recipe = fc7::train::recipe::preset(preset).unwrap();
+    let cfg = fc7::train::recipe::architecture(&recipe, classes);
+    let e = fc7::train::engine::timed::Timed::new(fc7::train::engine::cpu::Cpu);
+    fc7::train::throughput::step_rate(&e, &cfg, batch, 1).unwrap();
+    e.take();
+    let t = std::time::Instant::now();
+    let rate = fc7::train::throughput::step_rate(&e, &cfg, batch, iters).unwrap();
+    let all = t.elapsed().as_secs_f64();
+    println!("train-profile preset={preset} batch={batch} iters={iters} images/s={rate:.1}");
+    // Weights go to the engine once per measurement, not once per step.
+    for (op, d, calls) in e.take().into_iter().filter(|(op, _, _)| op != "upload") {
+        let s = d.as_secs_f64();
+        println!(
+            "  {:>6.1}%  {:>8.2} ms/step  {calls:>5} calls  {op}",
+            100.0 * s / all,
+            1e3 * s / (iters + 2) as f64
+        );
+    }
+}
+
 fn main() {
     let a: Vec<String> = std::env::args()
         .skip(1)
@@ -555,6 +578,7 @@ fn main() {
             a.get(4).map_or("cpu", String::as_str),
             a.get(5).map_or(1000, |c| c.parse().expect("CLASSES")),
         ),
+        Some("train-profile") => train_profile(&a[1], n(2), n(3), n(4)),
         Some("pg-load") => pg::load(&p(1), &a[2], n(3)),
         Some("pg-recall") => {
             let c: Vec<usize> = a[5..].iter().map(|x| x.parse().unwrap()).collect();

@@ -9,6 +9,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod timed;
 
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
