@@ -221,6 +221,7 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<TrainResult> {
     opts.recipe.validate().map_err(Error::Invalid)?;
+    crate::util::heap::keep_freed_memory();
     // A resumed run keeps its checkpoint's recipe, precision included.
     let ckpt = with_ext(&opts.out, ".ckpt");
     let math = checkpoint::state_of(&ckpt)

@@ -21,6 +21,7 @@ use crate::train::step::{train_step, Hyper, Weights};
 /// warm-up steps (where cuDNN picks its algorithms). Each step sends one batch of 8-bit
 /// crops to the engine, as training does; preparing crops on the host is not counted.
 pub fn step_rate<E: Engine>(e: &E, cfg: &AlexNetConfig, batch: usize, iters: usize) -> Result<f64> {
+    crate::util::heap::keep_freed_memory();
     let params = init_params(cfg, Init::Paper, 0);
     let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
     let mut w = Weights::upload(e, &params, &vel)?;

@@ -1,9 +1,10 @@
 //! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`),
-//! matrix products (`matmul`, through the `gemm` crate), crash points for tests (`fault`) and
-//! remembered file hashes (`stamp`).
+//! matrix products (`matmul`, through the `gemm` crate), crash points for tests (`fault`),
+//! remembered file hashes (`stamp`) and the allocator's policy for large buffers (`heap`).
 
 pub mod draw;
 pub mod fault;
 pub mod fs;
+pub mod heap;
 pub mod matmul;
 pub mod stamp;
