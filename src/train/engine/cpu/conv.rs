@@ -1,108 +1,90 @@
-//! Convolution on the CPU: im2col + GEMM per image, parallel over the batch with rayon. Weight
-//! gradients are summed over fixed chunks of images in order, so results do not depend on the
-//! thread count and a resumed run equals an uninterrupted one.
+//! Convolution on the CPU: a chunk of images is unfolded side by side (im2col) and multiplied
+//! by each group's weights in one wide product, chunks in parallel with rayon. Chunk sizes
+//! depend only on the layer's shape and weight gradients are summed over chunks in order, so
+//! results do not depend on the thread count and a resumed run equals an uninterrupted one.
 
 use rayon::prelude::*;
 
+use super::unfold::{col2im, im2col};
 use crate::model::Conv;
 use crate::train::engine::Shape;
 use crate::util::matmul::{matmul, Mat};
 
-/// Images per partial weight gradient; fixed for determinism.
-const GRAD_CHUNK: usize = 4;
+/// Output positions per product that keep the GEMM kernels busy: small maps (13×13, 3×3) are
+/// unfolded several images at a time up to this width.
+const PRODUCT_COLUMNS: usize = 1024;
+/// At most this many images per chunk, so a batch still splits across threads.
+const MAX_CHUNK: usize = 16;
 
 fn out_hw(xs: Shape, c: &Conv) -> (usize, usize) {
     (c.out_size(xs.h), c.out_size(xs.w))
 }
 
-/// Unfolds channels [c0, c0+cg) of one image into col [cg·k·k, ho·wo].
-fn im2col(x: &[f32], xs: Shape, c: &Conv, c0: usize, cg: usize, col: &mut [f32]) {
-    let (ho, wo) = out_hw(xs, c);
-    let k = c.kernel;
-    for ci in 0..cg {
-        let plane = &x[(c0 + ci) * xs.h * xs.w..(c0 + ci + 1) * xs.h * xs.w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut col[((ci * k + ky) * k + kx) * ho * wo..][..ho * wo];
-                for oy in 0..ho {
-                    let iy = (oy * c.stride + ky) as isize - c.pad as isize;
-                    let dst = &mut row[oy * wo..(oy + 1) * wo];
-                    if iy < 0 || iy >= xs.h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * xs.w..(iy as usize + 1) * xs.w];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * c.stride + kx) as isize - c.pad as isize;
-                        *d = if ix < 0 || ix >= xs.w as isize {
-                            0.0
-                        } else {
-                            src[ix as usize]
-                        };
-                    }
-                }
-            }
-        }
-    }
+/// Images unfolded together for a layer whose output map has `p` positions.
+fn chunk_images(p: usize) -> usize {
+    (PRODUCT_COLUMNS / p.max(1)).clamp(1, MAX_CHUNK)
 }
 
-/// Folds col back onto channels [c0, c0+cg) of one image's gradient, accumulating.
-fn col2im(col: &[f32], xs: Shape, c: &Conv, c0: usize, cg: usize, dx: &mut [f32]) {
+/// A layer's sizes: per group input channels, output channels, unfolded rows; positions.
+struct Dims {
+    cg: usize,
+    og: usize,
+    kk: usize,
+    p: usize,
+}
+
+fn dims(xs: Shape, c: &Conv) -> Dims {
     let (ho, wo) = out_hw(xs, c);
-    let k = c.kernel;
-    for ci in 0..cg {
-        let plane = &mut dx[(c0 + ci) * xs.h * xs.w..(c0 + ci + 1) * xs.h * xs.w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &col[((ci * k + ky) * k + kx) * ho * wo..][..ho * wo];
-                for oy in 0..ho {
-                    let iy = (oy * c.stride + ky) as isize - c.pad as isize;
-                    if iy < 0 || iy >= xs.h as isize {
-                        continue;
-                    }
-                    for ox in 0..wo {
-                        let ix = (ox * c.stride + kx) as isize - c.pad as isize;
-                        if ix >= 0 && ix < xs.w as isize {
-                            plane[iy as usize * xs.w + ix as usize] += row[oy * wo + ox];
-                        }
-                    }
-                }
-            }
-        }
+    let cg = xs.c / c.groups;
+    Dims {
+        cg,
+        og: c.out / c.groups,
+        kk: cg * c.kernel * c.kernel,
+        p: ho * wo,
     }
 }
 
 pub fn conv_forward(x: &[f32], xs: Shape, w: &[f32], b: &[f32], c: &Conv) -> (Vec<f32>, Shape) {
     let (ho, wo) = out_hw(xs, c);
     let ys = Shape::new(xs.n, c.out, ho, wo);
-    let (cg, og, kk) = (
-        xs.c / c.groups,
-        c.out / c.groups,
-        (xs.c / c.groups) * c.kernel * c.kernel,
-    );
+    let Dims { cg, og, kk, p } = dims(xs, c);
+    let chunk = chunk_images(p);
     let mut y = vec![0.0; ys.len()];
-    y.par_chunks_mut(ys.per_sample())
+    y.par_chunks_mut(ys.per_sample() * chunk)
         .enumerate()
-        .for_each(|(i, yi)| {
-            let xi = &x[i * xs.per_sample()..(i + 1) * xs.per_sample()];
-            let mut col = vec![0.0; kk * ho * wo];
+        .for_each(|(ch, yc)| {
+            let imgs = yc.len() / ys.per_sample();
+            let ld = imgs * p;
+            let (mut col, mut out) = (vec![0.0; kk * ld], vec![0.0; og * ld]);
             for g in 0..c.groups {
-                im2col(xi, xs, c, g * cg, cg, &mut col);
-                // [og, kk] · [kk, ho·wo] → [og, ho·wo]
-                let yg = &mut yi[g * og * ho * wo..(g + 1) * og * ho * wo];
-                matmul(
-                    Mat::new(&w[g * og * kk..(g + 1) * og * kk], og, kk),
-                    Mat::new(&col, kk, ho * wo),
-                    yg,
-                    false,
-                    false,
-                );
-            }
-            for (o, plane) in yi.chunks_mut(ho * wo).enumerate() {
-                plane.iter_mut().for_each(|v| *v += b[o]);
+                for j in 0..imgs {
+                    let xi = &x[(ch * chunk + j) * xs.per_sample()..][..xs.per_sample()];
+                    im2col(xi, xs, c, (g * cg, cg), &mut col[j * p..], ld);
+                }
+                // [og, kk] · [kk, imgs·p] → [og, imgs·p]
+                let wg = Mat::new(&w[g * og * kk..(g + 1) * og * kk], og, kk);
+                matmul(wg, Mat::new(&col, kk, ld), &mut out, false, false);
+                for (j, yi) in yc.chunks_mut(ys.per_sample()).enumerate() {
+                    for o in 0..og {
+                        let dst = &mut yi[(g * og + o) * p..][..p];
+                        let bias = b[g * og + o];
+                        let src = &out[o * ld + j * p..][..p];
+                        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s + bias);
+                    }
+                }
             }
         });
     (y, ys)
+}
+
+/// dy of a chunk's images for group g, side by side: [og, imgs·p].
+fn gather_dy(dyc: &[f32], ysz: usize, g: usize, og: usize, p: usize, out: &mut [f32]) {
+    let ld = out.len() / og;
+    for (j, dyi) in dyc.chunks(ysz).enumerate() {
+        for o in 0..og {
+            out[o * ld + j * p..][..p].copy_from_slice(&dyi[(g * og + o) * p..][..p]);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -116,51 +98,45 @@ pub fn conv_backward(
     db: &mut [f32],
     need_dx: bool,
 ) -> Option<Vec<f32>> {
-    let (ho, wo) = out_hw(xs, c);
-    let (cg, og, kk, p) = (
-        xs.c / c.groups,
-        c.out / c.groups,
-        (xs.c / c.groups) * c.kernel * c.kernel,
-        ho * wo,
-    );
-    let ysz = c.out * p;
+    let Dims { cg, og, kk, p } = dims(xs, c);
+    let (ysz, chunk) = (c.out * p, chunk_images(p));
     let mut dx = vec![0.0; xs.len()];
     // Each chunk of images: its dx slices and its partial dw, db.
     let partials: Vec<(Vec<f32>, Vec<f64>)> = dx
-        .par_chunks_mut(xs.per_sample() * GRAD_CHUNK)
+        .par_chunks_mut(xs.per_sample() * chunk)
+        .zip(dy.par_chunks(ysz * chunk))
         .enumerate()
-        .map(|(ch, dxc)| {
+        .map(|(ch, (dxc, dyc))| {
+            let imgs = dyc.len() / ysz;
+            let ld = imgs * p;
             let mut pdw = vec![0.0f32; dw.len()];
-            let mut pdb = vec![0.0f64; c.out];
-            let mut col = vec![0.0; kk * p];
-            for (j, dxi) in dxc.chunks_mut(xs.per_sample()).enumerate() {
-                let i = ch * GRAD_CHUNK + j;
-                let xi = &x[i * xs.per_sample()..(i + 1) * xs.per_sample()];
-                let dyi = &dy[i * ysz..(i + 1) * ysz];
-                for g in 0..c.groups {
-                    let dyg = &dyi[g * og * p..(g + 1) * og * p];
-                    im2col(xi, xs, c, g * cg, cg, &mut col);
-                    // dw_g [og, kk] += dy_g [og, p] · colᵀ [p, kk]
-                    matmul(
-                        Mat::new(dyg, og, p),
-                        Mat::t(&col, kk, p),
-                        &mut pdw[g * og * kk..(g + 1) * og * kk],
-                        true,
-                        false,
-                    );
-                    if !need_dx {
-                        continue;
-                    }
-                    // dcol [kk, p] = w_gᵀ [kk, og] · dy_g [og, p]
-                    matmul(
-                        Mat::t(&w[g * og * kk..(g + 1) * og * kk], og, kk),
-                        Mat::new(dyg, og, p),
-                        &mut col,
-                        false,
-                        false,
-                    );
-                    col2im(&col, xs, c, g * cg, cg, dxi);
+            let (mut col, mut dyg) = (vec![0.0; kk * ld], vec![0.0; og * ld]);
+            let xc = &x[ch * chunk * xs.per_sample()..][..imgs * xs.per_sample()];
+            for g in 0..c.groups {
+                gather_dy(dyc, ysz, g, og, p, &mut dyg);
+                for (j, xi) in xc.chunks(xs.per_sample()).enumerate() {
+                    im2col(xi, xs, c, (g * cg, cg), &mut col[j * p..], ld);
                 }
+                // dw_g [og, kk] = dy_g [og, imgs·p] · colᵀ [imgs·p, kk]
+                let pdw_g = &mut pdw[g * og * kk..(g + 1) * og * kk];
+                matmul(
+                    Mat::new(&dyg, og, ld),
+                    Mat::t(&col, kk, ld),
+                    pdw_g,
+                    false,
+                    false,
+                );
+                if need_dx {
+                    // dcol [kk, imgs·p] = w_gᵀ [kk, og] · dy_g [og, imgs·p]
+                    let wg = Mat::t(&w[g * og * kk..(g + 1) * og * kk], og, kk);
+                    matmul(wg, Mat::new(&dyg, og, ld), &mut col, false, false);
+                    for (j, dxi) in dxc.chunks_mut(xs.per_sample()).enumerate() {
+                        col2im(&col[j * p..], ld, xs, c, (g * cg, cg), dxi);
+                    }
+                }
+            }
+            let mut pdb = vec![0.0f64; c.out];
+            for dyi in dyc.chunks(ysz) {
                 for (o, plane) in dyi.chunks(p).enumerate() {
                     pdb[o] += plane.iter().map(|&v| v as f64).sum::<f64>();
                 }
@@ -212,6 +188,56 @@ mod tests {
         check("conv db", &b, &db, |b| {
             dot(&conv_forward(&x, xs, &w, b, &c).0, &r)
         });
+    }
+
+    #[test]
+    fn a_batch_over_several_chunks_equals_its_images_one_by_one() {
+        // 4×4 outputs: 16 images a chunk, so 37 images are chunks of 16, 16 and 5.
+        let c = Conv {
+            out: 4,
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+            groups: 2,
+        };
+        let xs = Shape::new(37, 2, 4, 4);
+        assert_eq!(chunk_images(16), 16);
+        let (x, w, b) = (rand_vec(xs.len(), 21), rand_vec(4 * 9, 22), rand_vec(4, 23));
+        let (y, ys) = conv_forward(&x, xs, &w, &b, &c);
+        let dy = rand_vec(y.len(), 24);
+        let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; 4]);
+        let dx = conv_backward(&x, xs, &w, &c, &dy, &mut dw, &mut db, true).unwrap();
+        let one = Shape::new(1, 2, 4, 4);
+        let (mut sum_dw, mut sum_db) = (vec![0.0f64; w.len()], vec![0.0f64; 4]);
+        for i in 0..37 {
+            let xi = &x[i * one.len()..(i + 1) * one.len()];
+            let dyi = &dy[i * ys.per_sample()..(i + 1) * ys.per_sample()];
+            let (yi, _) = conv_forward(xi, one, &w, &b, &c);
+            let (mut dwi, mut dbi) = (vec![0.0; w.len()], vec![0.0; 4]);
+            let dxi = conv_backward(xi, one, &w, &c, dyi, &mut dwi, &mut dbi, true).unwrap();
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-5);
+            assert!(
+                close(&y[i * ys.per_sample()..][..ys.per_sample()], &yi),
+                "y of {i}"
+            );
+            assert!(close(&dx[i * one.len()..][..one.len()], &dxi), "dx of {i}");
+            sum_dw
+                .iter_mut()
+                .zip(&dwi)
+                .for_each(|(s, &v)| *s += v as f64);
+            sum_db
+                .iter_mut()
+                .zip(&dbi)
+                .for_each(|(s, &v)| *s += v as f64);
+        }
+        assert!(dw
+            .iter()
+            .zip(&sum_dw)
+            .all(|(a, b)| (*a as f64 - b).abs() < 1e-4));
+        assert!(db
+            .iter()
+            .zip(&sum_db)
+            .all(|(a, b)| (*a as f64 - b).abs() < 1e-4));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod conv;
 pub mod ops;
+mod unfold;
 
 use rayon::prelude::*;
 
