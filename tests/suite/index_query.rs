@@ -317,9 +317,15 @@ fn kill_9_mid_run_then_rerun_loses_and_duplicates_nothing() {
         ])
         .output()
         .unwrap();
+    let still_running = child.try_wait().unwrap().is_none();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "second writer (first still running: {still_running}): {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("another fc7 process"),
         "{}",
