@@ -23,8 +23,10 @@ for spec in "quick 64 20" "paper 128 3"; do
   set -- $spec
   ratios=()
   for r in $(seq "$rounds"); do
-    f=$(RAYON_NUM_THREADS=$threads $bench train-step "$1" "$2" "$3" cpu 1000 | tee /dev/stderr | rate)
-    t=$("$venv/bin/python" scripts/bench/torch_train.py "$1" "$2" "$3" "$threads" 1000 | tee /dev/stderr | rate)
+    line=$(RAYON_NUM_THREADS=$threads $bench train-step "$1" "$2" "$3" cpu 1000); echo "$line"
+    f=$(rate <<<"$line")
+    line=$("$venv/bin/python" scripts/bench/torch_train.py "$1" "$2" "$3" "$threads" 1000); echo "$line"
+    t=$(rate <<<"$line")
     ratios+=("$(python3 -c "print(f'{$f / $t:.3f}')")")
   done
   echo "ratio $1 batch $2 (fc7 / PyTorch, each round): ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")"
