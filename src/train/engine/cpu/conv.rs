@@ -87,6 +87,52 @@ fn gather_dy(dyc: &[f32], ysz: usize, g: usize, og: usize, p: usize, out: &mut [
     }
 }
 
+/// One chunk's partial gradients: dw and db of its images (returned), and their dx written
+/// into `dxc` when it is given. `xc` and `dyc` are the chunk's inputs and output gradients.
+fn chunk_backward(
+    (xc, xs): (&[f32], Shape),
+    w: &[f32],
+    c: &Conv,
+    dyc: &[f32],
+    mut dxc: Option<&mut [f32]>,
+) -> (Vec<f32>, Vec<f64>) {
+    let Dims { cg, og, kk, p } = dims(xs, c);
+    let ysz = c.out * p;
+    let ld = dyc.len() / ysz * p;
+    let mut pdw = vec![0.0f32; w.len()];
+    let (mut col, mut dyg) = (vec![0.0; kk * ld], vec![0.0; og * ld]);
+    for g in 0..c.groups {
+        gather_dy(dyc, ysz, g, og, p, &mut dyg);
+        for (j, xi) in xc.chunks(xs.per_sample()).enumerate() {
+            im2col(xi, xs, c, (g * cg, cg), &mut col[j * p..], ld);
+        }
+        // dw_g [og, kk] = dy_g [og, imgs·p] · colᵀ [imgs·p, kk]
+        let (dy_g, col_t) = (Mat::new(&dyg, og, ld), Mat::t(&col, kk, ld));
+        matmul(
+            dy_g,
+            col_t,
+            &mut pdw[g * og * kk..(g + 1) * og * kk],
+            false,
+            false,
+        );
+        if let Some(dxc) = dxc.as_deref_mut() {
+            // dcol [kk, imgs·p] = w_gᵀ [kk, og] · dy_g [og, imgs·p]
+            let wg = Mat::t(&w[g * og * kk..(g + 1) * og * kk], og, kk);
+            matmul(wg, dy_g, &mut col, false, false);
+            for (j, dxi) in dxc.chunks_mut(xs.per_sample()).enumerate() {
+                col2im(&col[j * p..], ld, xs, c, (g * cg, cg), dxi);
+            }
+        }
+    }
+    let mut pdb = vec![0.0f64; c.out];
+    for dyi in dyc.chunks(ysz) {
+        for (o, plane) in dyi.chunks(p).enumerate() {
+            pdb[o] += plane.iter().map(|&v| v as f64).sum::<f64>();
+        }
+    }
+    (pdw, pdb)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward(
     x: &[f32],
@@ -98,52 +144,19 @@ pub fn conv_backward(
     db: &mut [f32],
     need_dx: bool,
 ) -> Option<Vec<f32>> {
-    let Dims { cg, og, kk, p } = dims(xs, c);
-    let (ysz, chunk) = (c.out * p, chunk_images(p));
-    let mut dx = vec![0.0; xs.len()];
+    let p = dims(xs, c).p;
+    let (ysz, chunk, per) = (c.out * p, chunk_images(p), xs.per_sample());
+    let mut dx = vec![0.0; if need_dx { xs.len() } else { 0 }];
+    let xcs = x.par_chunks(per * chunk).zip(dy.par_chunks(ysz * chunk));
     // Each chunk of images: its dx slices and its partial dw, db.
-    let partials: Vec<(Vec<f32>, Vec<f64>)> = dx
-        .par_chunks_mut(xs.per_sample() * chunk)
-        .zip(dy.par_chunks(ysz * chunk))
-        .enumerate()
-        .map(|(ch, (dxc, dyc))| {
-            let imgs = dyc.len() / ysz;
-            let ld = imgs * p;
-            let mut pdw = vec![0.0f32; dw.len()];
-            let (mut col, mut dyg) = (vec![0.0; kk * ld], vec![0.0; og * ld]);
-            let xc = &x[ch * chunk * xs.per_sample()..][..imgs * xs.per_sample()];
-            for g in 0..c.groups {
-                gather_dy(dyc, ysz, g, og, p, &mut dyg);
-                for (j, xi) in xc.chunks(xs.per_sample()).enumerate() {
-                    im2col(xi, xs, c, (g * cg, cg), &mut col[j * p..], ld);
-                }
-                // dw_g [og, kk] = dy_g [og, imgs·p] · colᵀ [imgs·p, kk]
-                let pdw_g = &mut pdw[g * og * kk..(g + 1) * og * kk];
-                matmul(
-                    Mat::new(&dyg, og, ld),
-                    Mat::t(&col, kk, ld),
-                    pdw_g,
-                    false,
-                    false,
-                );
-                if need_dx {
-                    // dcol [kk, imgs·p] = w_gᵀ [kk, og] · dy_g [og, imgs·p]
-                    let wg = Mat::t(&w[g * og * kk..(g + 1) * og * kk], og, kk);
-                    matmul(wg, Mat::new(&dyg, og, ld), &mut col, false, false);
-                    for (j, dxi) in dxc.chunks_mut(xs.per_sample()).enumerate() {
-                        col2im(&col[j * p..], ld, xs, c, (g * cg, cg), dxi);
-                    }
-                }
-            }
-            let mut pdb = vec![0.0f64; c.out];
-            for dyi in dyc.chunks(ysz) {
-                for (o, plane) in dyi.chunks(p).enumerate() {
-                    pdb[o] += plane.iter().map(|&v| v as f64).sum::<f64>();
-                }
-            }
-            (pdw, pdb)
-        })
-        .collect();
+    let partials: Vec<(Vec<f32>, Vec<f64>)> = if need_dx {
+        xcs.zip(dx.par_chunks_mut(per * chunk))
+            .map(|((xc, dyc), dxc)| chunk_backward((xc, xs), w, c, dyc, Some(dxc)))
+            .collect()
+    } else {
+        xcs.map(|(xc, dyc)| chunk_backward((xc, xs), w, c, dyc, None))
+            .collect()
+    };
     dw.fill(0.0);
     let mut sdb = vec![0.0f64; c.out];
     for (pdw, pdb) in &partials {
