@@ -7,7 +7,8 @@ use crate::model::Conv;
 use crate::train::engine::Shape;
 
 /// The output columns [lo, hi) whose input column ox·stride + kx − pad lies inside [0, w):
-/// the rest read padding.
+/// the rest read padding. When none does (lo = hi), the first input column lo·stride + kx − pad
+/// may lie past the row, so callers copy nothing.
 fn valid_cols(w: usize, wo: usize, c: &Conv, kx: usize) -> (usize, usize) {
     let lo = c.pad.saturating_sub(kx).div_ceil(c.stride).min(wo);
     let hi = if w + c.pad > kx {
@@ -19,7 +20,7 @@ fn valid_cols(w: usize, wo: usize, c: &Conv, kx: usize) -> (usize, usize) {
 }
 
 /// Unfolds channels [c0, c0+cg) of one image into col [cg·k·k, ho·wo], whose rows start
-/// `ld` apart (ld > ho·wo: this image's columns within several images' unfolding).
+/// `ld` apart (ld ≥ ho·wo: this image's columns within several images' unfolding).
 pub fn im2col(
     x: &[f32],
     xs: Shape,
@@ -46,6 +47,9 @@ pub fn im2col(
                     let src = &plane[iy as usize * xs.w..(iy as usize + 1) * xs.w];
                     dst[..lo].fill(0.0);
                     dst[hi..].fill(0.0);
+                    if lo == hi {
+                        continue;
+                    }
                     let first = lo * c.stride + kx - c.pad;
                     if c.stride == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
@@ -136,6 +140,7 @@ mod tests {
             (1, 1, 0, 4),
             (4, 3, 3, 5),
             (2, 2, 1, 1),
+            (3, 4, 2, 1),
         ] {
             let c = Conv {
                 out: 1,
