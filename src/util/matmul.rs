@@ -61,24 +61,26 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], acc: bool, parallel: bool) {
         return;
     }
     let stride = n + ROW_PAD;
-    SCRATCH.with_borrow_mut(|scratch| {
-        let rows = m.min(PADDED_BLOCK_ROWS);
-        scratch.resize(rows * stride, 0.0);
-        for r0 in (0..m).step_by(rows) {
-            let r = rows.min(m - r0);
-            let block = &mut c[r0 * n..(r0 + r) * n];
-            if acc {
-                for (dst, src) in scratch.chunks_mut(stride).zip(block.chunks(n)) {
-                    dst[..n].copy_from_slice(src);
-                }
-            }
-            // SAFETY: rows r0..r0+r of a exist (r0 + r ≤ m) and scratch holds r rows of `stride`.
-            unsafe { gemm(a, b, r0, r, scratch.as_mut_ptr(), stride, acc, parallel) };
-            for (dst, src) in block.chunks_mut(n).zip(scratch.chunks(stride)) {
-                dst.copy_from_slice(&src[..n]);
+    // Taken out rather than borrowed: a parallel product's thread may run other rayon work
+    // meanwhile, which can call matmul again (it then gets a buffer of its own).
+    let mut scratch = SCRATCH.take();
+    let rows = m.min(PADDED_BLOCK_ROWS);
+    scratch.resize(rows * stride, 0.0);
+    for r0 in (0..m).step_by(rows) {
+        let r = rows.min(m - r0);
+        let block = &mut c[r0 * n..(r0 + r) * n];
+        if acc {
+            for (dst, src) in scratch.chunks_mut(stride).zip(block.chunks(n)) {
+                dst[..n].copy_from_slice(src);
             }
         }
-    });
+        // SAFETY: rows r0..r0+r of a exist (r0 + r ≤ m) and scratch holds r rows of `stride`.
+        unsafe { gemm(a, b, r0, r, scratch.as_mut_ptr(), stride, acc, parallel) };
+        for (dst, src) in block.chunks_mut(n).zip(scratch.chunks(stride)) {
+            dst.copy_from_slice(&src[..n]);
+        }
+    }
+    SCRATCH.set(scratch);
 }
 
 /// Rows [r0, r0 + rows) of a · b into row-major dst with row stride `stride`.
