@@ -526,6 +526,8 @@ fn train_profile(preset: &str, batch: usize, iters: usize, classes: usize) {
     let recipe = fc7::train::recipe::preset(preset).unwrap();
     let cfg = fc7::train::recipe::architecture(&recipe, classes);
     let e = fc7::train::engine::timed::Timed::new(fc7::train::engine::cpu::Cpu);
+    // A first run warms the kept heap, so the measured run's two warm-up steps, which the
+    // totals below include, do not fault their memory in.
     fc7::train::throughput::step_rate(&e, &cfg, batch, 1).unwrap();
     e.take();
     let t = std::time::Instant::now();
