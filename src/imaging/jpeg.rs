@@ -17,7 +17,11 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
     let mut i = 2;
     while i + 1 < bytes.len() {
         if bytes[i] != 0xFF {
-            i += 1;
+            // Entropy-coded data: jump to the next marker candidate.
+            match memchr::memchr(0xFF, &bytes[i..]) {
+                Some(k) => i += k,
+                None => return false,
+            }
             continue;
         }
         match bytes[i + 1] {

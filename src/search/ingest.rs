@@ -237,6 +237,8 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Summary> {
     let started = Instant::now();
+    // Each batch's tensors are tens of MB: reuse the pages instead of faulting them in again.
+    crate::util::heap::keep_freed_memory();
     let mut sum = Summary::default();
     let model = resolve_model(opts.model.as_deref(), &store.catalog)?;
     let manifest = crate::model::manifest::read_manifest(&model)?;

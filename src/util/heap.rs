@@ -1,8 +1,9 @@
 //! How the C allocator treats training's large buffers. A step allocates and frees activations
 //! and gradients of tens to hundreds of MB; glibc serves each from a fresh `mmap` and returns it
 //! on free, so every step page-faults its whole working set again (on a 2-core VM, 9 of 24 s
-//! of the paper network's benchmark in the kernel). Training asks glibc to serve them from the
-//! heap and keep what was freed: the peak stays resident, as it would be in use anyway.
+//! of the paper network's benchmark in the kernel). Training and indexing (whose batches of
+//! decoded tensors are tens of MB) ask glibc to serve them from the heap and keep what was
+//! freed: the peak stays resident, as it would be in use anyway.
 
 use std::sync::Once;
 
