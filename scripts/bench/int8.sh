@@ -3,7 +3,8 @@
 #   1. fc7 extraction, fp32 vs int8 (Rust, ONNX Runtime CPU), and Python onnxruntime on fp32
 #   2. agreement: relative fc7 error and recall@6 of int8's exact neighbours against fp32's
 #   3. fc7 index end to end on a mixed photo folder: fp32, int8, and the Python pipeline
-#      (scripts/bench/python_index.py: PIL draft decoding in a Pool, onnxruntime, sqlite3)
+#      (scripts/bench/python_index.py: PIL draft decoding in a Pool, onnxruntime, sqlite3),
+#      three rounds alternating (this kind of VM drifts by 1.5x within minutes), median ratios
 #   4. cold start: a query of an image outside the index, first (saves the optimised graph)
 #      and again (loads it); fc7 index of a one-image folder; session times
 #   5. with FMNIST=1: the Fashion-MNIST quick model (models/fmnist-quick.onnx) quantised on its
@@ -40,15 +41,30 @@ done
 echo "## 2. int8 against fp32"
 $bench agree-models "$w/m.onnx" "$w/m-int8.onnx" "$w/mixed" 212 6
 
-echo "## 3. indexing $(find "$w/mixed" -type f | wc -l) mixed photos (1-12 MP) end to end"
-for m in m m-int8; do
-  rm -rf "$w/idx-$m"
-  /usr/bin/time -f "fc7 index ($m): %e s wall" $fc7 index "$w/mixed" --index "$w/idx-$m" \
-    --model "$w/$m.onnx" --device cpu | tail -1
+echo "## 3. indexing $(find "$w/mixed" -type f | wc -l) mixed photos (1-12 MP) end to end, 3 rounds alternating"
+secs() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -1; }
+for round in 1 2 3; do
+  for m in m m-int8; do
+    rm -rf "$w/idx-$m"
+    s=$(secs $fc7 index "$w/mixed" --index "$w/idx-$m" --model "$w/$m.onnx" --device cpu --quiet)
+    echo "fc7 index ($m): $s s wall" | tee -a "$w/times"
+  done
+  rm -f "$w/py.sqlite"
+  s=$(secs python3 scripts/bench/python_index.py "$w/m.onnx" "$w/mixed" "$w/py.sqlite" "$t")
+  echo "python pipeline (fp32): $s s wall" | tee -a "$w/times"
 done
-rm -f "$w/py.sqlite"
-/usr/bin/time -f "python pipeline (fp32): %e s wall" \
-  python3 scripts/bench/python_index.py "$w/m.onnx" "$w/mixed" "$w/py.sqlite" "$t"
+python3 - "$w/times" <<'PY'
+import statistics, sys
+t = {}
+for line in open(sys.argv[1]):
+    name, s = line.rsplit(": ", 1)
+    t.setdefault(name, []).append(float(s.split()[0]))
+py = statistics.median(t["python pipeline (fp32)"])
+for m in ("m", "m-int8"):
+    f = statistics.median(t[f"fc7 index ({m})"])
+    print(f"fc7 index ({m}) against the python fp32 pipeline, medians: {f:.2f} s vs {py:.2f} s = {py / f:.2f}x")
+PY
+rm -f "$w/times"
 
 echo "## 4. cold start (an empty cache, then the same command again)"
 export ORT_DYLIB_PATH
