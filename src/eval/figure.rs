@@ -3,7 +3,6 @@
 //! class name and distance under it. As a PNG (text from an 8×8 bitmap font, so no font files
 //! are needed) and as a self-contained HTML page (thumbnails inlined, every name escaped).
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -129,12 +128,10 @@ pub fn escape_html(s: &str) -> String {
 }
 
 fn data_uri(img: &RgbImage) -> String {
-    let mut png = Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png)
-        .expect("PNG encoding in memory");
+    let png = crate::imaging::png::png_bytes(img).expect("PNG encoding in memory");
     format!(
         "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(png.into_inner())
+        base64::engine::general_purpose::STANDARD.encode(png)
     )
 }
 
@@ -170,9 +167,7 @@ pub fn render_html(rows: &[Row], thumbs: &[Vec<RgbImage>], title: &str) -> Strin
 
 /// Writes the grid as a PNG file, atomically.
 pub fn write_png(path: &Path, rows: &[Row], thumbs: &[Vec<RgbImage>]) -> Result<()> {
-    let mut bytes = Vec::new();
-    render_png(rows, thumbs)
-        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+    let bytes = crate::imaging::png::png_bytes(&render_png(rows, thumbs))
         .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     crate::util::fs::atomic_write(path, &bytes)
 }

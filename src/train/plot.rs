@@ -8,7 +8,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::train::checkpoint::EpochRecord;
 
 const W: u32 = 400;
@@ -103,8 +103,7 @@ pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
     if let Some(p) = precision {
         panel(&mut img, 2 * W, "class P@6", &[(p, GREEN, "val")]);
     }
-    img.save(path)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    crate::imaging::png::save_png(path, &img)
 }
 
 #[cfg(test)]

@@ -78,8 +78,7 @@ pub fn fashion_mnist(source: &Path, out: &Path, limit: usize) -> Result<(usize, 
                 .join(split)
                 .join(FASHION_MNIST_CLASSES[labels[i] as usize % 10])
                 .join(format!("{i:05}.png"));
-            img.save(&p)
-                .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
+            crate::imaging::png::save_png(&p, &img)
         })?;
         counts[k] = n;
     }

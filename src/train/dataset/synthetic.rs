@@ -58,8 +58,6 @@ pub fn synthetic(out: &Path, classes: usize, per_class: usize, side: u32, seed: 
             .join(format!("{}-{}", class, names[class % names.len()]));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let p = dir.join(format!("{k:04}.png"));
-        synthetic_image(class, side, &mut rng)
-            .save(&p)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
+        crate::imaging::png::save_png(&p, &synthetic_image(class, side, &mut rng))
     })
 }
