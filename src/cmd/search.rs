@@ -29,7 +29,7 @@ pub struct IndexArgs {
     /// Model to embed with (default: the index's own, else models/default.onnx in fc7's home).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Images per inference batch (default 32 on CPU, 256 on CUDA).
+    /// Images per inference batch (default 256 on CUDA; on the CPU 32 at 224 px, up to 128 for smaller inputs).
     #[arg(long)]
     batch: Option<usize>,
     /// Skip paths matching this glob (relative to the folder, or absolute); repeatable.

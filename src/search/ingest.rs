@@ -263,9 +263,7 @@ pub fn run(
             progress.note(&format!("running on the CPU: {why}"));
         }
         sum.provider = Some(embedder.provider.to_string());
-        let batch = opts
-            .batch
-            .unwrap_or(if embedder.provider == "CUDA" { 256 } else { 32 });
+        let batch = opts.batch.unwrap_or_else(|| embedder.default_batch());
         progress.start(work.len() as u64);
         pipeline(
             store,

@@ -120,10 +120,7 @@ pub fn run(pg: &PgIndex, r: &PgRun) -> Result<Summary> {
             r.progress.note(&format!("running on the CPU: {why}"));
         }
         sum.provider = Some(embedder.provider.to_string());
-        let batch = r
-            .opts
-            .batch
-            .unwrap_or(if embedder.provider == "CUDA" { 256 } else { 32 });
+        let batch = r.opts.batch.unwrap_or_else(|| embedder.default_batch());
         r.progress.start(todo.len() as u64);
         let mut w = write::Writer::new(pg, &mut embedder, &mut sum, r.progress);
         embed_all(&mut w, todo, batch, r)?
