@@ -40,7 +40,11 @@ fn orthonormalise(m: &mut [f32], dim: usize) {
         let (done, rest) = m.split_at_mut(i * dim);
         let row = &mut rest[..dim];
         unit(row);
-        for _ in 0..if i > 0 { 8 } else { 0 } {
+        if i == 0 {
+            continue;
+        }
+        // Twice is enough for independent rows; a dependent one needs a few more passes.
+        for _ in 0..8 {
             // −(row · done): [1, i]
             let p: Vec<f32> = dot_rows(row, done, dim).iter().map(|x| -x).collect();
             matmul(Mat::new(&p, 1, i), Mat::new(done, i, dim), row, true, false);
