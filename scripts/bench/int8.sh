@@ -42,7 +42,13 @@ echo "## 2. int8 against fp32"
 $bench agree-models "$w/m.onnx" "$w/m-int8.onnx" "$w/mixed" 212 6
 
 echo "## 3. indexing $(find "$w/mixed" -type f | wc -l) mixed photos (1-12 MP) end to end, 3 rounds alternating"
-secs() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -1; }
+# Wall seconds of a command; a failing command stops the script (set -e) instead of timing.
+secs() {
+  local out
+  out=$({ /usr/bin/time -f %e "$@" >/dev/null; } 2>&1) || { echo "$out" >&2; return 1; }
+  echo "${out##*$'\n'}"
+}
+: >"$w/times" # an interrupted earlier run leaves no rounds behind
 for round in 1 2 3; do
   for m in m m-int8; do
     rm -rf "$w/idx-$m"
