@@ -117,11 +117,11 @@ pub struct ExemplarArgs {
     /// Learn from an unlabelled folder by instance discrimination (Wu et al. 2018): every
     /// image is its own class, told apart through a 128-d normalised embedding head on fc7
     /// (dropped at export) against a memory bank of every image's last embedding, so a step
-    /// costs the same for 1,000 images or 1,000,000, and all of them are trained on. Stronger
-    /// views than --exemplar's, two of each image a step; 20 epochs (quick), 100 (paper).
+    /// costs the same for 1,000 images or 1,000,000, and all of them are trained on.
+    /// --exemplar's views, two of each image a step; 20 epochs (quick), 100 (paper).
     #[arg(long, group = "unlabelled", conflicts_with = "exemplar")]
     pub self_supervised: bool,
-    /// Self-supervised: τ, the temperature of the scores (default 0.2).
+    /// Self-supervised: τ, the temperature of the scores (default 0.1).
     #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
     pub temperature: Option<f32>,
     /// Self-supervised: the share of a bank row kept when its image is seen again (default 0.5).
