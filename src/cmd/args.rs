@@ -155,6 +155,10 @@ pub struct ExemplarArgs {
     /// Brightness shifts drawn from ±B of the full range (default 0.05).
     #[arg(long, requires = "unlabelled")]
     pub brightness: Option<f32>,
+    /// Gain (exposure) factors drawn from [1/G, G], every channel scaled about black, as a
+    /// brighter photo is (default 1: none).
+    #[arg(long, requires = "unlabelled")]
+    pub gain: Option<f32>,
     /// Views an epoch shows at least: each surrogate is shown ⌈N / surrogates⌉ times (default 8000).
     #[arg(long, requires = "unlabelled")]
     pub epoch_views: Option<usize>,
@@ -193,6 +197,7 @@ impl ExemplarArgs {
         set(self.saturation, &mut ex.saturation);
         set(self.hue, &mut ex.hue);
         set(self.brightness, &mut ex.brightness);
+        set(self.gain, &mut ex.gain);
         Some(ex)
     }
 }

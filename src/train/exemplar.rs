@@ -27,6 +27,10 @@ pub struct Exemplar {
     pub hue: f32,
     /// Brightness shifts uniformly from ±brightness of the full range.
     pub brightness: f32,
+    /// Gain (exposure) factors log-uniformly from [1/gain, gain]: every channel scaled about
+    /// black, which moves the mean as a brighter photo does (contrast keeps the mean).
+    #[serde(default = "no_gain")]
+    pub gain: f32,
     /// Views in an epoch, at least: fewer surrogates are each shown several times an epoch,
     /// so that epochs (validation, checkpoints, the schedule) keep a useful length.
     #[serde(default = "default_epoch_views")]
@@ -35,6 +39,10 @@ pub struct Exemplar {
 
 fn default_epoch_views() -> usize {
     8000
+}
+
+fn no_gain() -> f32 {
+    1.0
 }
 
 impl Default for Exemplar {
@@ -52,6 +60,7 @@ impl Default for Exemplar {
             saturation: 1.3,
             hue: 0.03,
             brightness: 0.05,
+            gain: no_gain(),
             epoch_views: default_epoch_views(),
         }
     }
@@ -92,6 +101,7 @@ impl Exemplar {
                 (0.0..=1.0).contains(&self.brightness),
                 "--brightness must be in [0, 1]",
             ),
+            ((1.0..=4.0).contains(&self.gain), "--gain must be in [1, 4]"),
         ];
         crate::error::first_refusal(&checks)
     }
@@ -110,6 +120,8 @@ pub struct View {
     pub hue: f32,
     /// Fraction of the full range.
     pub brightness: f32,
+    /// Factor on every channel, about black.
+    pub gain: f32,
 }
 
 impl View {
@@ -122,6 +134,7 @@ impl View {
             saturation: 1.0,
             hue: 0.0,
             brightness: 0.0,
+            gain: 1.0,
         }
     }
 }
@@ -160,6 +173,8 @@ pub fn random_view(rng: &mut impl Rng, side: usize, crop: usize, ex: &Exemplar) 
         saturation: log_uniform(rng, ex.saturation),
         hue: symmetric(rng, ex.hue),
         brightness: symmetric(rng, ex.brightness),
+        // Drawn last, and not at all for gain 1: the views of runs without it are unchanged.
+        gain: log_uniform(rng, ex.gain),
     }
 }
 
@@ -234,11 +249,14 @@ pub fn render(image: &[u8], side: usize, crop: usize, view: &View, out: &mut [u8
         }
     }
     let mean = mean.map(|m| m / plane as f32);
-    // p' = C·(k·p + (1 − k)·mean) + 255·b, with C the saturation-and-hue matrix.
+    // p' = g·C·(k·p + (1 − k)·mean) + 255·b, with C the saturation-and-hue matrix.
     let cm = colour_matrix(view.saturation, view.hue);
-    let k = view.contrast;
+    let k = view.contrast * view.gain;
     let offset: [f32; 3] = std::array::from_fn(|i| {
-        (0..3).map(|j| cm[i][j] * (1.0 - k) * mean[j]).sum::<f32>() + 255.0 * view.brightness
+        (0..3)
+            .map(|j| cm[i][j] * (view.gain - k) * mean[j])
+            .sum::<f32>()
+            + 255.0 * view.brightness
     });
     for i in 0..plane {
         let p = [rgb[i], rgb[plane + i], rgb[2 * plane + i]];
@@ -335,6 +353,19 @@ mod tests {
         render(&image, side, side, &view(|v| v.brightness = 0.2), &mut out);
         assert_eq!(planar(&out, 1), [191, 191, 191]);
         assert_eq!(planar(&out, 2), [251, 101, 101]);
+        // Gain scales about black, moving the mean: (60, 60, 60) → 78, (200, 50, 50) → (255, 65, 65).
+        render(&image, side, side, &view(|v| v.gain = 1.3), &mut out);
+        assert_eq!(planar(&out, 0), [78, 78, 78]);
+        assert_eq!(planar(&out, 2), [255, 65, 65]);
+        // With contrast 0.5 as well: halfway to the mean, then scaled: (80, 70, _) × 1.3.
+        render(
+            &image,
+            side,
+            side,
+            &view(|v| (v.gain, v.contrast) = (1.3, 0.5)),
+            &mut out,
+        );
+        assert_eq!(planar(&out, 0)[..2], [104, 91]);
     }
 
     #[test]
@@ -364,5 +395,23 @@ mod tests {
         let a = held_out_view(7, 5, 72, 63, &ex);
         assert_eq!(a, held_out_view(7, 5, 72, 63, &ex));
         assert_ne!(a, held_out_view(7, 6, 72, 63, &ex));
+        // A gain is drawn last and only when asked for: the other fields are those of the same
+        // seed without it, so runs without --gain keep their views.
+        let lit = Exemplar { gain: 1.5, ..ex };
+        let plain = Exemplar {
+            gain: 1.0,
+            ..lit.clone()
+        };
+        let mut r = [5, 5].map(rand::rngs::StdRng::seed_from_u64);
+        let (a, b) = (
+            random_view(&mut r[0], 72, 63, &plain),
+            random_view(&mut r[1], 72, 63, &lit),
+        );
+        assert_eq!(a.gain, 1.0);
+        assert!(
+            (1.0 / 1.5..=1.5).contains(&b.gain) && b.gain != 1.0,
+            "{b:?}"
+        );
+        assert_eq!(View { gain: 1.0, ..b }, a);
     }
 }
