@@ -397,14 +397,13 @@ mod tests {
         assert_ne!(a, held_out_view(7, 6, 72, 63, &ex));
         // A gain is drawn last and only when asked for: the other fields are those of the same
         // seed without it, so runs without --gain keep their views.
-        let lit = Exemplar { gain: 1.5, ..ex };
-        let plain = Exemplar {
-            gain: 1.0,
-            ..lit.clone()
+        let lit = Exemplar {
+            gain: 1.5,
+            ..ex.clone()
         };
         let mut r = [5, 5].map(rand::rngs::StdRng::seed_from_u64);
         let (a, b) = (
-            random_view(&mut r[0], 72, 63, &plain),
+            random_view(&mut r[0], 72, 63, &ex),
             random_view(&mut r[1], 72, 63, &lit),
         );
         assert_eq!(a.gain, 1.0);
