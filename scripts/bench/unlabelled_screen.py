@@ -48,9 +48,10 @@ class Net(nn.Module):
         h = s.fc7(x)
         return s.h(h) if s.h is not None else h
 
-def fc7_of(net, X):
+def fc7_of(net, X, prepare=up):  # centre 63x63 crops; X u8 images, or upscaled with prepare=None
+    prepare = prepare or (lambda x: x)
     with torch.no_grad():
-        return torch.cat([net.fc7(up(X[i:i + 500])[:, :, 4:67, 4:67]) for i in range(0, len(X), 500)])
+        return torch.cat([net.fc7(prepare(X[i:i + 500])[:, :, 4:67, 4:67]) for i in range(0, len(X), 500)])
 
 def precision6(ftr, fte):
     d = (fte * fte).sum(1, keepdim=True) - 2 * fte @ ftr.T + (ftr * ftr).sum(1)
@@ -101,7 +102,7 @@ def instance_loss(net, U, idx, bank, nbrs, a):
 
 def kmeans_labels(net, U, k):
     with torch.no_grad():
-        f = torch.cat([net.fc7(U[i:i + 500, :, 4:67, 4:67]) for i in range(0, len(U), 500)])
+        f = fc7_of(net, U, prepare=None)
         f = f - f.mean(0); _, s, v = torch.pca_lowrank(f, q=64, center=False)
         p = F.normalize(f @ v / s, dim=1); c = p[torch.randperm(len(p))[:k]].clone()
         for _ in range(20):
