@@ -147,8 +147,11 @@ pub fn session(
 }
 
 /// Removes the entries this one replaces: those of the same model file (recorded in each
-/// entry's `source`) or the same model hash, made for another model version, runtime or machine.
+/// entry's `source`) or the same model hash, made for another model version, runtime or machine;
+/// and those whose model file is gone (a deleted or temporary model's 200 MB would otherwise stay
+/// for good: a moved model pays one optimisation again).
 fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
+    use std::os::unix::ffi::OsStrExt;
     let prefix = &sha256[..16.min(sha256.len())];
     let source = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
     let Ok(dir) = std::fs::read_dir(root) else {
@@ -156,10 +159,13 @@ fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let same_file = std::fs::read(e.path().join(SOURCE))
-            .is_ok_and(|s| s == source.as_os_str().as_encoded_bytes());
+        let recorded = std::fs::read(e.path().join(SOURCE)).ok();
+        let same_file = recorded
+            .as_ref()
+            .is_some_and(|s| s == source.as_os_str().as_encoded_bytes());
+        let orphan = recorded.is_some_and(|s| !Path::new(std::ffi::OsStr::from_bytes(&s)).exists());
         let abandoned = name.starts_with('.') && !saver_alive(&name);
-        let replaced = (name.starts_with(prefix) || same_file) && !name.starts_with('.');
+        let replaced = (name.starts_with(prefix) || same_file || orphan) && !name.starts_with('.');
         if (replaced && e.path() != keep) || abandoned {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -190,5 +196,45 @@ mod tests {
             assert_ne!(base, other);
         }
         assert_eq!(base, entry_name("ab12", "1.31.1 commit x", "CPU", "avx2"));
+    }
+
+    #[test]
+    fn pruning_drops_entries_of_replaced_and_deleted_models_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, models) = (d.path().join("cache"), d.path().join("models"));
+        std::fs::create_dir_all(&models).unwrap();
+        let entry = |name: &str, source: &Path| {
+            std::fs::create_dir_all(root.join(name)).unwrap();
+            std::fs::write(root.join(name).join(GRAPH), b"g").unwrap();
+            std::fs::write(
+                root.join(name).join(SOURCE),
+                source.as_os_str().as_encoded_bytes(),
+            )
+            .unwrap();
+        };
+        let (this, other, gone) = (
+            models.join("a.onnx"),
+            models.join("b.onnx"),
+            models.join("c.onnx"),
+        );
+        std::fs::write(&this, b"a").unwrap();
+        std::fs::write(&other, b"b").unwrap();
+        let this = std::fs::canonicalize(&this).unwrap();
+        let other = std::fs::canonicalize(&other).unwrap();
+        entry("aaaa-new", &this);
+        entry("9999-old-version-of-a", &this);
+        entry("bbbb-1", &other);
+        entry(
+            "cccc-1",
+            &std::fs::canonicalize(&models).unwrap().join("c.onnx"),
+        );
+        assert!(!gone.exists());
+        prune(&root, &this, "aaaa", &root.join("aaaa-new"));
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["aaaa-new", "bbbb-1"]);
     }
 }
