@@ -14,6 +14,8 @@ images (this replica: raw pixels 0.817, untrained network 0.738; fc7's own eval:
   cluster    k-means of PCA-whitened fc7 into --k clusters each epoch as labels (DeepCluster,
              Caron et al. 2018)
   supervised the labels themselves (the ceiling on these 8,000 images)
+--bn puts batch normalisation after every convolution and fc6/fc7 in place of LRN (foldable
+into the weights at export; screened 2026-12-04: 0.732 at 6 epochs, no better than without).
 Usage: python3 scripts/bench/unlabelled_screen.py --mode instance --epochs 4 [...]
 (~45 s an epoch of 16,000 views on 2 cores, ~40 s a Figure 4; needs torch and numpy.)
 """
@@ -31,19 +33,25 @@ def up(x):  # [N, 28, 28] u8 -> [N, 1, 72, 72] in [-1, 1]
     return F.interpolate(t, size=72, mode='bilinear', align_corners=False)
 
 class Net(nn.Module):
-    def __init__(s, out):
+    def __init__(s, out, bn=False):
         super().__init__()
         lrn = lambda: nn.LocalResponseNorm(5, 5e-4, 0.75, 2)
-        s.c = nn.Sequential(nn.Conv2d(1, 32, 11, 4, 2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
-                            nn.Conv2d(32, 64, 5, 1, 2, groups=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
-                            nn.Conv2d(64, 96, 3, 1, 1), nn.ReLU(), nn.Conv2d(96, 96, 3, 1, 1, groups=2), nn.ReLU(),
-                            nn.Conv2d(96, 64, 3, 1, 1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2))
+        # --bn: batch normalisation after every convolution and fc6/fc7 (foldable into their
+        # weights at export), in place of LRN
+        n2 = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
+        n1 = (lambda c: nn.BatchNorm1d(c)) if bn else (lambda c: nn.Identity())
+        l = (lambda: nn.Identity()) if bn else lrn
+        s.c = nn.Sequential(nn.Conv2d(1, 32, 11, 4, 2), n2(32), nn.ReLU(), l(), nn.MaxPool2d(3, 2),
+                            nn.Conv2d(32, 64, 5, 1, 2, groups=2), n2(64), nn.ReLU(), l(), nn.MaxPool2d(3, 2),
+                            nn.Conv2d(64, 96, 3, 1, 1), n2(96), nn.ReLU(), nn.Conv2d(96, 96, 3, 1, 1, groups=2), n2(96), nn.ReLU(),
+                            nn.Conv2d(96, 64, 3, 1, 1, groups=2), n2(64), nn.ReLU(), nn.MaxPool2d(3, 2))
         s.f6, s.f7 = nn.Linear(64, 4096), nn.Linear(4096, 4096)
+        s.n6, s.n7 = n1(4096), n1(4096)
         s.h = nn.Linear(4096, out) if out else None
         for m in s.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity='relu'); nn.init.zeros_(m.bias)
-    def fc7(s, x): return F.relu(s.f7(F.relu(s.f6(s.c(x).flatten(1)))))
+    def fc7(s, x): return F.relu(s.n7(s.f7(F.relu(s.n6(s.f6(s.c(x).flatten(1)))))))
     def forward(s, x):
         h = s.fc7(x)
         return s.h(h) if s.h is not None else h
@@ -118,13 +126,13 @@ def main():
     ap.add_argument('--epochs', type=int, default=4); ap.add_argument('--lr', type=float, default=0.01)
     ap.add_argument('--tau', type=float, default=0.2); ap.add_argument('--head', type=int, default=128)
     ap.add_argument('--mlp', type=int, default=0); ap.add_argument('--nn', type=int, default=0)
-    ap.add_argument('--k', type=int, default=100)
+    ap.add_argument('--k', type=int, default=100); ap.add_argument('--bn', action='store_true')
     for f, d in [('translate', 0.1), ('zoom', 1.2), ('rotate', 10.0), ('contrast', 1.3), ('bright', 0.0), ('gamma', 1.0), ('blur', 0.0)]:
         ap.add_argument('--' + f, type=float, default=d)
     a = ap.parse_args(); print(a, flush=True)
     U = up(Xtr[:8000]); N = len(U); yl = torch.from_numpy(Ytr[:N].astype(np.int64))
     out = {'instance': a.head, 'rot': 4, 'cluster': a.k, 'supervised': 10}[a.mode]
-    net = Net(out)
+    net = Net(out, a.bn)
     if a.mlp:
         net.h = nn.Sequential(nn.Linear(4096, a.mlp), nn.BatchNorm1d(a.mlp), nn.ReLU(), nn.Linear(a.mlp, a.head))
     opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4)
