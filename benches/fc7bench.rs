@@ -1,7 +1,9 @@
 //! Benchmarks for BENCHMARKS.md (run through scripts/bench/cpu.sh, not as timed tests):
 //!   make-photos DIR N W H      synthetic textured "photos" as JPEGs (parallel)
 //!   extract MODEL DEVICE BATCH ITERS [plain]   pure fc7 inference images/s, input prepared
-//!                              once (plain: no IO binding, which CUDA otherwise uses)
+//!                              once (plain: no IO binding, which CUDA otherwise uses;
+//!                              FC7BENCH_PLAIN_LRN=1: the exported graph's LRN, not fc7's operator)
+//!   lrn ITERS                  fc7's LRN operator's loops on one thread, NCHW and NHWC
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   agree-models A B DIR N K   model B against model A (e.g. int8 against fp32) on N images
 //!                              spread over DIR: relative fc7 error, recall@K of exact neighbours
@@ -93,9 +95,11 @@ fn open(model: &Path, device: &str) -> Embedder {
 }
 
 fn open_with(model: &Path, device: &str, io_binding: Option<bool>) -> Embedder {
+    // FC7BENCH_PLAIN_LRN=1: the exported graph's LRN, for comparing with fc7's operator
     let opts = EmbedOptions {
         device: device.parse().unwrap(),
         io_binding,
+        fused_lrn: std::env::var_os("FC7BENCH_PLAIN_LRN").is_none(),
         ..Default::default()
     };
     let e = Embedder::open(model, &opts).unwrap_or_else(|e| panic!("{e}"));
@@ -545,6 +549,33 @@ fn train_profile(preset: &str, batch: usize, iters: usize, classes: usize) {
     }
 }
 
+/// fc7's LRN loops (`infer::lrn`) on one thread over the paper network's first LRN at batch 32.
+fn lrn(iters: usize) {
+    use fc7::infer::lrn::{normalise, LrnParams};
+    let p = LrnParams {
+        size: 5,
+        alpha: 1e-4,
+        beta: 0.75,
+        bias: 2.0,
+    };
+    let (n, c, hw) = (32, 96, 55 * 55);
+    let x: Vec<f32> = (0..n * c * hw).map(|i| (i % 97) as f32 * 0.3).collect();
+    let mut y = vec![0.0; x.len()];
+    for (layout, inner) in [("NCHW", hw), ("NHWC", 1)] {
+        normalise(&x, &mut y, c, inner, &p);
+        let t = Instant::now();
+        for _ in 0..iters {
+            normalise(&x, &mut y, c, inner, &p);
+        }
+        let s = t.elapsed().as_secs_f64() / iters as f64;
+        let gb = 8.0 * x.len() as f64 / s / 1e9;
+        println!(
+            "lrn {layout} [32, 96, 55, 55], one thread: {:.2} ms ({gb:.1} GB/s in + out)",
+            s * 1e3
+        );
+    }
+}
+
 fn main() {
     let a: Vec<String> = std::env::args()
         .skip(1)
@@ -561,6 +592,7 @@ fn main() {
             n(4),
             a.get(5).is_some_and(|m| m == "plain"),
         ),
+        Some("lrn") => lrn(n(1)),
         Some("agree") => agree(&p(1), &p(2), n(3)),
         Some("agree-models") => agree_models(&p(1), &p(2), &p(3), n(4), n(5)),
         Some("decode") => decode(&p(1), n(2)),

@@ -68,8 +68,16 @@ fn load(builder: SessionBuilder, entry: &Path) -> std::result::Result<Session, S
         .map_err(|e| e.to_string())
 }
 
+/// Makes a session from a builder: `model`'s graph, or the form of it the caller runs.
+pub type Commit<'a> = &'a dyn Fn(SessionBuilder) -> Result<Session>;
+
 /// Optimises `model`, saving the result in a fresh folder that becomes `entry` when complete.
-fn save(builder: SessionBuilder, model: &Path, entry: &Path) -> Result<(Session, Prepared)> {
+fn save(
+    builder: SessionBuilder,
+    model: &Path,
+    commit: Commit,
+    entry: &Path,
+) -> Result<(Session, Prepared)> {
     let parent = entry.parent().expect("entry has a parent");
     static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -80,14 +88,11 @@ fn save(builder: SessionBuilder, model: &Path, entry: &Path) -> Result<(Session,
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     if let Err(e) = std::fs::create_dir_all(&tmp) {
-        let mut b = builder;
-        let s = b
-            .commit_from_file(model)
-            .map_err(|e| runtime_error(model, e))?;
+        let s = commit(builder)?;
         return Ok((s, Prepared::Uncached(format!("{}: {e}", tmp.display()))));
     }
     let rt = |e: ort::Error| runtime_error(model, e);
-    let mut b = builder
+    let b = builder
         .with_optimized_model_path(tmp.join(GRAPH))
         .map_err(|e| rt(e.into()))?
         .with_config_entry(
@@ -100,7 +105,7 @@ fn save(builder: SessionBuilder, model: &Path, entry: &Path) -> Result<(Session,
             "1024",
         )
         .map_err(|e| rt(e.into()))?;
-    let session = b.commit_from_file(model).map_err(rt)?;
+    let session = commit(b)?;
     let source = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
     let _ = std::fs::write(tmp.join(SOURCE), source.as_os_str().as_encoded_bytes());
     let done = tmp.join(GRAPH).is_file() && std::fs::rename(&tmp, entry).is_ok();
@@ -112,23 +117,31 @@ fn save(builder: SessionBuilder, model: &Path, entry: &Path) -> Result<(Session,
     Ok((session, Prepared::Saved))
 }
 
+/// Commits `model`'s file as it is.
+pub fn from_file(model: &Path) -> impl Fn(SessionBuilder) -> Result<Session> + '_ {
+    move |mut b: SessionBuilder| {
+        b.commit_from_file(model)
+            .map_err(|e| runtime_error(model, e))
+    }
+}
+
 /// A session for `model` (SHA-256 `sha256`) on `provider`, through the cache at `root` when
-/// given. `builder` makes a builder with the provider and threads already set.
+/// given. `builder` makes a builder with the provider and threads already set; `commit` makes
+/// the session from one (`from_file`, or a rewritten graph: `provider` names the form, so each
+/// form has its own entries).
 pub fn session(
     root: Option<&Path>,
     model: &Path,
     sha256: &str,
     provider: &str,
     builder: &dyn Fn() -> Result<SessionBuilder>,
+    commit: Commit,
 ) -> Result<(Session, Prepared)> {
     let Some(root) = root else {
-        let mut b = builder()?;
-        let s = b
-            .commit_from_file(model)
-            .map_err(|e| runtime_error(model, e))?;
+        let s = commit(builder()?)?;
         return Ok((s, Prepared::Uncached("cache off".into())));
     };
-    let machine = if provider == "CPU" {
+    let machine = if provider.starts_with("CPU") {
         cpu_flags()
     } else {
         String::new()
@@ -143,7 +156,7 @@ pub fn session(
         }
     }
     prune(root, model, sha256, &entry);
-    save(builder()?, model, &entry)
+    save(builder()?, model, commit, &entry)
 }
 
 /// Removes the entries this one replaces: those of the same model file (recorded in each

@@ -22,6 +22,9 @@ pub struct EmbedOptions {
     pub cache: Option<PathBuf>,
     /// Run batches through IO binding (`infer::binding`); None: with CUDA only.
     pub io_binding: Option<bool>,
+    /// On the CPU, run the LRN as fc7's own operator (`infer::lrn`) instead of the exported
+    /// graph's standard operators; off only to compare the two.
+    pub fused_lrn: bool,
 }
 
 impl Default for EmbedOptions {
@@ -32,6 +35,7 @@ impl Default for EmbedOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache: Some(crate::util::fs::cache_dir().join("optimized")),
             io_binding: None,
+            fused_lrn: true,
         }
     }
 }
@@ -58,7 +62,7 @@ pub struct Embedder {
     staging: Option<Staging>,
 }
 
-fn builder(threads: usize) -> Result<ort::session::builder::SessionBuilder> {
+fn builder(threads: usize, cpu: bool) -> Result<ort::session::builder::SessionBuilder> {
     let rt = |e: ort::Error| Error::Runtime(e.to_string());
     let (_, env) = crate::infer::runtime::init(None, false)?;
     let b = Session::builder(&env)
@@ -71,6 +75,13 @@ fn builder(threads: usize) -> Result<ort::session::builder::SessionBuilder> {
         // nodes take their time (int8 indexing: 6-14% less CPU time without spinning).
         .with_intra_op_spinning(false)
         .map_err(|e| rt(e.into()))?;
+    // fc7's operators, for graphs rewritten to use them (and their cached optimised forms)
+    let b = match cpu {
+        true => b
+            .with_operators(crate::infer::lrn::domain().map_err(rt)?)
+            .map_err(|e| rt(e.into()))?,
+        false => b,
+    };
     // ONNX Runtime's per-node profile (JSON, prefix from the variable), for finding where time goes.
     match std::env::var_os("FC7_ORT_PROFILE") {
         Some(prefix) => b.with_profiling(prefix).map_err(|e| rt(e.into())),
@@ -86,10 +97,41 @@ fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<
 }
 
 /// A CPU session, its optimised graph from (or saved to) the cache.
+/// With `opts.fused_lrn`, the graph with fc7's LRN operator (`model::onnx::fused`) under its own
+/// cache entries; a graph that cannot be rewritten runs as it is.
 fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Session, Prepared)> {
+    use crate::infer::cache::{from_file, session};
     let threads = opts.threads;
-    let b = move || builder(threads);
-    crate::infer::cache::session(opts.cache.as_deref(), model, &m.onnx_sha256, "CPU", &b)
+    let b = move || builder(threads, true);
+    let lrn = m.architecture.lrn.filter(|_| opts.fused_lrn);
+    let Some(lrn) = lrn else {
+        return session(
+            opts.cache.as_deref(),
+            model,
+            &m.onnx_sha256,
+            "CPU",
+            &b,
+            &from_file(model),
+        );
+    };
+    let commit = |mut b: ort::session::builder::SessionBuilder| {
+        let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+        match crate::model::onnx::fused::with_fused_lrn(&bytes, &lrn) {
+            Some(fused) => b.commit_from_memory(&fused).map_err(|e| Error::Model {
+                path: model.to_path_buf(),
+                reason: format!("ONNX Runtime cannot load it with fc7's LRN: {e}"),
+            }),
+            None => from_file(model)(b),
+        }
+    };
+    session(
+        opts.cache.as_deref(),
+        model,
+        &m.onnx_sha256,
+        "CPU+fc7.Lrn",
+        &b,
+        &commit,
+    )
 }
 
 fn cuda_session(model: &Path, id: i32, threads: usize) -> Result<Session> {
@@ -97,7 +139,7 @@ fn cuda_session(model: &Path, id: i32, threads: usize) -> Result<Session> {
         .with_device_id(id)
         .build()
         .error_on_failure();
-    let b = builder(threads)?
+    let b = builder(threads, false)?
         .with_execution_providers([ep])
         .map_err(|e| Error::Runtime(format!("CUDA unavailable: {e}")))?;
     commit(b, model)

@@ -7,6 +7,7 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Conv, Lrn, Param};
 
+pub mod fused;
 mod graph;
 pub mod half;
 mod proto;

@@ -1,0 +1,212 @@
+//! The graph fc7's own CPU sessions run: the exported model (fp32 or int8) with each LRN's
+//! standard-operator spelling (square, band product, + k, two square roots, divide; see
+//! `lrn` in `mod.rs` and `qdq.rs`) replaced by one `fc7.Lrn` node (`infer::lrn`). The file on
+//! disk stays standard ONNX for every other runtime; only a graph whose LRN is exactly what
+//! fc7 writes — the band matrix and k bit for bit, nothing else reading the inner tensors — is
+//! rewritten, and anything else is left as it is.
+
+use prost::Message;
+
+use super::graph::lrn_band;
+use super::proto::*;
+use crate::model::Lrn;
+
+pub const DOMAIN: &str = "fc7";
+pub const OP: &str = "Lrn";
+const ATTR_FLOAT: i32 = 1;
+/// The inner tensors of LRN `name`, by suffix: the nodes that make them are replaced.
+const INNER: [&str; 6] = [".square", ".sum", ".den", ".sqrt", ".sqrt2", ".pow"];
+
+fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        f,
+        r#type: ATTR_FLOAT,
+        ..Default::default()
+    }
+}
+
+fn floats(t: &TensorProto) -> Vec<f32> {
+    t.raw_data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The channel axis LRN `name` sums over (1: NCHW band [C, C, 1, 1]; −1: NHWC band [C, C]), when
+/// its band and k are what fc7 writes for `l`.
+fn checked_axis(g: &GraphProto, name: &str, l: &Lrn) -> Option<i64> {
+    let init = |suffix: &str| {
+        g.initializer
+            .iter()
+            .find(|t| t.name == format!("{name}{suffix}"))
+    };
+    let (band, k) = (init(".band")?, init(".k")?);
+    let c = *band.dims.first()? as usize;
+    let axis = match band.dims.as_slice() {
+        [a, b, 1, 1] if *a == *b => 1,
+        [a, b] if *a == *b => -1,
+        _ => return None,
+    };
+    let same = |a: &[f32], b: &[f32]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    };
+    let ok = band.data_type == FLOAT
+        && same(&floats(band), &lrn_band(c, l.size, l.alpha))
+        && same(&floats(k), &vec![l.k; c]);
+    ok.then_some(axis)
+}
+
+/// Replaces LRN `name` in `g` by one `fc7.Lrn` node; false (and `g` untouched) when its shape
+/// is not exactly fc7's.
+fn fuse_one(g: &mut GraphProto, name: &str, l: &Lrn) -> bool {
+    let Some(axis) = checked_axis(g, name, l) else {
+        return false;
+    };
+    let inner: Vec<String> = INNER.iter().map(|s| format!("{name}{s}")).collect();
+    let made_here = |n: &NodeProto| n.output.iter().any(|o| o == name || inner.contains(o));
+    let Some(last) = g
+        .node
+        .iter()
+        .find(|n| n.output.first().is_some_and(|o| o == name))
+    else {
+        return false;
+    };
+    let x = last.input[0].clone();
+    let square_of_x = g.node.iter().any(|n| {
+        n.output.first() == Some(&inner[0])
+            && n.op_type == "Mul"
+            && n.input == [x.clone(), x.clone()]
+    });
+    let read_outside = g
+        .node
+        .iter()
+        .filter(|n| !made_here(n))
+        .any(|n| n.input.iter().any(|i| inner.contains(i)));
+    let is_output = g.output.iter().any(|o| inner.contains(&o.name));
+    if !square_of_x || read_outside || is_output || last.op_type != "Div" && last.op_type != "Mul" {
+        return false;
+    }
+    let at = g
+        .node
+        .iter()
+        .position(made_here)
+        .expect("the last node is made here");
+    g.node.retain(|n| !made_here(n));
+    let attribute = vec![
+        AttributeProto {
+            name: "size".into(),
+            i: l.size as i64,
+            r#type: ATTR_INT,
+            ..Default::default()
+        },
+        attr_float("alpha", l.alpha),
+        attr_float("beta", l.beta),
+        attr_float("bias", l.k),
+        AttributeProto {
+            name: "axis".into(),
+            i: axis,
+            r#type: ATTR_INT,
+            ..Default::default()
+        },
+    ];
+    g.node.insert(
+        at,
+        NodeProto {
+            input: vec![x],
+            output: vec![name.to_string()],
+            name: name.to_string(),
+            op_type: OP.into(),
+            attribute,
+            domain: DOMAIN.into(),
+        },
+    );
+    let unused = [".band", ".k", ".neg_beta"].map(|s| format!("{name}{s}"));
+    g.initializer.retain(|t| !unused.contains(&t.name));
+    true
+}
+
+/// `bytes` (a model fc7 wrote, LRN `l`) with its LRNs fused, or None when none could be.
+pub fn with_fused_lrn(bytes: &[u8], l: &Lrn) -> Option<Vec<u8>> {
+    let mut m = ModelProto::decode(bytes).ok()?;
+    if m.producer_name != "fc7" {
+        return None;
+    }
+    let g = m.graph.as_mut()?;
+    let fused = ["lrn1", "lrn2"]
+        .iter()
+        .filter(|n| fuse_one(g, n, l))
+        .count();
+    if fused == 0 {
+        return None;
+    }
+    m.opset_import.push(OperatorSetIdProto {
+        domain: DOMAIN.into(),
+        version: 1,
+    });
+    Some(m.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{init_params, AlexNetConfig, Init};
+
+    fn small() -> (AlexNetConfig, Vec<u8>) {
+        let mut c = AlexNetConfig::paper(3, 2);
+        c.input = 67;
+        c.hidden = 16;
+        let bytes = super::super::to_onnx_bytes(&c, &init_params(&c, Init::He, 5), "").unwrap();
+        (c, bytes)
+    }
+
+    fn ops(bytes: &[u8]) -> Vec<String> {
+        let m = ModelProto::decode(bytes).unwrap();
+        m.graph
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.clone())
+            .collect()
+    }
+
+    #[test]
+    fn both_lrns_become_one_node_each_and_nothing_else_changes() {
+        let (c, bytes) = small();
+        let l = c.lrn.unwrap();
+        let fused = with_fused_lrn(&bytes, &l).unwrap();
+        let (before, after) = (ops(&bytes), ops(&fused));
+        assert_eq!(after.iter().filter(|o| *o == OP).count(), 2, "{after:?}");
+        for op in ["Sqrt", "Div"] {
+            assert!(!after.iter().any(|o| o == op), "{op} left: {after:?}");
+        }
+        // 2 × (square, band conv, sqrt, sqrt, product, divide) became 2 nodes
+        assert_eq!(before.len() - after.len(), 2 * 6 - 2);
+        assert_eq!(
+            before.iter().filter(|o| *o == "Conv").count() - 2,
+            after.iter().filter(|o| *o == "Conv").count()
+        );
+        let m = ModelProto::decode(fused.as_slice()).unwrap();
+        assert!(m.opset_import.iter().any(|o| o.domain == DOMAIN));
+        assert!(!m
+            .graph
+            .unwrap()
+            .initializer
+            .iter()
+            .any(|t| t.name.ends_with(".band")));
+    }
+
+    #[test]
+    fn another_band_or_constant_is_left_alone() {
+        let (c, bytes) = small();
+        let mut l = c.lrn.unwrap();
+        l.alpha *= 2.0;
+        assert!(with_fused_lrn(&bytes, &l).is_none());
+        let mut l = c.lrn.unwrap();
+        l.k += 1.0;
+        assert!(with_fused_lrn(&bytes, &l).is_none());
+        let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+        m.producer_name = "pytorch".into();
+        assert!(with_fused_lrn(&m.encode_to_vec(), &c.lrn.unwrap()).is_none());
+    }
+}
