@@ -128,7 +128,7 @@ fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Sessi
         opts.cache.as_deref(),
         model,
         &m.onnx_sha256,
-        "CPU+fc7.Lrn",
+        &format!("CPU+fc7.Lrn/{}", crate::model::onnx::fused::VERSION),
         &b,
         &commit,
     )

@@ -162,23 +162,28 @@ impl Operator for LrnOp {
     }
 
     fn create_kernel<'attr>(&self, k: &KernelContext<'attr>) -> ort::Result<BoxedKernel<'attr>> {
-        let attr = |name: &str| {
-            k.get::<f32>(name)
-                .ok_or_else(|| ort::Error::new(format!("fc7.Lrn needs the attribute '{name}'")))
-        };
-        let size = k.get::<i64>("size").unwrap_or(0);
-        if size < 1 || size % 2 == 0 {
-            return Err(ort::Error::new("fc7.Lrn needs an odd 'size'"));
-        }
-        let p = LrnParams {
-            size: size as usize,
-            alpha: attr("alpha")?,
-            beta: attr("beta")?,
-            bias: attr("bias")?,
-        };
+        let p = params(k)?;
         let axis = k.get::<i64>("axis").unwrap_or(1);
         Ok(Box::new(LrnKernel { p, axis }))
     }
+}
+
+/// The LRN's constants from a node's attributes (`size`, `alpha`, `beta`, `bias`).
+pub(crate) fn params(k: &KernelContext) -> ort::Result<LrnParams> {
+    let attr = |name: &str| {
+        k.get::<f32>(name)
+            .ok_or_else(|| ort::Error::new(format!("fc7's LRN needs the attribute '{name}'")))
+    };
+    let size = k.get::<i64>("size").unwrap_or(0);
+    if size < 1 || size % 2 == 0 {
+        return Err(ort::Error::new("fc7's LRN needs an odd 'size'"));
+    }
+    Ok(LrnParams {
+        size: size as usize,
+        alpha: attr("alpha")?,
+        beta: attr("beta")?,
+        bias: attr("bias")?,
+    })
 }
 
 struct LrnKernel {
@@ -218,7 +223,9 @@ impl Kernel for LrnKernel {
 
 /// The domain a CPU session registers so that rewritten (and cached) graphs load.
 pub fn domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(LrnOp)
+    OperatorDomain::new(DOMAIN)?
+        .add(LrnOp)?
+        .add(crate::infer::qlrn::QLrnOp)
 }
 
 #[cfg(test)]

@@ -8,5 +8,6 @@ pub mod binding;
 pub mod cache;
 pub mod embed;
 pub mod lrn;
+pub mod qlrn;
 pub mod quantize;
 pub mod runtime;

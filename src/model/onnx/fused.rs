@@ -13,6 +13,11 @@ use crate::model::Lrn;
 
 pub const DOMAIN: &str = "fc7";
 pub const OP: &str = "Lrn";
+/// The 8-bit form: DequantizeLinear → Relu → Lrn → QuantizeLinear as one node.
+pub const QOP: &str = "QLrn";
+/// The rewrite's version: part of the cache key of a rewritten graph's optimised form, so that
+/// a changed rewrite never meets the graph an older one saved.
+pub const VERSION: u32 = 2;
 const ATTR_FLOAT: i32 = 1;
 /// The inner tensors of LRN `name`, by suffix: the nodes that make them are replaced.
 const INNER: [&str; 6] = [".square", ".sum", ".den", ".sqrt", ".sqrt2", ".pow"];
@@ -126,6 +131,61 @@ fn fuse_one(g: &mut GraphProto, name: &str, l: &Lrn) -> bool {
     true
 }
 
+/// In an int8 graph, folds the DequantizeLinear → Relu before the fused LRN `name` and the
+/// QuantizeLinear after it into one `fc7.QLrn` node (uint8 in and out); false when the chain is
+/// not exactly that, or an inner tensor has another reader.
+fn fuse_quantized(g: &mut GraphProto, name: &str) -> bool {
+    let made = |out: &str| {
+        g.node
+            .iter()
+            .position(|n| n.output.first().is_some_and(|o| o == out))
+    };
+    let readers = |t: &str| {
+        g.node
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == t))
+            .count()
+    };
+    let Some(lrn) = made(name).filter(|&i| g.node[i].op_type == OP) else {
+        return false;
+    };
+    let relu_out = g.node[lrn].input[0].clone();
+    let Some(relu) = made(&relu_out).filter(|&i| g.node[i].op_type == "Relu") else {
+        return false;
+    };
+    let dq_out = g.node[relu].input[0].clone();
+    let Some(dq) = made(&dq_out).filter(|&i| g.node[i].op_type == "DequantizeLinear") else {
+        return false;
+    };
+    let q = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "QuantizeLinear" && n.input.first().is_some_and(|i| i == name));
+    let Some(q) = q else {
+        return false;
+    };
+    let inner = [dq_out.as_str(), relu_out.as_str(), name];
+    let private = inner
+        .iter()
+        .all(|t| readers(t) == 1 && !g.output.iter().any(|o| o.name == *t));
+    if !private || g.node[dq].input.len() != 3 || g.node[q].input.len() != 3 {
+        return false;
+    }
+    let mut node = g.node[lrn].clone();
+    node.op_type = QOP.into();
+    node.input = [g.node[dq].input.clone(), g.node[q].input[1..].to_vec()].concat();
+    node.output = g.node[q].output.clone();
+    node.attribute.retain(|a| a.name != "axis");
+    let gone = [dq, relu, lrn, q];
+    let mut i = 0;
+    g.node.retain(|_| {
+        i += 1;
+        !gone.contains(&(i - 1))
+    });
+    g.node.insert(dq.min(relu).min(lrn), node);
+    true
+}
+
 /// `bytes` (a model fc7 wrote, LRN `l`) with its LRNs fused, or None when none could be.
 pub fn with_fused_lrn(bytes: &[u8], l: &Lrn) -> Option<Vec<u8>> {
     let mut m = ModelProto::decode(bytes).ok()?;
@@ -137,6 +197,9 @@ pub fn with_fused_lrn(bytes: &[u8], l: &Lrn) -> Option<Vec<u8>> {
         .iter()
         .filter(|n| fuse_one(g, n, l))
         .count();
+    for n in ["lrn1", "lrn2"] {
+        fuse_quantized(g, n);
+    }
     if fused == 0 {
         return None;
     }
