@@ -259,6 +259,53 @@ mod tests {
             .any(|t| t.name.ends_with(".band")));
     }
 
+    fn int8() -> (AlexNetConfig, Vec<u8>) {
+        use crate::model::onnx::qdq::{calibration_points, to_int8_onnx_bytes, Ranges};
+        let (c, _) = small();
+        let ranges = Ranges {
+            input: (-2.0, 2.5),
+            clip: calibration_points(&c)
+                .into_iter()
+                .map(|p| (p, 3.0))
+                .collect(),
+        };
+        let p = init_params(&c, Init::He, 5);
+        (c.clone(), to_int8_onnx_bytes(&c, &p, &ranges, "").unwrap())
+    }
+
+    #[test]
+    fn int8_chains_become_one_8_bit_node_unless_shared() {
+        let (c, bytes) = int8();
+        let fused = with_fused_lrn(&bytes, &c.lrn.unwrap()).unwrap();
+        let after = ops(&fused);
+        assert_eq!(after.iter().filter(|o| *o == QOP).count(), 2, "{after:?}");
+        assert!(!after.iter().any(|o| o == OP), "{after:?}");
+        let dq = |b: &[u8]| ops(b).iter().filter(|o| *o == "DequantizeLinear").count();
+        assert_eq!(dq(&bytes) - dq(&fused), 2);
+        // a second reader of lrn1's float input keeps that chain in float
+        let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+        let g = m.graph.as_mut().unwrap();
+        let mut extra = g
+            .node
+            .iter()
+            .find(|n| n.output[0] == "lrn1.in")
+            .unwrap()
+            .clone();
+        extra.output = vec!["lrn1.in.copy".into()];
+        extra.input = vec!["lrn1.in".into()];
+        g.node.push(extra);
+        let fused = with_fused_lrn(&m.encode_to_vec(), &c.lrn.unwrap()).unwrap();
+        let after = ops(&fused);
+        assert_eq!(
+            (
+                after.iter().filter(|o| *o == QOP).count(),
+                after.iter().filter(|o| *o == OP).count()
+            ),
+            (1, 1),
+            "{after:?}"
+        );
+    }
+
     #[test]
     fn another_band_or_constant_is_left_alone() {
         let (c, bytes) = small();
