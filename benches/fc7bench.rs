@@ -3,7 +3,7 @@
 //!   extract MODEL DEVICE BATCH ITERS [plain]   pure fc7 inference images/s, input prepared
 //!                              once (plain: no IO binding, which CUDA otherwise uses;
 //!                              FC7BENCH_PLAIN_LRN=1: the exported graph's LRN, not fc7's operator)
-//!   lrn ITERS                  fc7's LRN operator's loops on one thread, NCHW and NHWC
+//!   lrn ITERS                  fc7's LRN operators' loops on one thread: NCHW, NHWC, uint8 NHWC
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   agree-models A B DIR N K   model B against model A (e.g. int8 against fp32) on N images
 //!                              spread over DIR: relative fc7 error, recall@K of exact neighbours
@@ -574,6 +574,29 @@ fn lrn(iters: usize) {
             s * 1e3
         );
     }
+    use fc7::infer::qlrn::{normalise_u8, Quant};
+    let q: Vec<u8> = (0..x.len()).map(|i| (i % 251) as u8).collect();
+    let mut out = vec![0u8; q.len()];
+    let s = (
+        Quant {
+            scale: 0.1,
+            zero: 0,
+        },
+        Quant {
+            scale: 0.05,
+            zero: 0,
+        },
+    );
+    normalise_u8(&q, &mut out, c, s, &p);
+    let t = Instant::now();
+    for _ in 0..iters {
+        normalise_u8(&q, &mut out, c, s, &p);
+    }
+    let s = t.elapsed().as_secs_f64() / iters as f64;
+    println!(
+        "qlrn NHWC uint8 [32, 55, 55, 96], one thread: {:.2} ms",
+        s * 1e3
+    );
 }
 
 fn main() {

@@ -82,10 +82,17 @@ fn dequantise(x: &[u8], f: &mut [f32], q: Quant) {
 /// QuantizeLinear to uint8: divide, clamp, round half to even, add the zero point.
 #[inline(always)]
 fn quantise(g: &[f32], y: &mut [u8], q: Quant) {
-    let (lo, hi) = (-(q.zero as f32), 255.0 - q.zero as f32);
+    let zero = q.zero as f32;
+    let (lo, hi) = (-zero, 255.0 - zero);
+    // Comparisons rather than f32::max/min, and the whole number v + zero (exact in f32, in
+    // [0, 255]) converted unchecked: the loop vectorises (with saturating conversions it ran
+    // element by element, a fifth of the operator's time). A NaN goes to lo, as before.
     y.iter_mut().zip(g).for_each(|(y, &g)| {
-        let v = (g / q.scale).max(lo).min(hi).round_ties_even();
-        *y = (v as i32 + q.zero as i32) as u8;
+        let v = g / q.scale;
+        let v = if v >= lo { v } else { lo };
+        let v = if v <= hi { v } else { hi };
+        // SAFETY: v + zero is finite and within [0, 255] after the two comparisons.
+        *y = unsafe { (v.round_ties_even() + zero).to_int_unchecked::<i32>() } as u8;
     });
 }
 
@@ -226,6 +233,47 @@ mod tests {
         normalise_u8(&[0, 22, 42], &mut y, 3, (qx, qy), &p);
         // channel 0 is 0 → the zero point; channel 2: 20 / (1 + 0.01·500)^0.75 = 5.2168 → 52 + 3
         assert_eq!(y, [3, 29, 55]);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_instruction_set_gives_the_same_bytes() {
+        // halves (ties), values past both ends, a NaN; a zero point inside the range
+        let g: Vec<f32> = (0..4000)
+            .map(|i| (i as f32 - 1000.0) * 0.025)
+            .chain([f32::NAN])
+            .collect();
+        let q = Quant {
+            scale: 0.05,
+            zero: 17,
+        };
+        let mut want = vec![0u8; g.len()];
+        quantise(&g, &mut want, q);
+        assert_eq!((want[0], want[4000], want[3999]), (0, 0, 255));
+        // 0.025 / 0.05 = 0.5 rounds to the even 0; 0.05 / 0.05 = 1; then + 17
+        assert_eq!((want[1000], want[1001], want[1002]), (17, 17, 18));
+        let x: Vec<u8> = (0..=255).collect();
+        let mut f_want = vec![0.0; 256];
+        dequantise(&x, &mut f_want, q);
+        let (mut got, mut f) = (vec![0u8; g.len()], vec![0.0; 256]);
+        if std::arch::is_x86_feature_detected!("avx2") {
+            unsafe {
+                (
+                    quantise_avx2(&g, &mut got, q),
+                    dequantise_avx2(&x, &mut f, q),
+                )
+            };
+            assert!(got == want && f == f_want);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            unsafe {
+                (
+                    quantise_avx512(&g, &mut got, q),
+                    dequantise_avx512(&x, &mut f, q),
+                )
+            };
+            assert!(got == want && f == f_want);
+        }
     }
 
     #[test]
