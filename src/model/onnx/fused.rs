@@ -9,6 +9,7 @@ use prost::Message;
 
 use super::graph::lrn_band;
 use super::proto::*;
+use super::read::floats;
 use crate::model::Lrn;
 
 pub const DOMAIN: &str = "fc7";
@@ -31,13 +32,6 @@ fn attr_float(name: &str, f: f32) -> AttributeProto {
     }
 }
 
-fn floats(t: &TensorProto) -> Vec<f32> {
-    t.raw_data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 /// The channel axis LRN `name` sums over (1: NCHW band [C, C, 1, 1]; −1: NHWC band [C, C]), when
 /// its band and k are what fc7 writes for `l`.
 fn checked_axis(g: &GraphProto, name: &str, l: &Lrn) -> Option<i64> {
@@ -56,9 +50,8 @@ fn checked_axis(g: &GraphProto, name: &str, l: &Lrn) -> Option<i64> {
     let same = |a: &[f32], b: &[f32]| {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
     };
-    let ok = band.data_type == FLOAT
-        && same(&floats(band), &lrn_band(c, l.size, l.alpha))
-        && same(&floats(k), &vec![l.k; c]);
+    let ok =
+        same(&floats(band)?, &lrn_band(c, l.size, l.alpha)) && same(&floats(k)?, &vec![l.k; c]);
     ok.then_some(axis)
 }
 

@@ -18,7 +18,8 @@ fn not_ours(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-fn floats(t: &TensorProto) -> Option<Vec<f32>> {
+/// A float tensor's values from its raw little-endian bytes; None for any other tensor.
+pub(super) fn floats(t: &TensorProto) -> Option<Vec<f32>> {
     (t.data_type == FLOAT && t.raw_data.len().is_multiple_of(4)).then(|| {
         t.raw_data
             .chunks_exact(4)
