@@ -7,7 +7,7 @@
 
 use prost::Message;
 
-use super::graph::lrn_band;
+use super::graph::{attr_float, attr_int, lrn_band};
 use super::proto::*;
 use super::read::floats;
 use crate::model::Lrn;
@@ -19,18 +19,8 @@ pub const QOP: &str = "QLrn";
 /// The rewrite's version: part of the cache key of a rewritten graph's optimised form, so that
 /// a changed rewrite never meets the graph an older one saved.
 pub const VERSION: u32 = 2;
-const ATTR_FLOAT: i32 = 1;
 /// The inner tensors of LRN `name`, by suffix: the nodes that make them are replaced.
 const INNER: [&str; 6] = [".square", ".sum", ".den", ".sqrt", ".sqrt2", ".pow"];
-
-fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        f,
-        r#type: ATTR_FLOAT,
-        ..Default::default()
-    }
-}
 
 /// The channel axis LRN `name` sums over (1: NCHW band [C, C, 1, 1]; −1: NHWC band [C, C]), when
 /// its band and k are what fc7 writes for `l`.
@@ -92,21 +82,11 @@ fn fuse_one(g: &mut GraphProto, name: &str, l: &Lrn) -> bool {
         .expect("the last node is made here");
     g.node.retain(|n| !made_here(n));
     let attribute = vec![
-        AttributeProto {
-            name: "size".into(),
-            i: l.size as i64,
-            r#type: ATTR_INT,
-            ..Default::default()
-        },
+        attr_int("size", l.size as i64),
         attr_float("alpha", l.alpha),
         attr_float("beta", l.beta),
         attr_float("bias", l.k),
-        AttributeProto {
-            name: "axis".into(),
-            i: axis,
-            r#type: ATTR_INT,
-            ..Default::default()
-        },
+        attr_int("axis", axis),
     ];
     g.node.insert(
         at,

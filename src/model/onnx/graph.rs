@@ -13,6 +13,15 @@ pub fn attr_int(name: &str, i: i64) -> AttributeProto {
     }
 }
 
+pub fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        f,
+        r#type: ATTR_FLOAT,
+        ..Default::default()
+    }
+}
+
 pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),

@@ -75,6 +75,7 @@ pub struct AttributeProto {
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
+pub const ATTR_FLOAT: i32 = 1;
 pub const ATTR_INT: i32 = 2;
 pub const ATTR_INTS: i32 = 7;
 #[derive(Clone, PartialEq, prost::Message)]
