@@ -552,12 +552,7 @@ fn train_profile(preset: &str, batch: usize, iters: usize, classes: usize) {
 /// fc7's LRN loops (`infer::lrn`) on one thread over the paper network's first LRN at batch 32.
 fn lrn(iters: usize) {
     use fc7::infer::lrn::{normalise, LrnParams};
-    let p = LrnParams {
-        size: 5,
-        alpha: 1e-4,
-        beta: 0.75,
-        bias: 2.0,
-    };
+    let p = LrnParams::from(fc7::model::Lrn::PAPER);
     let (n, c, hw) = (32, 96, 55 * 55);
     let x: Vec<f32> = (0..n * c * hw).map(|i| (i % 97) as f32 * 0.3).collect();
     let mut y = vec![0.0; x.len()];

@@ -28,6 +28,17 @@ pub struct LrnParams {
     pub bias: f32,
 }
 
+impl From<crate::model::Lrn> for LrnParams {
+    fn from(l: crate::model::Lrn) -> Self {
+        LrnParams {
+            size: l.size,
+            alpha: l.alpha,
+            beta: l.beta,
+            bias: l.k,
+        }
+    }
+}
+
 /// Columns of an NCHW plane normalised per tile: [C + 4, 1024] squares (400 KB) stay in the L2
 /// cache (256 and 64 measured 20% slower on one thread: 96 planes are read side by side).
 const TILE: usize = 1024;
@@ -205,20 +216,32 @@ impl Kernel for LrnKernel {
             .ok_or_else(|| ort::Error::new("fc7.Lrn: no output"))?;
         let (_, y) = out.try_extract_tensor_mut::<f32>()?;
         let block = (c * inner).max(1);
-        // whole blocks per work item, about 64 KB of input each, on ONNX Runtime's own threads
+        // whole blocks per work item, about 64 KB of input each
         let per = (16_384 / block).max(1) * block;
-        let items: Vec<Mutex<(&[f32], &mut [f32])>> = x
-            .chunks(per)
-            .zip(y.chunks_mut(per))
-            .map(Mutex::new)
-            .collect();
         let p = self.p;
-        ctx.par_for(items.len(), 0, |i| {
-            let mut g = items[i].lock().expect("one item per call");
-            let (x, y) = &mut *g;
-            normalise(x, y, c, inner, &p);
-        })
+        in_parallel(ctx, x, y, per, |x, y| normalise(x, y, c, inner, &p))
     }
+}
+
+/// Runs `f` on matching `per`-element chunks of `x` and `y` on ONNX Runtime's own threads (so
+/// that an operator never waits behind fc7's decoding threads).
+pub(crate) fn in_parallel<A: Sync, B: Send>(
+    ctx: &ComputeContext,
+    x: &[A],
+    y: &mut [B],
+    per: usize,
+    f: impl Fn(&[A], &mut [B]) + Sync + Send,
+) -> ort::Result<()> {
+    let items: Vec<Mutex<(&[A], &mut [B])>> = x
+        .chunks(per)
+        .zip(y.chunks_mut(per))
+        .map(Mutex::new)
+        .collect();
+    ctx.par_for(items.len(), 0, |i| {
+        let mut g = items[i].lock().expect("one item per call");
+        let (x, y) = &mut *g;
+        f(x, y)
+    })
 }
 
 /// The domain a CPU session registers so that rewritten (and cached) graphs load.
@@ -232,12 +255,9 @@ pub fn domain() -> ort::Result<OperatorDomain> {
 mod tests {
     use super::*;
 
-    const PAPER: LrnParams = LrnParams {
-        size: 5,
-        alpha: 1e-4,
-        beta: 0.75,
-        bias: 2.0,
-    };
+    fn paper() -> LrnParams {
+        crate::model::Lrn::PAPER.into()
+    }
 
     /// The LRN in f64 straight from its definition, for NCHW.
     fn reference(x: &[f32], c: usize, inner: usize, p: &LrnParams) -> Vec<f32> {
@@ -281,16 +301,16 @@ mod tests {
         // 7 channels (windows cut at both ends), 300 positions (a tile and a remainder), 2 images
         let (c, inner) = (7, 300);
         let x = input(2 * c * inner, 3);
-        let want = reference(&x, c, inner, &PAPER);
+        let want = reference(&x, c, inner, &paper());
         let mut y = vec![0.0; x.len()];
-        normalise(&x, &mut y, c, inner, &PAPER);
+        normalise(&x, &mut y, c, inner, &paper());
         assert!(worst(&y, &want) < 2e-6, "NCHW: {}", worst(&y, &want));
         // the same numbers as NHWC rows
         let nhwc: Vec<f32> = (0..2 * inner * c)
             .map(|i| x[(i / (inner * c)) * c * inner + (i % c) * inner + (i / c) % inner])
             .collect();
         let mut y2 = vec![0.0; x.len()];
-        normalise(&nhwc, &mut y2, c, 1, &PAPER);
+        normalise(&nhwc, &mut y2, c, 1, &paper());
         for (i, v) in y2.iter().enumerate() {
             let j = (i / (inner * c)) * c * inner + (i % c) * inner + (i / c) % inner;
             assert!(
@@ -299,7 +319,10 @@ mod tests {
             );
         }
         // another β takes the powf path
-        let p = LrnParams { beta: 0.6, ..PAPER };
+        let p = LrnParams {
+            beta: 0.6,
+            ..paper()
+        };
         normalise(&x, &mut y, c, inner, &p);
         assert!(worst(&y, &reference(&x, c, inner, &p)) < 2e-6);
     }
@@ -311,16 +334,16 @@ mod tests {
         let mut want = vec![0.0; x.len()];
         let mut got = vec![0.0; x.len()];
         for inner in [300, 1] {
-            normalise_any(&x, &mut want, 96, inner, &PAPER);
+            normalise_any(&x, &mut want, 96, inner, &paper());
             if std::arch::is_x86_feature_detected!("avx2") {
-                unsafe { normalise_avx2(&x, &mut got, 96, inner, &PAPER) };
+                unsafe { normalise_avx2(&x, &mut got, 96, inner, &paper()) };
                 assert!(got
                     .iter()
                     .zip(&want)
                     .all(|(a, b)| a.to_bits() == b.to_bits()));
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
-                unsafe { normalise_avx512(&x, &mut got, 96, inner, &PAPER) };
+                unsafe { normalise_avx512(&x, &mut got, 96, inner, &paper()) };
                 assert!(got
                     .iter()
                     .zip(&want)

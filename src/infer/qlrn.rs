@@ -7,14 +7,12 @@
 //! max(0, ·), `lrn::normalise` itself, then y / s′ clamped to the uint8 range, rounded half
 //! to even, + zp′.
 
-use std::sync::Mutex;
-
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
 };
 use ort::value::TensorElementType;
 
-use crate::infer::lrn::{normalise, params, LrnParams};
+use crate::infer::lrn::{in_parallel, normalise, params, LrnParams};
 use crate::model::onnx::fused::QOP;
 
 /// A uint8 tensor's float meaning: value = (q − zero)·scale.
@@ -184,30 +182,14 @@ impl Kernel for QLrnKernel {
             .ok_or_else(|| ort::Error::new("fc7.QLrn: no output"))?;
         let (_, y) = out.try_extract_tensor_mut::<u8>()?;
         let per = (4 * ROWS_FLOATS / c.max(1)).max(1) * c.max(1);
-        let items: Vec<Mutex<(&[u8], &mut [u8])>> = x
-            .chunks(per)
-            .zip(y.chunks_mut(per))
-            .map(Mutex::new)
-            .collect();
         let p = self.p;
-        ctx.par_for(items.len(), 0, |i| {
-            let mut g = items[i].lock().expect("one item per call");
-            let (x, y) = &mut *g;
-            normalise_u8(x, y, c, (qx, qy), &p);
-        })
+        in_parallel(ctx, x, y, per, |x, y| normalise_u8(x, y, c, (qx, qy), &p))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PAPER: LrnParams = LrnParams {
-        size: 5,
-        alpha: 1e-4,
-        beta: 0.75,
-        bias: 2.0,
-    };
 
     #[test]
     fn hand_values_through_dequantise_normalise_quantise() {
@@ -293,10 +275,10 @@ mod tests {
             },
         );
         let mut y = vec![0u8; x.len()];
-        normalise_u8(&x, &mut y, c, (qx, qy), &PAPER);
+        normalise_u8(&x, &mut y, c, (qx, qy), &crate::model::Lrn::PAPER.into());
         let f: Vec<f32> = x.iter().map(|&q| q as f32 * 0.2).collect();
         let mut g = vec![0.0; f.len()];
-        normalise(&f, &mut g, c, 1, &PAPER);
+        normalise(&f, &mut g, c, 1, &crate::model::Lrn::PAPER.into());
         for (i, (&q, &v)) in y.iter().zip(&g).enumerate() {
             let want = (v / 0.05).round().min(255.0);
             assert!(
