@@ -233,17 +233,13 @@ mod tests {
     }
 
     fn int8() -> (AlexNetConfig, Vec<u8>) {
-        use crate::model::onnx::qdq::{calibration_points, to_int8_onnx_bytes, Ranges};
+        use crate::model::onnx::qdq::{test_ranges, to_int8_onnx_bytes};
         let (c, _) = small();
-        let ranges = Ranges {
-            input: (-2.0, 2.5),
-            clip: calibration_points(&c)
-                .into_iter()
-                .map(|p| (p, 3.0))
-                .collect(),
-        };
         let p = init_params(&c, Init::He, 5);
-        (c.clone(), to_int8_onnx_bytes(&c, &p, &ranges, "").unwrap())
+        (
+            c.clone(),
+            to_int8_onnx_bytes(&c, &p, &test_ranges(&c), "").unwrap(),
+        )
     }
 
     #[test]

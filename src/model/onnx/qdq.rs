@@ -284,6 +284,18 @@ pub fn to_int8_onnx_bytes(
     Ok(super::model(b, Vec::new(), config, doc, &[]).encode_to_vec())
 }
 
+/// Ranges for tests: the input in [−2, 2.5], every activation clipped at 3.
+#[cfg(test)]
+pub(crate) fn test_ranges(config: &AlexNetConfig) -> Ranges {
+    Ranges {
+        input: (-2.0, 2.5),
+        clip: calibration_points(config)
+            .into_iter()
+            .map(|p| (p, 3.0))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,13 +322,7 @@ mod tests {
         c.input = 67;
         c.hidden = 8;
         let params = crate::model::init_params(&c, crate::model::Init::He, 1);
-        let ranges = Ranges {
-            input: (-2.0, 2.5),
-            clip: calibration_points(&c)
-                .into_iter()
-                .map(|p| (p, 3.0))
-                .collect(),
-        };
+        let ranges = test_ranges(&c);
         let b = build(&c, &params, &ranges).unwrap();
         let ops = |op: &str| b.nodes.iter().filter(|n| n.op_type == op).count();
         assert_eq!((ops("NhwcMaxPool"), ops("MaxPool"), ops("LRN")), (3, 0, 0));
