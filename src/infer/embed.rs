@@ -116,13 +116,15 @@ fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Sessi
     };
     let commit = |mut b: ort::session::builder::SessionBuilder| {
         let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-        match crate::model::onnx::fused::with_fused_lrn(&bytes, &lrn) {
-            Some(fused) => b.commit_from_memory(&fused).map_err(|e| Error::Model {
-                path: model.to_path_buf(),
-                reason: format!("ONNX Runtime cannot load it with fc7's LRN: {e}"),
-            }),
-            None => from_file(model)(b),
-        }
+        // a graph that cannot be rewritten runs from the bytes already read
+        let (graph, how) = match crate::model::onnx::fused::with_fused_lrn(&bytes, &lrn) {
+            Some(fused) => (fused, " with fc7's LRN"),
+            None => (bytes, ""),
+        };
+        b.commit_from_memory(&graph).map_err(|e| Error::Model {
+            path: model.to_path_buf(),
+            reason: format!("ONNX Runtime cannot load it{how}: {e}"),
+        })
     };
     session(
         opts.cache.as_deref(),
