@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::model::AlexNetConfig;
-use crate::train::engine::{Engine, Shape};
+use crate::train::engine::{Engine, Sgd, Shape};
 
 /// Training mode drops fc6/fc7 units with masks drawn from `seed`.
 #[derive(Clone, Copy, Debug)]
@@ -78,9 +78,12 @@ fn conv_params(i: usize) -> (usize, usize) {
     (2 * i, 2 * i + 1)
 }
 
+/// The convolutions' parameters come first: conv1..conv5 (w, b).
+pub const CONV_PARAMS: usize = 10;
+
 /// fc6, fc7, fc8 are fully connected layers 0, 1, 2.
 fn fc_params(j: usize) -> (usize, usize) {
-    (10 + 2 * j, 11 + 2 * j)
+    (CONV_PARAMS + 2 * j, CONV_PARAMS + 1 + 2 * j)
 }
 
 fn pair<T>(grads: &mut [T], (w, b): (usize, usize)) -> (&mut T, &mut T) {
@@ -171,23 +174,67 @@ pub fn backward<E: Engine>(
     dlogits: &E::Tensor,
     grads: &mut [E::Tensor],
 ) -> Result<()> {
-    let n = f.n;
-    let hidden = cfg.hidden;
-    let fc_back = |x: &E::Tensor, j: usize, o: usize, dy: &E::Tensor, grads: &mut [E::Tensor]| {
+    let da = backward_fc(e, cfg, f, dlogits, |j, x, o, dy| {
         let (dw, db) = pair(grads, fc_params(j));
-        e.linear_backward(x, n, &params[fc_params(j).0], o, dy, dw, db)
-    };
+        e.linear_backward(x, f.n, &params[fc_params(j).0], o, dy, dw, db)
+    })?;
+    backward_convs(e, cfg, &params[..CONV_PARAMS], f, da, grads)
+}
+
+/// `backward`, with the fully connected layers' SGD update (`h`, their `velocity`) applied as
+/// each of their gradients appears, for training on one engine where nothing else reads those
+/// gradients (the CPU engine then never stores them). The convolutions' gradients land in
+/// `grads` as before; updating those is the caller's.
+pub fn backward_updating_fc<E: Engine>(
+    e: &E,
+    cfg: &AlexNetConfig,
+    (params, velocity): (&mut [E::Tensor], &mut [E::Tensor]),
+    f: &Forward<E>,
+    dlogits: &E::Tensor,
+    grads: &mut [E::Tensor],
+    h: Sgd,
+) -> Result<()> {
+    let da = backward_fc(e, cfg, f, dlogits, |j, x, o, dy| {
+        let at = fc_params(j);
+        let ((w, b), (vw, vb)) = (pair(params, at), pair(velocity, at));
+        e.linear_backward_sgd((x, f.n, o), dy, (w, vw), (b, vb), pair(grads, at), h)
+    })?;
+    backward_convs(e, cfg, &params[..CONV_PARAMS], f, da, grads)
+}
+
+/// fc8, fc7, fc6 backwards through `fc(layer, input, outputs, dy) → dx`: the gradient at the
+/// last stage's output.
+fn backward_fc<E: Engine>(
+    e: &E,
+    cfg: &AlexNetConfig,
+    f: &Forward<E>,
+    dlogits: &E::Tensor,
+    mut fc: impl FnMut(usize, &E::Tensor, usize, &E::Tensor) -> Result<E::Tensor>,
+) -> Result<E::Tensor> {
+    let hidden = cfg.hidden;
     let relu_drop_back = |y: &E::Tensor, d: &mut E::Tensor, salt: u64| -> Result<()> {
         if let Some((p, seed)) = f.mode.dropout(salt) {
             e.dropout(d, p, seed)?;
         }
-        e.relu_backward(y, d, Shape::flat(n, hidden))
+        e.relu_backward(y, d, Shape::flat(f.n, hidden))
     };
-    let mut dh7 = fc_back(&f.fc7, 2, cfg.classes, dlogits, grads)?;
+    let mut dh7 = fc(2, &f.fc7, cfg.classes, dlogits)?;
     relu_drop_back(&f.fc7, &mut dh7, 7)?;
-    let mut dh6 = fc_back(&f.h6, 1, hidden, &dh7, grads)?;
+    let mut dh6 = fc(1, &f.h6, hidden, &dh7)?;
     relu_drop_back(&f.h6, &mut dh6, 6)?;
-    let mut da = fc_back(f.stages[4].output().0, 0, hidden, &dh6, grads)?;
+    fc(0, f.stages[4].output().0, hidden, &dh6)
+}
+
+/// The convolutional stages backwards from `da`, the gradient at the last stage's output;
+/// `convs` are the convolutions' parameters.
+fn backward_convs<E: Engine>(
+    e: &E,
+    cfg: &AlexNetConfig,
+    convs: &[E::Tensor],
+    f: &Forward<E>,
+    mut da: E::Tensor,
+    grads: &mut [E::Tensor],
+) -> Result<()> {
     for i in (0..5).rev() {
         let s = &f.stages[i];
         if let Some((y, _, saved)) = &s.pool {
@@ -199,7 +246,7 @@ pub fn backward<E: Engine>(
         e.relu_backward(&s.relu, &mut da, s.shape)?;
         let (x, xs) = f.input(i);
         let (dw, db) = pair(grads, conv_params(i));
-        let w = &params[conv_params(i).0];
+        let w = &convs[conv_params(i).0];
         match e.conv_backward(x, xs, w, &cfg.convs[i], &da, dw, db, i > 0)? {
             Some(dx) => da = dx,
             None => break,

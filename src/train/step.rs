@@ -5,8 +5,8 @@
 
 use crate::error::Result;
 use crate::model::{AlexNetConfig, Param};
-use crate::train::engine::Engine;
-use crate::train::network::{self, Mode};
+use crate::train::engine::{Engine, Sgd};
+use crate::train::network::{self, Forward, Mode, CONV_PARAMS};
 
 /// Parameters, momentum and gradient buffers on the engine, in `param_shapes()` order.
 pub struct Weights<E: Engine> {
@@ -35,8 +35,12 @@ impl<E: Engine> Weights<E> {
 
     /// The paper's SGD update of every parameter from `grads`.
     pub(crate) fn update(&mut self, e: &E, h: Hyper) -> Result<()> {
-        for ((p, v), g) in self
-            .params
+        self.update_first(e, h, self.params.len())
+    }
+
+    /// The update of the first `count` parameters.
+    fn update_first(&mut self, e: &E, h: Hyper, count: usize) -> Result<()> {
+        for ((p, v), g) in self.params[..count]
             .iter_mut()
             .zip(&mut self.velocity)
             .zip(&self.grads)
@@ -44,6 +48,22 @@ impl<E: Engine> Weights<E> {
             e.sgd_step(p, v, g, h.lr, h.momentum, h.weight_decay)?;
         }
         Ok(())
+    }
+
+    /// `network::backward` then `update`, with the same results, on one engine: the fully
+    /// connected layers are updated as their gradients appear (`backward_updating_fc`), so the
+    /// CPU engine never stores them.
+    pub(crate) fn backward_and_update(
+        &mut self,
+        e: &E,
+        cfg: &AlexNetConfig,
+        (f, dlogits): (&Forward<E>, &E::Tensor),
+        h: Hyper,
+    ) -> Result<()> {
+        let (params, velocity) = (&mut self.params, &mut self.velocity);
+        let grads = &mut self.grads;
+        network::backward_updating_fc(e, cfg, (params, velocity), f, dlogits, grads, h.sgd())?;
+        self.update_first(e, h, CONV_PARAMS)
     }
 
     /// Copies the engine's parameters and velocities back into the host copies.
@@ -68,6 +88,14 @@ pub struct Hyper {
 }
 
 impl Hyper {
+    pub fn sgd(&self) -> Sgd {
+        Sgd {
+            lr: self.lr,
+            momentum: self.momentum,
+            decay: self.weight_decay,
+        }
+    }
+
     /// The paper's numbers, for measured and checked steps.
     pub const BENCH: Hyper = Hyper {
         lr: 0.01,
@@ -94,8 +122,7 @@ pub fn train_step<E: Engine>(
     let out = network::forward(e, cfg, &w.params, x, labels.len(), mode)?;
     let logits = out.logits.as_ref().expect("a classifier");
     let (losses, dlogits) = e.softmax_cross_entropy(logits, labels, cfg.classes)?;
-    network::backward(e, cfg, &w.params, &out, &dlogits, &mut w.grads)?;
-    w.update(e, h)?;
+    w.backward_and_update(e, cfg, (&out, &dlogits), h)?;
     Ok((losses, out.logits.expect("a classifier")))
 }
 
@@ -194,6 +221,46 @@ mod tests {
             "{}",
             max_abs_diff(&got, &want)
         );
+    }
+
+    /// A step on one engine (the fully connected layers updated inside backward) moves every
+    /// parameter and velocity exactly as backward then `update` do, momentum carried over two
+    /// steps.
+    #[test]
+    fn one_engine_step_equals_backward_then_update_bit_for_bit() {
+        let cfg = architecture(&preset("quick").unwrap(), 4);
+        let params = init_params(&cfg, Init::He, 2);
+        let vel: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.data.len()]).collect();
+        let mut fused = Weights::upload(&Cpu, &params, &vel).unwrap();
+        let mut apart = Weights::upload(&Cpu, &params, &vel).unwrap();
+        let x = crate::train::engine::random(4 * 3 * cfg.input * cfg.input, 5);
+        let labels = [3, 1, 0, 1];
+        for step in 0..2 {
+            train_step(&Cpu, &cfg, &mut fused, (x.clone(), &labels), BASE, step).unwrap();
+            let mode = Mode::Train {
+                dropout: BASE.dropout,
+                seed: step,
+            };
+            let out = network::forward(&Cpu, &cfg, &apart.params, x.clone(), 4, mode).unwrap();
+            let logits = out.logits.as_ref().unwrap();
+            let (_, dl) = Cpu.softmax_cross_entropy(logits, &labels, 4).unwrap();
+            network::backward(&Cpu, &cfg, &apart.params, &out, &dl, &mut apart.grads).unwrap();
+            apart.update(&Cpu, BASE).unwrap();
+        }
+        let bits = |t: &[Vec<f32>]| -> Vec<Vec<u32>> {
+            t.iter()
+                .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        assert!(
+            bits(&fused.params) == bits(&apart.params),
+            "parameters differ"
+        );
+        assert!(
+            bits(&fused.velocity) == bits(&apart.velocity),
+            "velocities differ"
+        );
+        assert!(fused.params.iter().zip(&params).all(|(a, b)| a != &b.data));
     }
 
     /// Dropout changes the gradient, and so the step.

@@ -1,6 +1,8 @@
 //! Matrix products through the `gemm` crates (as candle uses; only the f32 kernels are built), on row-major storage viewed as
 //! possibly transposed matrices: the CPU engine's layers and exact k-NN's distances.
 
+use rayon::prelude::*;
+
 /// A logical rows × cols matrix over row-major storage, optionally transposed.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
@@ -40,6 +42,10 @@ impl<'a> Mat<'a> {
 /// Rows of c written per padded block (`ALIASED_ROW`): 128 rows of 4,096 floats are 2 MB,
 /// which stays in the last-level cache between the product and the copy out.
 const PADDED_BLOCK_ROWS: usize = 128;
+/// Rows per block that `matmul_blocks` hands on: 64 rows of 4,096 floats are 1 MB, a core's
+/// second-level cache on the CPUs measured, so what reads the block finds it there (32 rows
+/// were slower: the right-hand side is packed again for every block).
+pub const BLOCK_ROWS: usize = 64;
 /// Row lengths that are a multiple of this many floats (4 KB) put the rows of c's tiles in the
 /// same cache sets; such products run 2–3× slower (fc7's [4096, 4096] gradient: 45 → 15 ms on
 /// a 2-core EPYC), so they are computed into rows padded by `ROW_PAD`.
@@ -55,12 +61,12 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], acc: bool, parallel: bool) {
     assert_eq!(a.cols, b.rows);
     let (m, n, k) = (a.rows, b.cols, a.cols);
     assert!(c.len() >= m * n && a.data.len() >= m * k && b.data.len() >= k * n);
-    if n % ALIASED_ROW != 0 || m < 2 {
+    if padded(n) == n || m < 2 {
         // SAFETY: the asserts above bound every index gemm touches by the slices' lengths.
         unsafe { gemm(a, b, 0, m, c.as_mut_ptr(), n, acc, parallel) };
         return;
     }
-    let stride = n + ROW_PAD;
+    let stride = padded(n);
     // Taken out rather than borrowed: a parallel product's thread may run other rayon work
     // meanwhile, which can call matmul again (it then gets a buffer of its own).
     let mut scratch = SCRATCH.take();
@@ -81,6 +87,41 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], acc: bool, parallel: bool) {
         }
     }
     SCRATCH.set(scratch);
+}
+
+/// The row stride a product with rows of `n` floats is computed into.
+fn padded(n: usize) -> usize {
+    if n.is_multiple_of(ALIASED_ROW) {
+        n + ROW_PAD
+    } else {
+        n
+    }
+}
+
+/// a · b, `BLOCK_ROWS` rows at a time on rayon's threads, each block handed to `f` while it is
+/// still in cache and never stored whole: `f(state, block, stride)` gets the block's item of
+/// `states` (the k-th for rows k·BLOCK_ROWS..) and its rows, row j at `block[j·stride..]`,
+/// `b.cols` long. The values are `matmul`'s bit for bit.
+pub fn matmul_blocks<T: Send>(
+    a: Mat,
+    b: Mat,
+    states: impl IndexedParallelIterator<Item = T>,
+    f: impl Fn(T, &[f32], usize) + Sync,
+) {
+    assert_eq!(a.cols, b.rows);
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    assert!(a.data.len() >= m * k && b.data.len() >= k * n);
+    assert_eq!(states.len(), m.div_ceil(BLOCK_ROWS), "one state per block");
+    let stride = padded(n);
+    states.enumerate().for_each(|(blk, state)| {
+        let (r0, mut scratch) = (blk * BLOCK_ROWS, SCRATCH.take());
+        let r = BLOCK_ROWS.min(m - r0);
+        scratch.resize(r * stride, 0.0);
+        // SAFETY: rows r0..r0+r of a exist (r0 < m) and scratch holds r rows of `stride`.
+        unsafe { gemm(a, b, r0, r, scratch.as_mut_ptr(), stride, false, false) };
+        f(state, &scratch, stride);
+        SCRATCH.set(scratch);
+    });
 }
 
 /// Rows [r0, r0 + rows) of a · b into row-major dst with row stride `stride`.

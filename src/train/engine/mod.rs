@@ -95,6 +95,14 @@ pub fn bf16_round(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()
 }
 
+/// SGD with momentum as in the paper: v ← m·v − wd·lr·w − lr·g; w ← w + v.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sgd {
+    pub lr: f32,
+    pub momentum: f32,
+    pub decay: f32,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub trait Engine: Sync {
     /// A buffer of f32 the engine computes on.
@@ -222,6 +230,24 @@ pub trait Engine: Sync {
         dw: &mut Self::Tensor,
         db: &mut Self::Tensor,
     ) -> Result<Self::Tensor>;
+    /// `linear_backward` then `sgd_step` on the weights and the bias, for a layer whose
+    /// gradients nothing else reads (training on one engine): returns dx, computed from the
+    /// weights before the update. `grads` receive dw and db here; the CPU engine folds the
+    /// weight gradient into the update block by block instead and leaves them unwritten.
+    fn linear_backward_sgd(
+        &self,
+        (x, n, o): (&Self::Tensor, usize, usize),
+        dy: &Self::Tensor,
+        (w, vw): (&mut Self::Tensor, &mut Self::Tensor),
+        (b, vb): (&mut Self::Tensor, &mut Self::Tensor),
+        (dw, db): (&mut Self::Tensor, &mut Self::Tensor),
+        h: Sgd,
+    ) -> Result<Self::Tensor> {
+        let dx = self.linear_backward(x, n, w, o, dy, dw, db)?;
+        self.sgd_step(w, vw, dw, h.lr, h.momentum, h.decay)?;
+        self.sgd_step(b, vb, db, h.lr, h.momentum, h.decay)?;
+        Ok(dx)
+    }
     /// Inverted dropout in place: element i is zeroed where `dropout_keeps(seed, i, p)` is
     /// false and scaled by 1/(1−p) otherwise. The same call on dy is its backward pass.
     fn dropout(&self, h: &mut Self::Tensor, p: f32, seed: u64) -> Result<()>;

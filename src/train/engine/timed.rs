@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
-use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::engine::{Engine, Normalise, Sgd, Shape};
 
 pub struct Timed<E> {
     inner: E,
@@ -173,6 +173,18 @@ impl<E: Engine<Tensor = Vec<f32>>> Engine for Timed<E> {
             || linear_name("linear_backward", w.len(), o),
             |e| e.linear_backward(x, n, w, o, dy, dw, db),
         )
+    }
+    fn linear_backward_sgd(
+        &self,
+        x: (&Vec<f32>, usize, usize),
+        dy: &Vec<f32>,
+        w: (&mut Vec<f32>, &mut Vec<f32>),
+        b: (&mut Vec<f32>, &mut Vec<f32>),
+        grads: (&mut Vec<f32>, &mut Vec<f32>),
+        h: Sgd,
+    ) -> Result<Vec<f32>> {
+        let name = linear_name("linear_backward_sgd", w.0.len(), x.2);
+        self.time(|| name, |e| e.linear_backward_sgd(x, dy, w, b, grads, h))
     }
     fn dropout(&self, h: &mut Vec<f32>, p: f32, seed: u64) -> Result<()> {
         self.time(|| "dropout".into(), |e| e.dropout(h, p, seed))

@@ -17,7 +17,7 @@ use crate::train::augment::ColourStats;
 use crate::train::batch::Batch;
 use crate::train::engine::Engine;
 use crate::train::instance::{self, Instance, Scored};
-use crate::train::network::{self, Mode};
+use crate::train::network::{self, Forward, Mode};
 use crate::train::seeds::mix;
 use crate::train::step::{Hyper, Weights};
 
@@ -163,6 +163,14 @@ impl<'a, E: Engine> Team<'a, E> {
     /// until `collect`, so the host can prepare the next batch while the GPUs work.
     pub fn queue(&mut self, lead: &E, w: &mut Weights<E>, step: Step) -> Result<Queued<E>> {
         let batch = step.batch;
+        if self.helpers.is_empty() {
+            // Alone, nothing else reads the gradients: the update follows them.
+            lead.make_current()?;
+            let shard = shard_gradients(lead, w, &step, 0..batch.len(), 0, true)?;
+            return Ok(Queued {
+                shards: vec![shard],
+            });
+        }
         let k = self.size();
         let parts = shards(batch.len(), k);
         let mut engines: Vec<&E> = vec![lead];
@@ -175,9 +183,9 @@ impl<'a, E: Engine> Team<'a, E> {
         for (r, range) in parts.iter().enumerate() {
             let (e, w) = (engines[r], &mut *weights[r]);
             e.make_current()?;
-            kept.push(shard_gradients(e, w, &step, range.clone(), r)?);
+            kept.push(shard_gradients(e, w, &step, range.clone(), r, false)?);
         }
-        if let Some(reduce) = self.reduce.filter(|_| k > 1) {
+        if let Some(reduce) = self.reduce {
             let mut grads: Vec<&mut Vec<E::Tensor>> =
                 weights.iter_mut().map(|w| &mut w.grads).collect();
             reduce.sum(&engines, &mut grads)?;
@@ -237,13 +245,15 @@ impl<'a, E: Engine> Team<'a, E> {
 
 /// Forward and backward of samples `range` of `batch` on one engine, the loss gradient
 /// weighted by the shard's share of the batch when it is one of several; the gradients land
-/// in `w.grads`. An empty shard contributes zero gradients.
+/// in `w.grads`, or, with `update` (a team of one), straight in the SGD update of `w`. An
+/// empty shard contributes zero gradients.
 fn shard_gradients<E: Engine>(
     e: &E,
     w: &mut Weights<E>,
     step: &Step,
     range: Range<usize>,
     rank: usize,
+    update: bool,
 ) -> Result<Shard<E::Tensor>> {
     let Step {
         cfg,
@@ -294,7 +304,7 @@ fn shard_gradients<E: Engine>(
             batch.len() as f32,
         );
         let dz = e.upload(&s.dz)?;
-        network::backward(e, cfg, &w.params, &out, &dz, &mut w.grads)?;
+        backward(e, cfg, w, (&out, &dz), update.then_some(h))?;
         return Ok(Shard {
             losses: None,
             logits: None,
@@ -306,12 +316,26 @@ fn shard_gradients<E: Engine>(
         // Each shard's loss is its own mean; weighted, the sum over shards is the batch mean.
         e.scale(&mut dlogits, n as f32 / batch.len() as f32)?;
     }
-    network::backward(e, cfg, &w.params, &out, &dlogits, &mut w.grads)?;
+    backward(e, cfg, w, (&out, &dlogits), update.then_some(h))?;
     Ok(Shard {
         losses: Some(losses),
         logits: out.logits,
         scored: None,
     })
+}
+
+/// The shard's backward: gradients into `w.grads`, or with `update` into the SGD step too.
+fn backward<E: Engine>(
+    e: &E,
+    cfg: &AlexNetConfig,
+    w: &mut Weights<E>,
+    (out, dz): (&Forward<E>, &E::Tensor),
+    update: Option<Hyper>,
+) -> Result<()> {
+    match update {
+        Some(h) => w.backward_and_update(e, cfg, (out, dz), h),
+        None => network::backward(e, cfg, &w.params, out, dz, &mut w.grads),
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! the reference the CUDA engine is checked against (`fc7 selftest`).
 
 mod conv;
+mod linear;
 pub mod ops;
 mod unfold;
 
@@ -10,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
-use crate::train::engine::{dropout_keeps, dropout_threshold, Engine, Normalise, Shape};
+use crate::train::engine::{dropout_keeps, dropout_threshold, Engine, Normalise, Sgd, Shape};
 
 pub struct Cpu;
 
@@ -143,6 +144,18 @@ impl Engine for Cpu {
         db: &mut Vec<f32>,
     ) -> Result<Vec<f32>> {
         Ok(ops::linear_backward(x, n, w, o, dy, dw, db))
+    }
+
+    fn linear_backward_sgd(
+        &self,
+        (x, n, o): (&Vec<f32>, usize, usize),
+        dy: &Vec<f32>,
+        (w, vw): (&mut Vec<f32>, &mut Vec<f32>),
+        (b, vb): (&mut Vec<f32>, &mut Vec<f32>),
+        _: (&mut Vec<f32>, &mut Vec<f32>),
+        h: Sgd,
+    ) -> Result<Vec<f32>> {
+        Ok(ops::linear_backward_sgd((x, n, o), dy, (w, vw), (b, vb), h))
     }
 
     fn dropout(&self, h: &mut Vec<f32>, p: f32, seed: u64) -> Result<()> {

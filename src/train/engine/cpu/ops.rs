@@ -1,12 +1,13 @@
-//! The CPU engine's other layer kernels on host slices (ReLU, LRN, overlapping max-pool, fully
-//! connected, softmax cross-entropy, SGD), parallel with rayon; convolution is in `conv`.
+//! The CPU engine's other layer kernels on host slices (ReLU, LRN, overlapping max-pool,
+//! softmax cross-entropy), parallel with rayon; convolution is in `conv`, the fully connected
+//! layers and SGD in `linear`.
 
 use rayon::prelude::*;
 
 pub use super::conv::{conv_backward, conv_forward};
+pub use super::linear::{linear_backward, linear_backward_sgd, linear_forward, sgd_step};
 use crate::model::{Lrn, POOL_KERNEL, POOL_STRIDE};
 use crate::train::engine::Shape;
-use crate::util::matmul::{matmul, Mat};
 
 pub fn relu_forward(x: &mut [f32]) {
     x.par_chunks_mut(1 << 14)
@@ -154,48 +155,6 @@ pub fn pool_backward(xs: Shape, idx: &[u32], dy: &[f32]) -> Vec<f32> {
     dx
 }
 
-pub fn linear_forward(x: &[f32], n: usize, w: &[f32], b: &[f32], o: usize) -> Vec<f32> {
-    let i = w.len() / o;
-    let mut y = vec![0.0; n * o];
-    matmul(Mat::new(x, n, i), Mat::t(w, o, i), &mut y, false, true);
-    y.par_chunks_mut(o)
-        .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
-    y
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn linear_backward(
-    x: &[f32],
-    n: usize,
-    w: &[f32],
-    o: usize,
-    dy: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-) -> Vec<f32> {
-    let i = w.len() / o;
-    // dw [o, i] = dyᵀ [o, n] · x [n, i]; dx [n, i] = dy [n, o] · w [o, i]
-    matmul(Mat::t(dy, n, o), Mat::new(x, n, i), dw, false, true);
-    let mut dx = vec![0.0; n * i];
-    matmul(Mat::new(dy, n, o), Mat::new(w, o, i), &mut dx, false, true);
-    for (j, d) in db.iter_mut().enumerate() {
-        *d = (0..n).map(|r| dy[r * o + j] as f64).sum::<f64>() as f32;
-    }
-    dx
-}
-
-pub fn sgd_step(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, momentum: f32, decay: f32) {
-    w.par_chunks_mut(1 << 14)
-        .zip(v.par_chunks_mut(1 << 14))
-        .zip(g.par_chunks(1 << 14))
-        .for_each(|((w, v), g)| {
-            for ((w, v), g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
-                *v = momentum * *v - decay * lr * *w - lr * g;
-                *w += *v;
-            }
-        });
-}
-
 /// Softmax cross-entropy of logits [n, classes] (accumulated in f64): per-sample losses [n]
 /// and dL/dlogits of the batch mean.
 pub fn softmax_cross_entropy(
@@ -289,26 +248,6 @@ mod tests {
     }
 
     #[test]
-    fn linear_has_the_right_gradients() {
-        let (n, i, o) = (3, 5, 4);
-        let (x, w, b) = (rand_vec(n * i, 9), rand_vec(o * i, 10), rand_vec(o, 11));
-        let y = linear_forward(&x, n, &w, &b, o);
-        assert!((y[0] as f64 - (dot(&x[..i], &w[..i]) + b[0] as f64)).abs() < 1e-5);
-        let r = rand_vec(n * o, 12);
-        let (mut dw, mut db) = (vec![0.0; o * i], vec![0.0; o]);
-        let dx = linear_backward(&x, n, &w, o, &r, &mut dw, &mut db);
-        check("linear dx", &x, &dx, |x| {
-            dot(&linear_forward(x, n, &w, &b, o), &r)
-        });
-        check("linear dw", &w, &dw, |w| {
-            dot(&linear_forward(&x, n, w, &b, o), &r)
-        });
-        check("linear db", &b, &db, |b| {
-            dot(&linear_forward(&x, n, &w, b, o), &r)
-        });
-    }
-
-    #[test]
     fn softmax_cross_entropy_has_the_right_gradient_and_hand_value() {
         let logits = rand_vec(12, 13);
         let labels = [1, 0, 3];
@@ -322,13 +261,5 @@ mod tests {
         let (loss, g) = softmax_cross_entropy(&[0.0, 3f32.ln()], &[1], 2);
         assert!((loss[0] - (-(0.75f32).ln())).abs() < 1e-6);
         assert!((g[0] - 0.25).abs() < 1e-6 && (g[1] + 0.25).abs() < 1e-6);
-    }
-
-    #[test]
-    fn sgd_follows_the_papers_update_rule() {
-        let (mut w, mut v) = (vec![1.0f32], vec![0.5f32]);
-        sgd_step(&mut w, &mut v, &[2.0], 0.1, 0.9, 0.0005);
-        // v = 0.9·0.5 − 0.0005·0.1·1 − 0.1·2 = 0.24995; w = 1.24995
-        assert!((v[0] - 0.24995).abs() < 1e-6 && (w[0] - 1.24995).abs() < 1e-6);
     }
 }
