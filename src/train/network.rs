@@ -164,8 +164,8 @@ pub fn forward<E: Engine>(
 /// Writes the gradient of every parameter into `grads` given dL/dlogits.
 ///
 /// Dropout was applied in place after ReLU, so the saved activation is zero wherever a unit
-/// was dropped and positive exactly where a kept unit was: ReLU's backward on it, after the
-/// same mask on the gradient, equals the backward of ReLU then dropout.
+/// was dropped and positive exactly where a kept unit was: ReLU's backward on it, then
+/// dropout's scale, equals the backward of ReLU then dropout, bit for bit.
 pub fn backward<E: Engine>(
     e: &E,
     cfg: &AlexNetConfig,
@@ -212,11 +212,14 @@ fn backward_fc<E: Engine>(
     mut fc: impl FnMut(usize, &E::Tensor, usize, &E::Tensor) -> Result<E::Tensor>,
 ) -> Result<E::Tensor> {
     let hidden = cfg.hidden;
+    // y is zero wherever dropout dropped a unit, so ReLU's backward on it applies the mask too:
+    // what is left of dropout's backward is its scale (no second pass of the mask's hash).
     let relu_drop_back = |y: &E::Tensor, d: &mut E::Tensor, salt: u64| -> Result<()> {
-        if let Some((p, seed)) = f.mode.dropout(salt) {
-            e.dropout(d, p, seed)?;
+        e.relu_backward(y, d, Shape::flat(f.n, hidden))?;
+        match f.mode.dropout(salt) {
+            Some((p, _)) => e.scale(d, 1.0 / (1.0 - p)),
+            None => Ok(()),
         }
-        e.relu_backward(y, d, Shape::flat(f.n, hidden))
     };
     let mut dh7 = fc(2, &f.fc7, cfg.classes, dlogits)?;
     relu_drop_back(&f.fc7, &mut dh7, 7)?;
@@ -351,6 +354,27 @@ mod tests {
             }
             assert!(checked > 40);
         }
+    }
+
+    /// What backward does after fc6 and fc7 (ReLU's backward, then dropout's scale) equals
+    /// dropout's backward then ReLU's, bit for bit, on an activation that went through ReLU
+    /// then dropout.
+    #[test]
+    fn relu_backward_then_scale_is_the_backward_of_relu_then_dropout() {
+        let mut y = crate::train::engine::random(20_000, 3);
+        Cpu.relu_forward(&mut y, Shape::flat(1, 20_000)).unwrap();
+        Cpu.dropout(&mut y, 0.5, 9).unwrap();
+        let d = crate::train::engine::random(20_000, 4);
+        let (mut want, mut got) = (d.clone(), d);
+        Cpu.dropout(&mut want, 0.5, 9).unwrap();
+        Cpu.relu_backward(&y, &mut want, Shape::flat(1, 20_000))
+            .unwrap();
+        Cpu.relu_backward(&y, &mut got, Shape::flat(1, 20_000))
+            .unwrap();
+        Cpu.scale(&mut got, 1.0 / (1.0 - 0.5)).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+        assert!(want.iter().filter(|&&v| v != 0.0).count() > 3_000);
     }
 
     #[test]

@@ -281,11 +281,13 @@ pub trait Engine: Sync {
 /// The dropout mask as a pure function of (seed, element), identical on every engine
 /// (the CUDA kernel computes the same splitmix64 hash), so masks need no storage.
 /// `threshold` is `dropout_threshold(p)`, computed once per call site.
+#[inline(always)]
 pub fn dropout_keeps(seed: u64, i: u64, threshold: u32) -> bool {
     dropout_hash(seed, i) >= threshold
 }
 
 /// 24 uniform bits for element `i`.
+#[inline(always)]
 pub fn dropout_hash(seed: u64, i: u64) -> u32 {
     let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
-use crate::train::engine::{dropout_keeps, dropout_threshold, Engine, Normalise, Sgd, Shape};
+use crate::train::engine::{Engine, Normalise, Sgd, Shape};
 
 pub struct Cpu;
 
@@ -159,19 +159,7 @@ impl Engine for Cpu {
     }
 
     fn dropout(&self, h: &mut Vec<f32>, p: f32, seed: u64) -> Result<()> {
-        let (scale, threshold) = (1.0 / (1.0 - p), dropout_threshold(p));
-        h.par_chunks_mut(1 << 14)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                for (j, v) in chunk.iter_mut().enumerate() {
-                    let i = (c << 14) + j;
-                    *v = if dropout_keeps(seed, i as u64, threshold) {
-                        *v * scale
-                    } else {
-                        0.0
-                    };
-                }
-            });
+        ops::dropout(h, p, seed);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 pub use super::conv::{conv_backward, conv_forward};
 pub use super::linear::{linear_backward, linear_backward_sgd, linear_forward, sgd_step};
 use crate::model::{Lrn, POOL_KERNEL, POOL_STRIDE};
-use crate::train::engine::Shape;
+use crate::train::engine::{dropout_keeps, dropout_threshold, Shape};
 
 pub fn relu_forward(x: &mut [f32]) {
     x.par_chunks_mut(1 << 14)
@@ -24,6 +24,51 @@ pub fn relu_backward(y: &[f32], dy: &mut [f32]) {
                 }
             })
         });
+}
+
+/// Inverted dropout in place (`Engine::dropout`): the mask's hash per element is the step's
+/// cost, so the loop is compiled for AVX-512 (whose 64-bit multiplies vectorise it) and AVX2
+/// and picked at run time; integer hashing and one product give the same bits on every path.
+pub fn dropout(h: &mut [f32], p: f32, seed: u64) {
+    let (scale, threshold) = (1.0 / (1.0 - p), dropout_threshold(p));
+    h.par_chunks_mut(1 << 14)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let first = (c << 14) as u64;
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512dq") {
+                    // SAFETY: the CPU has AVX-512F and DQ, checked just above.
+                    return unsafe { drop_avx512(chunk, first, seed, threshold, scale) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    return unsafe { drop_avx2(chunk, first, seed, threshold, scale) };
+                }
+            }
+            drop_any(chunk, first, seed, threshold, scale)
+        });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn drop_avx512(h: &mut [f32], first: u64, seed: u64, threshold: u32, scale: f32) {
+    drop_any(h, first, seed, threshold, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn drop_avx2(h: &mut [f32], first: u64, seed: u64, threshold: u32, scale: f32) {
+    drop_any(h, first, seed, threshold, scale)
+}
+
+/// Elements `first`.. of the tensor, in `h`.
+#[inline(always)]
+fn drop_any(h: &mut [f32], first: u64, seed: u64, threshold: u32, scale: f32) {
+    for (j, v) in h.iter_mut().enumerate() {
+        let keep = dropout_keeps(seed, first + j as u64, threshold);
+        *v = if keep { *v * scale } else { 0.0 };
+    }
 }
 
 /// s^−β, with β = 0.75 (the paper's) as 1/(√s·√√s): vectorised square roots instead of a
@@ -245,6 +290,47 @@ mod tests {
         let r = rand_vec(y.len(), 8);
         let dx = pool_backward(xs, &idx, &r);
         check("pool dx", &x, &dx, |x| dot(&pool_forward(x, xs).0, &r));
+    }
+
+    /// Every compiled path of dropout drops and scales exactly the elements the mask's hash
+    /// says, across chunk boundaries (element numbers continue from chunk to chunk).
+    #[test]
+    fn dropout_paths_follow_the_mask_bit_for_bit() {
+        let (p, seed) = (0.4, 77);
+        let x = rand_vec(40_000, 21);
+        let threshold = dropout_threshold(p);
+        let want: Vec<u32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| match dropout_keeps(seed, i as u64, threshold) {
+                true => (v * (1.0 / (1.0 - p))).to_bits(),
+                false => 0,
+            })
+            .collect();
+        let bits = |h: &[f32]| h.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let mut h = x.clone();
+        dropout(&mut h, p, seed);
+        assert_eq!(bits(&h), want);
+        type Path = fn(&mut [f32], u64, u64, u32, f32);
+        let mut paths: Vec<Path> = vec![drop_any];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512dq") {
+                // SAFETY: the CPU has AVX-512F and DQ.
+                paths.push(|h, f, s, t, k| unsafe { drop_avx512(h, f, s, t, k) });
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                paths.push(|h, f, s, t, k| unsafe { drop_avx2(h, f, s, t, k) });
+            }
+        }
+        for path in paths {
+            let mut h = x[1000..].to_vec();
+            path(&mut h, 1000, seed, threshold, 1.0 / (1.0 - p));
+            assert_eq!(bits(&h), want[1000..]);
+        }
+        let dropped = want.iter().filter(|&&b| b == 0).count();
+        assert!((14_000..18_000).contains(&dropped), "{dropped}");
     }
 
     #[test]
