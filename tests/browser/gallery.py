@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
@@ -57,8 +58,14 @@ class Driver:
 
 
 def result_names(d):
-    """Paths in the result row (each name's title): the query first, then its neighbours."""
-    return [d.s("GET", "/element/%s/attribute/title" % e) for e in d.find("#result .tile .name")]
+    """Paths in the result row (each name's title): the query first, then its neighbours; none
+    while the page is replacing the row (an element found then gone: a stale reference)."""
+    try:
+        return [d.s("GET", "/element/%s/attribute/title" % e) for e in d.find("#result .tile .name")]
+    except urllib.error.HTTPError as e:
+        if e.code == 404 and json.load(e)["value"].get("error") == "stale element reference":
+            return []
+        raise
 
 
 def main(fc7, index, image):
