@@ -4,6 +4,8 @@
 //!                              once (plain: no IO binding, which CUDA otherwise uses;
 //!                              FC7BENCH_PLAIN_LRN=1: the exported graph's LRN, not fc7's operator)
 //!   lrn ITERS                  fc7's LRN operators' loops on one thread: NCHW, NHWC, uint8 NHWC
+//!   fc-update IN OUT BATCH ITERS   a fully connected layer's backward and SGD update, the
+//!                              gradient stored then read (apart) against fused, alternating
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   agree-models A B DIR N K   model B against model A (e.g. int8 against fp32) on N images
 //!                              spread over DIR: relative fc7 error, recall@K of exact neighbours
