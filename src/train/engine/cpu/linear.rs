@@ -44,21 +44,15 @@ fn bias_gradient(dy: &[f32], n: usize, db: &mut [f32]) {
 }
 
 pub fn sgd_step(w: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, momentum: f32, decay: f32) {
+    let h = Sgd {
+        lr,
+        momentum,
+        decay,
+    };
     w.par_chunks_mut(1 << 14)
         .zip(v.par_chunks_mut(1 << 14))
         .zip(g.par_chunks(1 << 14))
-        .for_each(|((w, v), g)| {
-            sgd(
-                w,
-                v,
-                g,
-                Sgd {
-                    lr,
-                    momentum,
-                    decay,
-                },
-            )
-        });
+        .for_each(|((w, v), g)| sgd(w, v, g, h));
 }
 
 fn sgd(w: &mut [f32], v: &mut [f32], g: &[f32], h: Sgd) {
