@@ -6,6 +6,8 @@
 //!   lrn ITERS                  fc7's LRN operators' loops on one thread: NCHW, NHWC, uint8 NHWC
 //!   fc-update IN OUT BATCH ITERS   a fully connected layer's backward and SGD update, the
 //!                              gradient stored then read (apart) against fused, alternating
+//!   fc-products IN OUT BATCH ITERS   the layer's three products alone (forward, dx, dW):
+//!                              ms and GFLOP/s (scripts/bench/torch_fc.py: PyTorch's)
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   agree-models A B DIR N K   model B against model A (e.g. int8 against fp32) on N images
 //!                              spread over DIR: relative fc7 error, recall@K of exact neighbours
@@ -28,6 +30,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[path = "fc7bench/fc.rs"]
+mod fc;
 #[path = "fc7bench/pg.rs"]
 mod pg;
 
@@ -521,8 +525,9 @@ fn train_step(preset: &str, batch: usize, iters: usize, device: &str, classes: u
         }
     };
     println!(
-        "train-step preset={preset} input={} batch={batch} iters={iters} engine=\"{engine}\" images/s={:.1}",
+        "train-step preset={preset} input={} batch={batch} iters={iters} engine=\"{engine}\" isa={} images/s={:.1}",
         cfg.input,
+        fc7::util::isa::widest(),
         rate.unwrap()
     );
 }
@@ -596,42 +601,6 @@ fn lrn(iters: usize) {
     );
 }
 
-/// A fully connected layer's backward and update, stored gradient against fused, alternating.
-fn fc_update(i: usize, o: usize, n: usize, iters: usize) {
-    use fc7::train::engine::cpu::ops;
-    use fc7::train::engine::{random, Sgd};
-    let h = Sgd {
-        lr: 0.01,
-        momentum: 0.9,
-        decay: 5e-4,
-    };
-    let (x, dy) = (random(n * i, 1), random(n * o, 2));
-    let (mut w, mut v, mut b, mut vb) = (
-        random(o * i, 3),
-        vec![0.0; o * i],
-        vec![0.0; o],
-        vec![0.0; o],
-    );
-    let (mut dw, mut db) = (vec![0.0; o * i], vec![0.0; o]);
-    for round in 0..3 {
-        let t = Instant::now();
-        for _ in 0..iters {
-            ops::linear_backward(&x, n, &w, o, &dy, &mut dw, &mut db);
-            ops::sgd_step(&mut w, &mut v, &dw, h.lr, h.momentum, h.decay);
-            ops::sgd_step(&mut b, &mut vb, &db, h.lr, h.momentum, h.decay);
-        }
-        let apart = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
-        let t = Instant::now();
-        for _ in 0..iters {
-            ops::linear_backward_sgd((&x, n, o), &dy, (&mut w, &mut v), (&mut b, &mut vb), h);
-        }
-        let fused = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
-        println!(
-            "fc-update {i}→{o} batch {n} round {round}: apart {apart:.2} ms, fused {fused:.2} ms"
-        );
-    }
-}
-
 fn main() {
     let a: Vec<String> = std::env::args()
         .skip(1)
@@ -649,7 +618,8 @@ fn main() {
             a.get(5).is_some_and(|m| m == "plain"),
         ),
         Some("lrn") => lrn(n(1)),
-        Some("fc-update") => fc_update(n(1), n(2), n(3), n(4)),
+        Some("fc-update") => fc::update(n(1), n(2), n(3), n(4)),
+        Some("fc-products") => fc::products(n(1), n(2), n(3), n(4)),
         Some("agree") => agree(&p(1), &p(2), n(3)),
         Some("agree-models") => agree_models(&p(1), &p(2), &p(3), n(4), n(5)),
         Some("decode") => decode(&p(1), n(2)),

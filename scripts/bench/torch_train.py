@@ -49,4 +49,4 @@ t = time.perf_counter()
 steps(iters)
 secs = time.perf_counter() - t
 print(f"torch-train-step preset={preset} input={side} batch={batch} iters={iters} "
-      f"torch={torch.__version__} threads={threads} images/s={batch * iters / secs:.1f}")
+      f"torch={torch.__version__} isa={torch.backends.cpu.get_cpu_capability()} threads={threads} images/s={batch * iters / secs:.1f}")

@@ -50,11 +50,11 @@ const TILE: usize = 1024;
 pub fn normalise(x: &[f32], y: &mut [f32], c: usize, inner: usize, p: &LrnParams) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::util::isa::avx512f() {
             // SAFETY: the CPU has AVX-512F, checked just above.
             return unsafe { normalise_avx512(x, y, c, inner, p) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if crate::util::isa::avx2() {
             // SAFETY: the CPU has AVX2, checked just above.
             return unsafe { normalise_avx2(x, y, c, inner, p) };
         }

@@ -48,14 +48,14 @@ fn convert(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::util::isa::avx512f() {
             // SAFETY: the CPU has AVX-512F, checked just above.
             unsafe { dequantise_avx512(x, f, qx) };
             normalise(f, g, c, 1, p);
             // SAFETY: as above.
             return unsafe { quantise_avx512(g, y, qy) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if crate::util::isa::avx2() {
             // SAFETY: the CPU has AVX2, checked just above.
             unsafe { dequantise_avx2(x, f, qx) };
             normalise(f, g, c, 1, p);

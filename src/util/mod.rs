@@ -1,10 +1,11 @@
 //! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`),
-//! matrix products (`matmul`, through the `gemm` crate), crash points for tests (`fault`),
+//! matrix products (`matmul`, through the `gemm` crate), the vector extensions kernels may use (`isa`), crash points for tests (`fault`),
 //! remembered file hashes (`stamp`) and the allocator's policy for large buffers (`heap`).
 
 pub mod draw;
 pub mod fault;
 pub mod fs;
 pub mod heap;
+pub mod isa;
 pub mod matmul;
 pub mod stamp;

@@ -37,11 +37,11 @@ pub fn dropout(h: &mut [f32], p: f32, seed: u64) {
             let first = (c << 14) as u64;
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx512dq") {
+                if crate::util::isa::avx512dq() {
                     // SAFETY: the CPU has AVX-512F and DQ, checked just above.
                     return unsafe { drop_avx512(chunk, first, seed, threshold, scale) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if crate::util::isa::avx2() {
                     // SAFETY: the CPU has AVX2, checked just above.
                     return unsafe { drop_avx2(chunk, first, seed, threshold, scale) };
                 }

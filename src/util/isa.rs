@@ -1,0 +1,37 @@
+//! Which x86 vector extensions fc7's own kernels may use: what the CPU reports, capped by the
+//! build. The `avx512` feature (on by default) lets both fc7's kernels and `gemm`'s take the
+//! AVX-512 paths; a build with `--no-default-features` runs the code an AVX2-only CPU runs on
+//! any machine, which is how the benchmarks stand in for a CPU they cannot get
+//! (`scripts/bench/cpu-train.sh` with `ISA=avx2`).
+
+/// AVX-512 F, when the build allows it and the CPU has it.
+#[cfg(target_arch = "x86_64")]
+pub fn avx512f() -> bool {
+    cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// AVX-512 F and DQ (64-bit integer multiplies), when the build allows it and the CPU has them.
+#[cfg(target_arch = "x86_64")]
+pub fn avx512dq() -> bool {
+    avx512f() && std::arch::is_x86_feature_detected!("avx512dq")
+}
+
+/// AVX2, when the CPU has it (every build may use it).
+#[cfg(target_arch = "x86_64")]
+pub fn avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// The widest path fc7's kernels take here, for benchmark headers and logs.
+pub fn widest() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512f() {
+            return "avx512";
+        }
+        if avx2() {
+            return "avx2";
+        }
+    }
+    "scalar"
+}
