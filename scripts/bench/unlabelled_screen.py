@@ -9,7 +9,9 @@ images (this replica: raw pixels 0.817, untrained network 0.738; fc7's own eval:
   instance   two views of each image, centred and normalised head outputs, tau 0.2, the other
              view positive, the step's views and 256 memory-bank rows negative (fc7's
              --self-supervised); --nn K adds each image's K nearest bank rows as positives (AND,
-             Huang et al. 2019), --head 0 scores fc7 itself, --mlp W a 2-layer head with BN
+             Huang et al. 2019), --head 0 scores fc7 itself, --mlp W a 2-layer head with BN;
+             --pixnn K --pixpair P: the second view, with probability P, from one of the
+             image's K nearest images in raw pixels (--pixnn alone: their bank rows positives)
   rot        which of four rotations was applied (RotNet, Gidaris et al. 2018)
   cluster    k-means of PCA-whitened fc7 into --k clusters each epoch as labels (DeepCluster,
              Caron et al. 2018)
@@ -93,7 +95,11 @@ def views(x, a):  # exemplar-style views: warp (shift, zoom, rotation, flip), co
     return v
 
 def instance_loss(net, U, idx, bank, nbrs, a):
-    z = net(torch.cat([views(U[idx], a), views(U[idx], a)]))
+    idx2 = idx
+    if a.pixpair > 0:  # the second view from one of the image's pixel neighbours, with prob. pixpair
+        alt = nbrs[idx, torch.randint(0, nbrs.shape[1], (len(idx),))]
+        idx2 = torch.where(torch.rand(len(idx)) < a.pixpair, alt, idx); nbrs = None
+    z = net(torch.cat([views(U[idx], a), views(U[idx2], a)]))
     v = F.normalize(z - z.mean(0, keepdim=True), dim=1); B = len(idx); own = torch.cat([idx, idx])
     neg = torch.randint(0, len(bank), (256,))
     s_b = v @ v.T / a.tau; s_b.fill_diagonal_(-1e9)
@@ -127,6 +133,7 @@ def main():
     ap.add_argument('--tau', type=float, default=0.2); ap.add_argument('--head', type=int, default=128)
     ap.add_argument('--mlp', type=int, default=0); ap.add_argument('--nn', type=int, default=0)
     ap.add_argument('--k', type=int, default=100); ap.add_argument('--bn', action='store_true')
+    ap.add_argument('--pixnn', type=int, default=0); ap.add_argument('--pixpair', type=float, default=0)
     for f, d in [('translate', 0.1), ('zoom', 1.2), ('rotate', 10.0), ('contrast', 1.3), ('bright', 0.0), ('gamma', 1.0), ('blur', 0.0)]:
         ap.add_argument('--' + f, type=float, default=d)
     a = ap.parse_args(); print(a, flush=True)
@@ -137,6 +144,11 @@ def main():
         net.h = nn.Sequential(nn.Linear(4096, a.mlp), nn.BatchNorm1d(a.mlp), nn.ReLU(), nn.Linear(a.mlp, a.head))
     opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4)
     bank, nbrs = F.normalize(torch.randn(N, a.head or 4096), dim=1), None
+    if a.pixnn:  # each image's K nearest in raw pixels (fixed) as extra positives
+        P = torch.from_numpy(Xtr[:N].reshape(N, -1).astype(np.float32))
+        d = (P * P).sum(1, keepdim=True) - 2 * P @ P.T + (P * P).sum(1); d.fill_diagonal_(1e18)
+        nbrs = d.topk(a.pixnn, largest=False).indices
+        print('pixel neighbours share the label', round((yl[nbrs] == yl[:, None]).float().mean().item(), 3), flush=True)
     print('untrained', round(figure4(net), 4), flush=True)
     for ep in range(a.epochs):
         t, tot, steps = time.time(), 0.0, 0
@@ -160,7 +172,7 @@ def main():
                     y = yl[idx] if a.mode == 'supervised' else lab[idx]
                 loss = F.cross_entropy(net(x), y)
             opt.zero_grad(); loss.backward(); opt.step(); tot += loss.item(); steps += 1
-        if a.mode == 'instance' and a.nn:
+        if a.mode == 'instance' and a.nn and not a.pixnn:
             with torch.no_grad():
                 sim = bank @ bank.T; sim.fill_diagonal_(-2); nbrs = sim.topk(a.nn, dim=1).indices
         p = figure4(net) if ep % 2 == 1 or ep == a.epochs - 1 else float('nan')
