@@ -27,8 +27,19 @@ pub fn linear_backward(
     db: &mut [f32],
 ) -> Vec<f32> {
     let i = w.len() / o;
-    // dw [o, i] = dyᵀ [o, n] · x [n, i]; dx [n, i] = dy [n, o] · w [o, i]
-    matmul(Mat::t(dy, n, o), Mat::new(x, n, i), dw, false, true);
+    // dw [o, i] = dyᵀ [o, n] · x [n, i], by the blocks the fused update uses (same values)
+    let rows = BLOCK_ROWS * i;
+    matmul_blocks(
+        Mat::t(dy, n, o),
+        Mat::new(x, n, i),
+        dw.par_chunks_mut(rows),
+        |dw, g, stride| {
+            for (d, g) in dw.chunks_mut(i).zip(g.chunks(stride)) {
+                d.copy_from_slice(&g[..i]);
+            }
+        },
+    );
+    // dx [n, i] = dy [n, o] · w [o, i]
     let mut dx = vec![0.0; n * i];
     matmul(Mat::new(dy, n, o), Mat::new(w, o, i), &mut dx, false, true);
     bias_gradient(dy, n, db);
