@@ -4,6 +4,7 @@
 
 mod conv;
 mod linear;
+mod lrn;
 pub mod ops;
 mod unfold;
 

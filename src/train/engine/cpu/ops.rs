@@ -1,12 +1,13 @@
-//! The CPU engine's other layer kernels on host slices (ReLU, LRN, overlapping max-pool,
+//! The CPU engine's other layer kernels on host slices (ReLU, dropout, overlapping max-pool,
 //! softmax cross-entropy), parallel with rayon; convolution is in `conv`, the fully connected
-//! layers and SGD in `linear`.
+//! layers and SGD in `linear`, LRN in `lrn`.
 
 use rayon::prelude::*;
 
 pub use super::conv::{conv_backward, conv_forward};
 pub use super::linear::{linear_backward, linear_backward_sgd, linear_forward, sgd_step};
-use crate::model::{Lrn, POOL_KERNEL, POOL_STRIDE};
+pub use super::lrn::{lrn_backward, lrn_forward};
+use crate::model::{POOL_KERNEL, POOL_STRIDE};
 use crate::train::engine::{dropout_keeps, dropout_threshold, Shape};
 
 pub fn relu_forward(x: &mut [f32]) {
@@ -69,91 +70,6 @@ fn drop_any(h: &mut [f32], first: u64, seed: u64, threshold: u32, scale: f32) {
         let keep = dropout_keeps(seed, first + j as u64, threshold);
         *v = if keep { *v * scale } else { 0.0 };
     }
-}
-
-/// s^−β, with β = 0.75 (the paper's) as 1/(√s·√√s): vectorised square roots instead of a
-/// libm `powf` per element (a tenth of the paper network's step went to LRN's `powf`).
-#[inline(always)]
-fn pow_neg_beta(s: f32, beta: f32) -> f32 {
-    if beta == 0.75 {
-        let r = s.sqrt();
-        1.0 / (r * r.sqrt())
-    } else {
-        s.powf(-beta)
-    }
-}
-
-/// Σ over the channel window of `f(channel plane)[p]` into `out`, for every position p of one
-/// image's planes (`planes` [c, hw]); positions innermost, so the adds vectorise.
-fn window_sums(planes: &[f32], hw: usize, c: usize, half: usize, sq: bool, out: &mut [f32]) {
-    let channels = planes.len() / hw;
-    let (lo, hi) = (c.saturating_sub(half), (c + half).min(channels - 1));
-    out.fill(0.0);
-    for j in lo..=hi {
-        let src = &planes[j * hw..(j + 1) * hw];
-        if sq {
-            out.iter_mut().zip(src).for_each(|(o, &v)| *o += v * v);
-        } else {
-            out.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
-        }
-    }
-}
-
-pub fn lrn_forward(x: &[f32], xs: Shape, l: &Lrn) -> (Vec<f32>, Vec<f32>) {
-    let (hw, half, per) = (xs.h * xs.w, l.size / 2, xs.per_sample());
-    let mut scale = vec![0.0; x.len()];
-    let mut y = vec![0.0; x.len()];
-    scale
-        .par_chunks_mut(per)
-        .zip(y.par_chunks_mut(per))
-        .enumerate()
-        .for_each(|(i, (s, yi))| {
-            let xi = &x[i * per..(i + 1) * per];
-            for c in 0..xs.c {
-                let sc = &mut s[c * hw..(c + 1) * hw];
-                window_sums(xi, hw, c, half, true, sc);
-                let (xc, yc) = (&xi[c * hw..(c + 1) * hw], &mut yi[c * hw..(c + 1) * hw]);
-                for ((s, y), &v) in sc.iter_mut().zip(yc).zip(xc) {
-                    *s = l.k + l.alpha * *s;
-                    *y = v * pow_neg_beta(*s, l.beta);
-                }
-            }
-        });
-    (y, scale)
-}
-
-pub fn lrn_backward(
-    x: &[f32],
-    y: &[f32],
-    scale: &[f32],
-    xs: Shape,
-    l: &Lrn,
-    dy: &[f32],
-) -> Vec<f32> {
-    let (hw, half, per) = (xs.h * xs.w, l.size / 2, xs.per_sample());
-    let k = 2.0 * l.alpha * l.beta;
-    // t_j = dy_j · y_j / s_j; dx_i = dy_i · s_i^−β − 2αβ x_i Σ_{j ∈ window(i)} t_j
-    let mut dx = vec![0.0; x.len()];
-    dx.par_chunks_mut(per).enumerate().for_each(|(i, dxi)| {
-        let o = i * per;
-        let t: Vec<f32> = (o..o + per).map(|at| dy[at] * y[at] / scale[at]).collect();
-        let mut sum = vec![0.0; hw];
-        for c in 0..xs.c {
-            window_sums(&t, hw, c, half, false, &mut sum);
-            let at = o + c * hw;
-            let (d, s, xc) = (&dy[at..at + hw], &scale[at..at + hw], &x[at..at + hw]);
-            for ((((out, &d), &s), &v), &sum) in dxi[c * hw..(c + 1) * hw]
-                .iter_mut()
-                .zip(d)
-                .zip(s)
-                .zip(xc)
-                .zip(&sum)
-            {
-                *out = d * pow_neg_beta(s, l.beta) - k * v * sum;
-            }
-        }
-    });
-    dx
 }
 
 pub fn pool_forward(x: &[f32], xs: Shape) -> (Vec<f32>, Shape, Vec<u32>) {
@@ -227,55 +143,6 @@ pub fn softmax_cross_entropy(
 mod tests {
     use super::*;
     use crate::train::engine::cpu::testing::{check, dot, rand_vec};
-
-    #[test]
-    fn lrn_has_the_right_gradient_and_hand_value() {
-        let l = Lrn {
-            size: 5,
-            alpha: 0.1,
-            beta: 0.75,
-            k: 2.0,
-        };
-        let xs = Shape::new(2, 7, 3, 2);
-        let x: Vec<f32> = rand_vec(xs.len(), 5).iter().map(|v| v * 3.0).collect();
-        let (y, s) = lrn_forward(&x, xs, &l);
-        let r = rand_vec(y.len(), 6);
-        let dx = lrn_backward(&x, &y, &s, xs, &l, &r);
-        check("lrn dx", &x, &dx, |x| dot(&lrn_forward(x, xs, &l).0, &r));
-        // One channel of value 2: y = 2 / (2 + 0.1·4)^0.75.
-        let (y1, _) = lrn_forward(&[2.0], Shape::new(1, 1, 1, 1), &l);
-        assert!((y1[0] - 2.0 / 2.4f32.powf(0.75)).abs() < 1e-6);
-    }
-
-    #[test]
-    fn lrn_sums_each_channels_window_by_hand_and_any_beta() {
-        // Channels 1, 2, 3 at one position, window 3: s = 2 + 0.1·(1+4), (1+4+9), (4+9).
-        for beta in [0.75f32, 0.5] {
-            let l = Lrn {
-                size: 3,
-                alpha: 0.1,
-                beta,
-                k: 2.0,
-            };
-            let (y, s) = lrn_forward(&[1.0, 2.0, 3.0], Shape::new(1, 3, 1, 1), &l);
-            let want_s = [2.5f32, 3.4, 3.3];
-            for c in 0..3 {
-                assert!((s[c] - want_s[c]).abs() < 1e-6, "s[{c}] = {}", s[c]);
-                let want = (c + 1) as f32 / want_s[c].powf(beta);
-                assert!(
-                    (y[c] - want).abs() < 1e-6 * want,
-                    "beta {beta}: y[{c}] = {}",
-                    y[c]
-                );
-            }
-        }
-        // The square-root form of s^−0.75 against libm's powf over LRN's range of s.
-        for i in 0..10_000 {
-            let s = 1.0 + i as f32 * 0.37;
-            let (fast, exact) = (pow_neg_beta(s, 0.75), s.powf(-0.75));
-            assert!((fast - exact).abs() <= 4.0 * f32::EPSILON * exact, "{s}");
-        }
-    }
 
     #[test]
     fn overlapping_max_pool_routes_gradients_to_the_maxima() {
