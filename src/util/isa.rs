@@ -22,16 +22,48 @@ pub fn avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// The widest path fc7's kernels take here, for benchmark headers and logs.
-pub fn widest() -> &'static str {
+/// Which compiled copy of a loop runs: the build's baseline (any x86-64), AVX2 or AVX-512.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    Base,
+    Avx2,
+    Avx512,
+}
+
+/// The widest copy this build may run on this CPU.
+pub fn fastest() -> Path {
     #[cfg(target_arch = "x86_64")]
     {
         if avx512f() {
-            return "avx512";
+            return Path::Avx512;
         }
         if avx2() {
-            return "avx2";
+            return Path::Avx2;
         }
     }
-    "scalar"
+    Path::Base
+}
+
+/// Every copy this CPU can run, whatever the build allows: what tests compare.
+pub fn runnable() -> Vec<Path> {
+    let mut paths = vec![Path::Base];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            paths.push(Path::Avx2);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            paths.push(Path::Avx512);
+        }
+    }
+    paths
+}
+
+/// The widest path fc7's kernels take here, for benchmark headers and logs.
+pub fn widest() -> &'static str {
+    match fastest() {
+        Path::Avx512 => "avx512",
+        Path::Avx2 => "avx2",
+        Path::Base => "scalar",
+    }
 }

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::model::Lrn;
 use crate::train::engine::Shape;
+use crate::util::isa::{self, Path};
 
 /// s^−β, with β = 0.75 (the paper's) as 1/(√s·√√s): vectorised square roots instead of a
 /// libm `powf` per element (a tenth of the paper network's step went to LRN's `powf`).
@@ -47,24 +48,8 @@ struct Image<'a> {
     dy: &'a [f32],
 }
 
-/// Which compiled copy of an image's loops runs: 0 the baseline, 1 AVX2, 2 AVX-512.
-type Path = u8;
-
-fn fastest() -> Path {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::util::isa::avx512f() {
-            return 2;
-        }
-        if crate::util::isa::avx2() {
-            return 1;
-        }
-    }
-    0
-}
-
 pub fn lrn_forward(x: &[f32], xs: Shape, l: &Lrn) -> (Vec<f32>, Vec<f32>) {
-    forward_on(fastest(), x, xs, l)
+    forward_on(isa::fastest(), x, xs, l)
 }
 
 fn forward_on(path: Path, x: &[f32], xs: Shape, l: &Lrn) -> (Vec<f32>, Vec<f32>) {
@@ -78,13 +63,13 @@ fn forward_on(path: Path, x: &[f32], xs: Shape, l: &Lrn) -> (Vec<f32>, Vec<f32>)
         .for_each(|(i, (s, yi))| {
             let xi = &x[i * per..(i + 1) * per];
             match path {
-                // SAFETY: `fastest` picks 2 only where the CPU has AVX-512F (tests pick a path
-                // only after checking the CPU).
+                // SAFETY: `isa::fastest` gives Avx512 only where the CPU has AVX-512F, and
+                // `isa::runnable` (the tests') only paths the CPU has.
                 #[cfg(target_arch = "x86_64")]
-                2 => unsafe { forward_avx512(xi, s, yi, xs, l) },
+                Path::Avx512 => unsafe { forward_avx512(xi, s, yi, xs, l) },
                 // SAFETY: as above, for AVX2.
                 #[cfg(target_arch = "x86_64")]
-                1 => unsafe { forward_avx2(xi, s, yi, xs, l) },
+                Path::Avx2 => unsafe { forward_avx2(xi, s, yi, xs, l) },
                 _ => forward_image(xi, s, yi, xs, l),
             }
         });
@@ -126,7 +111,7 @@ pub fn lrn_backward(
     l: &Lrn,
     dy: &[f32],
 ) -> Vec<f32> {
-    backward_on(fastest(), (x, y, scale, dy), xs, l)
+    backward_on(isa::fastest(), (x, y, scale, dy), xs, l)
 }
 
 fn backward_on(
@@ -148,10 +133,10 @@ fn backward_on(
         match path {
             // SAFETY: as in `forward_on`.
             #[cfg(target_arch = "x86_64")]
-            2 => unsafe { backward_avx512(&im, dxi, xs, l) },
+            Path::Avx512 => unsafe { backward_avx512(&im, dxi, xs, l) },
             // SAFETY: as in `forward_on`.
             #[cfg(target_arch = "x86_64")]
-            1 => unsafe { backward_avx2(&im, dxi, xs, l) },
+            Path::Avx2 => unsafe { backward_avx2(&im, dxi, xs, l) },
             _ => backward_image(&im, dxi, xs, l),
         }
     });
@@ -247,16 +232,7 @@ mod tests {
     /// the paper's constants and on a β that takes `powf`.
     #[test]
     fn lrn_paths_give_the_same_bits() {
-        let mut paths: Vec<Path> = vec![0];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                paths.push(1);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                paths.push(2);
-            }
-        }
+        let paths = isa::runnable();
         let xs = Shape::new(3, 11, 7, 5);
         let x: Vec<f32> = rand_vec(xs.len(), 31).iter().map(|v| v * 4.0).collect();
         let dy = rand_vec(xs.len(), 32);
@@ -268,13 +244,13 @@ mod tests {
                 beta,
                 k: 2.0,
             };
-            let (y0, s0) = forward_on(0, &x, xs, &l);
-            let dx0 = backward_on(0, (&x, &y0, &s0, &dy), xs, &l);
+            let (y0, s0) = forward_on(Path::Base, &x, xs, &l);
+            let dx0 = backward_on(Path::Base, (&x, &y0, &s0, &dy), xs, &l);
             for &p in &paths[1..] {
                 let (y, s) = forward_on(p, &x, xs, &l);
-                assert_eq!((bits(&y), bits(&s)), (bits(&y0), bits(&s0)), "path {p}");
+                assert_eq!((bits(&y), bits(&s)), (bits(&y0), bits(&s0)), "{p:?}");
                 let dx = backward_on(p, (&x, &y, &s, &dy), xs, &l);
-                assert_eq!(bits(&dx), bits(&dx0), "path {p}, beta {beta}");
+                assert_eq!(bits(&dx), bits(&dx0), "{p:?}, beta {beta}");
             }
         }
     }
