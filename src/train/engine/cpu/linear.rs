@@ -27,15 +27,13 @@ pub fn linear_backward(
     db: &mut [f32],
 ) -> Vec<f32> {
     let i = w.len() / o;
-    // dw [o, i] = dyᵀ [o, n] · x [n, i], by the blocks the fused update uses (same values)
-    let rows = BLOCK_ROWS * i;
-    matmul_blocks(
-        Mat::t(dy, n, o),
-        Mat::new(x, n, i),
-        dw.par_chunks_mut(rows),
-        |dw, g, stride| {
-            for (d, g) in dw.chunks_mut(i).zip(g.chunks(stride)) {
-                d.copy_from_slice(&g[..i]);
+    weight_gradient(
+        (x, n, i, o),
+        dy,
+        dw.par_chunks_mut(BLOCK_ROWS * i),
+        |dw, rows| {
+            for (d, g) in dw.chunks_mut(i).zip(rows) {
+                d.copy_from_slice(g);
             }
         },
     );
@@ -92,18 +90,29 @@ pub fn linear_backward_sgd(
     sgd(b, vb, &db, h);
     let rows = BLOCK_ROWS * i;
     let states = w.par_chunks_mut(rows).zip(vw.par_chunks_mut(rows));
-    // dw [o, i] = dyᵀ [o, n] · x [n, i], a block of rows at a time
+    weight_gradient((x, n, i, o), dy, states, |(w, v), rows| {
+        for ((w, v), g) in w.chunks_mut(i).zip(v.chunks_mut(i)).zip(rows) {
+            sgd(w, v, g, h);
+        }
+    });
+    dx
+}
+
+/// dw [o, i] = dyᵀ [o, n] · x [n, i], `BLOCK_ROWS` rows at a time (`matmul_blocks`): `f` gets
+/// each block's item of `states` and its rows, `i` floats each. The stored gradient and the
+/// fused update both come from this one product, so they hold the same values.
+fn weight_gradient<T: Send>(
+    (x, n, i, o): (&[f32], usize, usize, usize),
+    dy: &[f32],
+    states: impl IndexedParallelIterator<Item = T>,
+    f: impl Fn(T, &mut dyn Iterator<Item = &[f32]>) + Sync,
+) {
     matmul_blocks(
         Mat::t(dy, n, o),
         Mat::new(x, n, i),
         states,
-        |(w, v), g, stride| {
-            for ((w, v), g) in w.chunks_mut(i).zip(v.chunks_mut(i)).zip(g.chunks(stride)) {
-                sgd(w, v, &g[..i], h);
-            }
-        },
+        |state, g, stride| f(state, &mut g.chunks(stride).map(|row| &row[..i])),
     );
-    dx
 }
 
 #[cfg(test)]
