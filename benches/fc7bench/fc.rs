@@ -5,6 +5,7 @@ use std::time::Instant;
 use fc7::train::engine::cpu::ops;
 use fc7::train::engine::{random, Sgd};
 use fc7::util::matmul::{matmul, Mat};
+use fc7::util::sgemm;
 
 /// A fully connected layer's backward and update, stored gradient against fused, alternating.
 pub fn update(i: usize, o: usize, n: usize, iters: usize) {
@@ -40,8 +41,9 @@ pub fn update(i: usize, o: usize, n: usize, iters: usize) {
     }
 }
 
-/// The layer's three products as training runs them (y = x·wᵀ, dx = dy·w, dW = dyᵀ·x), each
-/// `iters` times after two warm-up calls: ms and GFLOP/s.
+/// The layer's three products (y = x·wᵀ, dx = dy·w, dW = dyᵀ·x), each `iters` times after two
+/// warm-up calls: ms and GFLOP/s; y and dx both through `gemm` and through fc7's own kernel
+/// (`util::sgemm`, which training uses for them), alternating.
 pub fn products(i: usize, o: usize, n: usize, iters: usize) {
     let (x, w, dy) = (random(n * i, 1), random(o * i, 2), random(n * o, 3));
     let (mut y, mut dx, mut dw) = (vec![0.0; n * o], vec![0.0; n * i], vec![0.0; o * i]);
@@ -57,18 +59,32 @@ pub fn products(i: usize, o: usize, n: usize, iters: usize) {
             flops / ms / 1e6
         );
     };
-    time("y = x·wᵀ", &mut || {
-        matmul(Mat::new(&x, n, i), Mat::t(&w, o, i), &mut y, false, true)
-    });
-    time("dx = dy·w", &mut || {
-        matmul(
-            Mat::new(&dy, n, o),
-            Mat::new(&w, o, i),
-            &mut dx,
-            false,
-            true,
-        )
-    });
+    // A digest of each result's bits: the same on two machines or builds, or not.
+    let bits = |v: &[f32]| {
+        let h = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+            (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        println!("  bits {h:016x}");
+    };
+    for _ in 0..2 {
+        time("y = x·wᵀ gemm", &mut || {
+            matmul(Mat::new(&x, n, i), Mat::t(&w, o, i), &mut y, false, true)
+        });
+        bits(&y);
+        time("y = x·wᵀ sgemm", &mut || {
+            sgemm::product(Mat::new(&x, n, i), Mat::t(&w, o, i), &mut y, true)
+        });
+        bits(&y);
+        time("dx = dy·w gemm", &mut || {
+            let (dy, w) = (Mat::new(&dy, n, o), Mat::new(&w, o, i));
+            matmul(dy, w, &mut dx, false, true)
+        });
+        bits(&dx);
+        time("dx = dy·w sgemm", &mut || {
+            sgemm::product(Mat::new(&dy, n, o), Mat::new(&w, o, i), &mut dx, true)
+        });
+        bits(&dx);
+    }
     time("dW = dyᵀ·x", &mut || {
         matmul(Mat::t(&dy, n, o), Mat::new(&x, n, i), &mut dw, false, true)
     });

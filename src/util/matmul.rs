@@ -31,7 +31,31 @@ impl<'a> Mat<'a> {
             trans: true,
         }
     }
-    fn strides(&self) -> (isize, isize) {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The same storage read as this matrix's transpose.
+    pub fn transposed(self) -> Self {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            trans: !self.trans,
+            ..self
+        }
+    }
+    pub(crate) fn data(&self) -> &'a [f32] {
+        self.data
+    }
+    /// Element (r, c), for tests' reference products.
+    #[cfg(test)]
+    pub(crate) fn get(&self, r: usize, c: usize) -> f32 {
+        let (rs, cs) = self.strides();
+        self.data[r * rs as usize + c * cs as usize]
+    }
+    pub(crate) fn strides(&self) -> (isize, isize) {
         if self.trans {
             (1, self.rows as isize)
         } else {
@@ -50,8 +74,8 @@ pub const BLOCK_ROWS: usize = 64;
 /// Row lengths that are a multiple of this many floats (4 KB) put the rows of c's tiles in the
 /// same cache sets; such products run 2–3× slower (fc7's [4096, 4096] gradient: 45 → 15 ms on
 /// a 2-core EPYC), so they are computed into rows padded by `ROW_PAD`.
-const ALIASED_ROW: usize = 1024;
-const ROW_PAD: usize = 16;
+pub(crate) const ALIASED_ROW: usize = 1024;
+pub(crate) const ROW_PAD: usize = 16;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };

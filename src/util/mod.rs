@@ -1,6 +1,7 @@
-//! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`),
-//! matrix products (`matmul`, through the `gemm` crate), the vector extensions kernels may use (`isa`), crash points for tests (`fault`),
-//! remembered file hashes (`stamp`) and the allocator's policy for large buffers (`heap`).
+//! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`), matrix
+//! products (`matmul`, through the `gemm` crate; `sgemm`, fc7's own kernel), the vector
+//! extensions kernels may use (`isa`), crash points for tests (`fault`), remembered file hashes
+//! (`stamp`) and the allocator's policy for large buffers (`heap`).
 
 pub mod draw;
 pub mod fault;
@@ -8,4 +9,5 @@ pub mod fs;
 pub mod heap;
 pub mod isa;
 pub mod matmul;
+pub mod sgemm;
 pub mod stamp;

@@ -5,12 +5,13 @@
 use rayon::prelude::*;
 
 use crate::train::engine::Sgd;
-use crate::util::matmul::{matmul, matmul_blocks, Mat, BLOCK_ROWS};
+use crate::util::matmul::{matmul_blocks, Mat, BLOCK_ROWS};
+use crate::util::sgemm::fastest_product;
 
 pub fn linear_forward(x: &[f32], n: usize, w: &[f32], b: &[f32], o: usize) -> Vec<f32> {
     let i = w.len() / o;
     let mut y = vec![0.0; n * o];
-    matmul(Mat::new(x, n, i), Mat::t(w, o, i), &mut y, false, true);
+    fastest_product(Mat::new(x, n, i), Mat::t(w, o, i), &mut y, true);
     y.par_chunks_mut(o)
         .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
     y
@@ -39,7 +40,7 @@ pub fn linear_backward(
     );
     // dx [n, i] = dy [n, o] · w [o, i]
     let mut dx = vec![0.0; n * i];
-    matmul(Mat::new(dy, n, o), Mat::new(w, o, i), &mut dx, false, true);
+    fastest_product(Mat::new(dy, n, o), Mat::new(w, o, i), &mut dx, true);
     bias_gradient(dy, n, db);
     dx
 }
@@ -84,7 +85,7 @@ pub fn linear_backward_sgd(
 ) -> Vec<f32> {
     let i = w.len() / o;
     let mut dx = vec![0.0; n * i];
-    matmul(Mat::new(dy, n, o), Mat::new(w, o, i), &mut dx, false, true);
+    fastest_product(Mat::new(dy, n, o), Mat::new(w, o, i), &mut dx, true);
     let mut db = vec![0.0; o];
     bias_gradient(dy, n, &mut db);
     sgd(b, vb, &db, h);
