@@ -48,6 +48,10 @@ echo "machine: $threads cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 if command -v cc >/dev/null; then
   cc -O2 -mavx2 -mfma scripts/bench/fma_peak.c -o target/release/fma-peak
   for _ in $(seq "$threads"); do target/release/fma-peak & done; wait
+  if grep -q avx512f /proc/cpuinfo; then
+    cc -O2 -mavx512f scripts/bench/fma_peak.c -o target/release/fma-peak-512
+    for _ in $(seq "$threads"); do target/release/fma-peak-512 & done; wait
+  fi
 fi
 rate() { sed -n 's/.*images\/s=\([0-9.]*\).*/\1/p'; }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
