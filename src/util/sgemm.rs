@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use super::isa::{self, Path};
 use super::matmul::{matmul, Mat, ALIASED_ROW, ROW_PAD};
 
-/// k's per block: a 256 × 16 panel of b is 16 KB, half the smallest first-level data cache of
-/// the CPUs measured (32 KB), and a 256 × 6 panel of a another 6 KB.
+/// k's per block: a 256 × 16 panel of b is 16 KB (AVX2), half the smallest first-level data
+/// cache of the CPUs measured (32 KB), and a 256 × 6 panel of a another 6 KB.
 const KC: usize = 256;
 /// Columns of c per rayon task: a block of b's (256 × 256 floats, 256 KB) and the next one
 /// fetched ahead (`Ahead`) fit a core's second-level cache together.
@@ -27,12 +27,13 @@ const NC: usize = 256;
 const PANELS_PER_TASK: usize = 64;
 
 /// c [a.rows × b.cols] = a · b through whichever of this kernel and gemm's runs the CPU
-/// engine's products faster on this CPU's widest path: this one with AVX2 or without, gemm's
-/// with AVX-512 (BENCHMARKS.md, "fc7's own product kernel").
+/// engine's products faster on this CPU's widest path: this one with AVX2, gemm's with AVX-512
+/// (BENCHMARKS.md, "fc7's own product kernel") and without AVX2 (where the portable loop's FMAs
+/// would be library calls on x86-64, and unmeasured elsewhere).
 pub fn fastest_product(a: Mat, b: Mat, c: &mut [f32], parallel: bool) {
     match isa::fastest() {
-        Path::Avx512 => matmul(a, b, c, false, parallel),
-        _ => product(a, b, c, parallel),
+        Path::Avx2 => product(a, b, c, parallel),
+        Path::Avx512 | Path::Base => matmul(a, b, c, false, parallel),
     }
 }
 
@@ -99,9 +100,10 @@ pub(crate) fn product_on(path: Path, a: Mat, b: Mat, c: &mut [f32], parallel: bo
     }
 }
 
-/// c = a · b on rayon tasks that each own a rectangle of c. `in_place`: a's rows are contiguous
-/// in k and read where they are (all but a short last panel), a panel at a time across every
-/// panel of b; otherwise a is packed once and each panel of b meets every panel of a.
+/// c = a · b on rayon tasks that each own a rectangle of c. `in_place`: a's rows are read where
+/// they are (all but a short last panel; fast when they are contiguous in k), a panel at a time
+/// across every panel of b; otherwise a is packed once and each panel of b meets every panel
+/// of a.
 fn blocked(path: Path, a: Mat, b: Mat, c: (&mut [f32], usize), in_place: bool, parallel: bool) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let (mr, nr) = tile(path);
@@ -130,7 +132,9 @@ fn blocked(path: Path, a: Mat, b: Mat, c: (&mut [f32], usize), in_place: bool, p
                 let panel = if !in_place {
                     (packed_a[r0 * k + k0 * mr..].as_ptr(), mr, 1)
                 } else if r0 + mr <= m {
-                    (a.data()[r0 * k + k0..].as_ptr(), 1, k)
+                    let (rs, cs) = a.strides();
+                    let at = r0 * rs as usize + k0 * cs as usize;
+                    (a.data()[at..].as_ptr(), cs as usize, rs as usize)
                 } else {
                     if q == 0 {
                         pack_into(&mut short, a, mr, (r0, m - r0), (k0, kc));
