@@ -75,7 +75,7 @@ pub const BLOCK_ROWS: usize = 64;
 /// same cache sets; such products run 2–3× slower (fc7's [4096, 4096] gradient: 45 → 15 ms on
 /// a 2-core EPYC), so they are computed into rows padded by `ROW_PAD`.
 pub(crate) const ALIASED_ROW: usize = 1024;
-pub(crate) const ROW_PAD: usize = 16;
+const ROW_PAD: usize = 16;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -115,7 +115,7 @@ pub fn matmul(a: Mat, b: Mat, c: &mut [f32], acc: bool, parallel: bool) {
 }
 
 /// The row stride a product with rows of `n` floats is computed into.
-fn padded(n: usize) -> usize {
+pub(crate) fn padded(n: usize) -> usize {
     if n.is_multiple_of(ALIASED_ROW) {
         n + ROW_PAD
     } else {
@@ -235,11 +235,11 @@ pub fn dot_rows(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Values in [−1, 1) from a fixed LCG.
-    fn random(n: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         (0..n)
             .map(|_| {
@@ -250,10 +250,7 @@ mod tests {
     }
 
     fn naive(a: Mat, b: Mat) -> Vec<f64> {
-        let at = |m: &Mat, r: usize, c: usize| {
-            let (rs, cs) = m.strides();
-            m.data[(r as isize * rs + c as isize * cs) as usize] as f64
-        };
+        let at = |m: &Mat, r: usize, c: usize| m.get(r, c) as f64;
         let mut out = vec![0.0; a.rows * b.cols];
         for r in 0..a.rows {
             for c in 0..b.cols {

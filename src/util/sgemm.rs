@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::isa::{self, Path};
-use super::matmul::{matmul, Mat, ALIASED_ROW, ROW_PAD};
+use super::matmul::{matmul, padded, Mat};
 
 /// k's per block: a 256 × 16 panel of b is 16 KB (AVX2), half the smallest first-level data
 /// cache of the CPUs measured (32 KB), and a 256 × 6 panel of a another 6 KB.
@@ -69,14 +69,14 @@ pub(crate) fn product_on(path: Path, a: Mat, b: Mat, c: &mut [f32], parallel: bo
         return;
     }
     if b.strides().0 != 1 || n == 1 {
-        if !n.is_multiple_of(ALIASED_ROW) {
+        let ld = padded(n);
+        if ld == n {
             return blocked(path, a, b, (&mut c[..m * n], n), false, parallel);
         }
         // Rows 4 KB apart put a tile's rows in the same cache sets: computed apart.
-        let ld = n + ROW_PAD;
-        let mut padded = vec![0.0; m * ld];
-        blocked(path, a, b, (&mut padded, ld), false, parallel);
-        for (dst, src) in c.chunks_mut(n).zip(padded.chunks(ld)) {
+        let mut rows = vec![0.0; m * ld];
+        blocked(path, a, b, (&mut rows, ld), false, parallel);
+        for (dst, src) in c.chunks_mut(n).zip(rows.chunks(ld)) {
             dst.copy_from_slice(&src[..n]);
         }
         return;
@@ -355,17 +355,8 @@ unsafe fn chains<const MR: usize, const NR: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Values in [−1, 1) from a fixed LCG.
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::util::matmul::tests::random;
+    use crate::util::matmul::ALIASED_ROW;
 
     /// The definition: each element's k products summed in order, each FMA rounded once.
     fn chain(a: Mat, b: Mat) -> Vec<f32> {
