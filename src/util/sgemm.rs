@@ -12,6 +12,8 @@
 //! packing it would be a transpose of the largest operand on every call; the product is then
 //! computed as cᵀ = bᵀ·aᵀ with bᵀ's rows read in place, and transposed once at the end.
 
+pub mod blocks;
+
 use rayon::prelude::*;
 
 use super::isa::{self, Path};
@@ -353,13 +355,13 @@ unsafe fn chains<const MR: usize, const NR: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::util::matmul::tests::random;
     use crate::util::matmul::ALIASED_ROW;
 
     /// The definition: each element's k products summed in order, each FMA rounded once.
-    fn chain(a: Mat, b: Mat) -> Vec<f32> {
+    pub(crate) fn chain(a: Mat, b: Mat) -> Vec<f32> {
         let mut out = vec![0.0; a.rows() * b.cols()];
         for r in 0..a.rows() {
             for c in 0..b.cols() {
@@ -370,7 +372,7 @@ mod tests {
         out
     }
 
-    fn bits(v: &[f32]) -> Vec<u32> {
+    pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
     }
 

@@ -5,7 +5,8 @@
 use rayon::prelude::*;
 
 use crate::train::engine::Sgd;
-use crate::util::matmul::{matmul_blocks, Mat, BLOCK_ROWS};
+use crate::util::matmul::Mat;
+use crate::util::sgemm::blocks::{block_rows, fastest_blocks};
 use crate::util::sgemm::fastest_product;
 
 pub fn linear_forward(x: &[f32], n: usize, w: &[f32], b: &[f32], o: usize) -> Vec<f32> {
@@ -31,7 +32,7 @@ pub fn linear_backward(
     weight_gradient(
         (x, n, i, o),
         dy,
-        dw.par_chunks_mut(BLOCK_ROWS * i),
+        dw.par_chunks_mut(block_rows() * i),
         |dw, rows| {
             for (d, g) in dw.chunks_mut(i).zip(rows) {
                 d.copy_from_slice(g);
@@ -89,7 +90,7 @@ pub fn linear_backward_sgd(
     let mut db = vec![0.0; o];
     bias_gradient(dy, n, &mut db);
     sgd(b, vb, &db, h);
-    let rows = BLOCK_ROWS * i;
+    let rows = block_rows() * i;
     let states = w.par_chunks_mut(rows).zip(vw.par_chunks_mut(rows));
     weight_gradient((x, n, i, o), dy, states, |(w, v), rows| {
         for ((w, v), g) in w.chunks_mut(i).zip(v.chunks_mut(i)).zip(rows) {
@@ -99,7 +100,7 @@ pub fn linear_backward_sgd(
     dx
 }
 
-/// dw [o, i] = dyᵀ [o, n] · x [n, i], `BLOCK_ROWS` rows at a time (`matmul_blocks`): `f` gets
+/// dw [o, i] = dyᵀ [o, n] · x [n, i], `block_rows()` rows at a time (`fastest_blocks`): `f` gets
 /// each block's item of `states` and its rows, `i` floats each. The stored gradient and the
 /// fused update both come from this one product, so they hold the same values.
 fn weight_gradient<T: Send>(
@@ -108,7 +109,7 @@ fn weight_gradient<T: Send>(
     states: impl IndexedParallelIterator<Item = T>,
     f: impl Fn(T, &mut dyn Iterator<Item = &[f32]>) + Sync,
 ) {
-    matmul_blocks(
+    fastest_blocks(
         Mat::t(dy, n, o),
         Mat::new(x, n, i),
         states,
