@@ -282,12 +282,20 @@ unsafe fn tile_block(
         return kernel(path, kc, a, b, (at, ldc), first);
     }
     let mut part = [0.0f32; 8 * 32];
-    for r in 0..rows {
-        std::ptr::copy_nonoverlapping(at.add(r * ldc), part[r * nr..].as_mut_ptr(), cols);
+    if !first {
+        for r in 0..rows {
+            copy_run(
+                &mut part[r * nr..],
+                std::slice::from_raw_parts(at.add(r * ldc), cols),
+            );
+        }
     }
     kernel(path, kc, a, b, (part.as_mut_ptr(), nr), first);
     for r in 0..rows {
-        std::ptr::copy_nonoverlapping(part[r * nr..].as_ptr(), at.add(r * ldc), cols);
+        copy_run(
+            std::slice::from_raw_parts_mut(at.add(r * ldc), cols),
+            &part[r * nr..][..cols],
+        );
     }
 }
 
