@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 mod meta;
 mod runs;
+mod schema;
 mod upgrade;
 mod writes;
 
@@ -21,40 +22,12 @@ pub use runs::Run;
 
 pub use writes::{NewImage, Writes};
 
+use schema::{set_wal, BUSY_TIMEOUT};
+
 pub const FILE: &str = "catalog.sqlite";
 
 /// The schema version this fc7 writes: 2 moved the vectors out of the catalog (`upgrade`).
 pub const SCHEMA: i64 = 2;
-
-/// The first schema; `PRAGMA user_version` records the version a catalog is at.
-const MIGRATIONS: [&str; 1] = [r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path BLOB NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    hash BLOB NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    indexed_at INTEGER NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE INDEX images_hash ON images(hash, size);
-CREATE TABLE skipped (
-    path BLOB PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-CREATE TABLE runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    summary TEXT
-);
-"#];
 
 /// An indexed file as the catalog knows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,10 +79,8 @@ impl Catalog {
             source,
         };
         let conn = Connection::open(&path).map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        set_wal(&conn).map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         let mut cat = Catalog {
@@ -129,33 +100,6 @@ impl Catalog {
             path: self.path.clone(),
             source,
         }
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let version: usize = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        if version > SCHEMA as usize {
-            return Err(Error::Index {
-                path: self.path.clone(),
-                reason: format!("schema version {version} is newer than this fc7 understands"),
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = self.conn.transaction().map_err(|e| Error::Catalog {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            tx.execute_batch(sql)
-                .and_then(|_| tx.pragma_update(None, "user_version", i + 1))
-                .and_then(|_| tx.commit())
-                .map_err(|e| Error::Catalog {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
-        }
-        Ok(())
     }
 
     pub fn schema_version(&self) -> Result<i64> {
@@ -362,6 +306,27 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Processes that open a new index at once (`fc7 info` or `fc7 query` while `fc7 index`
+    /// creates it) each bring the schema up to date: the first creates it, the rest find it.
+    #[test]
+    fn openers_racing_on_a_new_catalog_all_succeed() {
+        for _ in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let errors: Vec<String> = std::thread::scope(|s| {
+                let openers: Vec<_> = (0..6)
+                    .map(|_| s.spawn(|| Catalog::open(d.path(), true).err()))
+                    .collect();
+                openers
+                    .into_iter()
+                    .filter_map(|o| o.join().unwrap().map(|e| e.to_string()))
+                    .collect()
+            });
+            assert!(errors.is_empty(), "{errors:?}");
+            let c = Catalog::open(d.path(), false).unwrap();
+            assert_eq!(c.schema_version().unwrap(), SCHEMA);
+        }
+    }
 
     #[test]
     fn rows_round_trip_and_ids_are_never_reused() {
