@@ -4,8 +4,9 @@ use std::time::Instant;
 
 use fc7::train::engine::cpu::ops;
 use fc7::train::engine::{random, Sgd};
-use fc7::util::matmul::{matmul, Mat};
-use fc7::util::sgemm;
+use fc7::util::matmul::{matmul, matmul_blocks, Mat, BLOCK_ROWS};
+use fc7::util::sgemm::{self, blocks};
+use rayon::prelude::*;
 
 /// A fully connected layer's backward and update, stored gradient against fused, alternating.
 pub fn update(i: usize, o: usize, n: usize, iters: usize) {
@@ -43,7 +44,8 @@ pub fn update(i: usize, o: usize, n: usize, iters: usize) {
 
 /// The layer's three products (y = x·wᵀ, dx = dy·w, dW = dyᵀ·x), each `iters` times after two
 /// warm-up calls: ms and GFLOP/s; y and dx both through `gemm` and through fc7's own kernel
-/// (`util::sgemm`, which training uses for them), alternating.
+/// (`util::sgemm`, which training uses for them with AVX2), dW block by block through
+/// matrixmultiply and through what training uses here, alternating, with each result's digest.
 pub fn products(i: usize, o: usize, n: usize, iters: usize) {
     let (x, w, dy) = (random(n * i, 1), random(o * i, 2), random(n * o, 3));
     let (mut y, mut dx, mut dw) = (vec![0.0; n * o], vec![0.0; n * i], vec![0.0; o * i]);
@@ -85,7 +87,23 @@ pub fn products(i: usize, o: usize, n: usize, iters: usize) {
         });
         bits(&dx);
     }
-    time("dW = dyᵀ·x", &mut || {
-        matmul(Mat::t(&dy, n, o), Mat::new(&x, n, i), &mut dw, false, true)
-    });
+    // dW as training computes it, a block of rows at a time (here copied out, as the stored
+    // gradient is): matrixmultiply's kernel and the one training uses on this CPU.
+    let store = |dw: &mut [f32], block: &[f32], stride: usize| {
+        for (d, s) in dw.chunks_mut(i).zip(block.chunks(stride)) {
+            d.copy_from_slice(&s[..i]);
+        }
+    };
+    for _ in 0..2 {
+        time("dW = dyᵀ·x blocks, matrixmultiply", &mut || {
+            let states = dw.par_chunks_mut(BLOCK_ROWS * i);
+            matmul_blocks(Mat::t(&dy, n, o), Mat::new(&x, n, i), states, store)
+        });
+        bits(&dw);
+        time("dW = dyᵀ·x blocks, training's", &mut || {
+            let states = dw.par_chunks_mut(blocks::block_rows() * i);
+            blocks::fastest_blocks(Mat::t(&dy, n, o), Mat::new(&x, n, i), states, store)
+        });
+        bits(&dw);
+    }
 }
