@@ -2,7 +2,7 @@
 //! mode, and each migration applied once even when several processes open a new catalog at
 //! the same moment (`fc7 info` or `fc7 query` while `fc7 index` creates it).
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::{Catalog, SCHEMA};
 use crate::error::{Error, Result};
@@ -59,8 +59,27 @@ pub(super) fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
 pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Catalog {
-    /// Brings the schema up to `MIGRATIONS.len()`. Each step takes the write lock first and
-    /// reads the version under it, so processes opening a new catalog at once apply it once.
+    /// A write transaction that holds the lock from its start (IMMEDIATE), and the schema
+    /// version read under it: no other process can change the schema until this one commits
+    /// or drops it, so each step that reads the version here is applied once.
+    pub(super) fn locked_version(&mut self) -> Result<(Transaction<'_>, i64)> {
+        let path = self.path.clone();
+        let db = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let version = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
+        Ok((tx, version))
+    }
+
+    /// Brings the schema up to `MIGRATIONS.len()`, each step under `locked_version`, so
+    /// processes opening a new catalog at once apply it once.
     pub(super) fn migrate(&mut self) -> Result<()> {
         let path = self.path.clone();
         let db = |source| Error::Catalog {
@@ -68,20 +87,14 @@ impl Catalog {
             source,
         };
         for (i, sql) in MIGRATIONS.iter().enumerate() {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db)?;
-            let version: usize = tx
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .map_err(db)?;
-            if version > SCHEMA as usize {
+            let (tx, version) = self.locked_version()?;
+            if version > SCHEMA {
                 return Err(Error::Index {
-                    path: self.path.clone(),
+                    path: path.clone(),
                     reason: format!("schema version {version} is newer than this fc7 understands"),
                 });
             }
-            if version > i {
+            if version > i as i64 {
                 continue;
             }
             tx.execute_batch(sql)

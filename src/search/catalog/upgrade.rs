@@ -6,8 +6,6 @@
 //! catalog as it was (the next open writes the file again), and the space the blobs held is
 //! given back by a VACUUM after.
 
-use rusqlite::TransactionBehavior;
-
 use super::{vectors_json, Catalog, Meta};
 use crate::error::{Error, Result};
 use crate::search::vectors::Appender;
@@ -30,13 +28,7 @@ pub fn to_2(cat: &mut Catalog, dir: &std::path::Path) -> Result<i64> {
         .meta(Meta::Dim)?
         .and_then(|d| d.parse().ok())
         .unwrap_or(0);
-    let tx = cat
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db)?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(db)?;
+    let (tx, version) = cat.locked_version()?;
     if version >= 2 {
         return Ok(0);
     }
