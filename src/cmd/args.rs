@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::device::Device;
 use crate::infer::embed::EmbedOptions;
-use crate::model::Init;
+use crate::model::{Init, Standardise};
 use crate::search::index::Location;
 use crate::train::engine::Math;
 use crate::train::exemplar::Exemplar;
@@ -102,6 +102,10 @@ recipe_args! {
     /// The GPU's arithmetic for convolutions and fully connected layers: tf32 (default),
     /// fp32, or bf16 (tensor cores, FP32 master weights and update; CUDA only).
     precision: Math,
+    /// channels: the input standardised by the training set's mean and deviation per channel
+    /// (the default); image: by each image's own, so a brighter or darker copy is the same
+    /// input (--self-supervised's default).
+    standardise: Standardise,
 }
 
 /// Training on an unlabelled folder (exemplar or self-supervised) and its views' flags; each
@@ -245,6 +249,8 @@ mod tests {
             "caffe",
             "--precision",
             "bf16",
+            "--standardise",
+            "image",
         ]);
         let mut r = crate::train::recipe::preset("quick").unwrap();
         cli.r.apply(&mut r);
@@ -252,7 +258,8 @@ mod tests {
         let want = serde_json::json!({"epochs": 3, "batch": 7, "lr": 0.5, "seed": 9,
             "columns": 1, "val_fraction": 0.25, "anneal_epochs": 2, "momentum": 0.8f32,
             "weight_decay": 0.001f32, "dropout": 0.3f32, "pca_std": 0.2f32, "max_lr_drops": 4,
-            "init": serde_json::to_value(Init::Caffe).unwrap(), "precision": "bf16"});
+            "init": serde_json::to_value(Init::Caffe).unwrap(), "precision": "bf16",
+            "standardise": "image"});
         for (k, v) in want.as_object().unwrap() {
             assert_eq!(&got[k], v, "{k}");
         }

@@ -15,7 +15,8 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{Error, Result};
-use crate::model::Preprocess;
+use crate::model::standardise::Sums;
+use crate::model::{Preprocess, Standardise};
 
 /// Default cap on decoded pixels (width × height), checked from the header before decoding.
 pub const DEFAULT_MAX_PIXELS: u64 = 256_000_000;
@@ -253,13 +254,29 @@ pub fn to_tensor(img: &RgbImage, pre: &Preprocess) -> Vec<f32> {
     out
 }
 
-/// Writes `img` into `out` as [3, S, S] floats: (value / scale − mean) / std per channel.
+/// Writes `img` into `out` as [3, S, S] floats: (value / scale − mean) / std per channel, with
+/// the image's own mean and standard deviation under [`Standardise::Image`] (as training
+/// computes them for a view without a colour shift, to the bit).
 pub fn to_chw(img: &RgbImage, pre: &Preprocess, out: &mut [f32]) {
     let plane = (img.width() * img.height()) as usize;
     debug_assert_eq!(out.len(), 3 * plane);
+    let (mean, std) = match pre.standardise {
+        Standardise::Channels => (pre.mean, pre.std),
+        Standardise::Image => {
+            let mut sums = Sums {
+                pixels: plane as u64,
+                ..Sums::default()
+            };
+            for p in img.pixels() {
+                (0..3).for_each(|c| sums.add(c, p[c]));
+            }
+            let (m, s) = sums.mean_std([0.0; 3]);
+            ([m; 3], [s; 3])
+        }
+    };
     for (i, p) in img.pixels().enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (p[c] as f32 / pre.scale - pre.mean[c]) / pre.std[c];
+            out[c * plane + i] = (p[c] as f32 / pre.scale - mean[c]) / std[c];
         }
     }
 }
@@ -403,12 +420,35 @@ pub(crate) mod tests {
             std: [0.5, 1.0, 0.1],
             scale: 255.0,
             channel_order: "RGB".into(),
+            standardise: Standardise::Channels,
         };
         let mut out = vec![0.0; 6];
         to_chw(&img, &pre, &mut out);
         let want = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
         for (o, w) in out.iter().zip(want) {
             assert!((o - w).abs() < 1e-5, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn chw_standardised_per_image_is_the_same_for_a_brighter_copy() {
+        // Values 0 and 204 in every channel: mean 0.4, standard deviation 0.4 → −1 and 1.
+        let img = RgbImage::from_fn(2, 1, |x, _| image::Rgb([204 * x as u8; 3]));
+        let pre = Preprocess {
+            standardise: Standardise::Image,
+            ..Preprocess::imagenet(2)
+        };
+        let mut out = vec![0.0; 6];
+        to_chw(&img, &pre, &mut out);
+        for (o, w) in out.iter().zip([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]) {
+            assert!((o - w).abs() < 1e-6, "{out:?}");
+        }
+        // The same image at 3/4 of the exposure (0 and 153) gives the same input.
+        let dim = RgbImage::from_fn(2, 1, |x, _| image::Rgb([153 * x as u8; 3]));
+        let mut again = vec![0.0; 6];
+        to_chw(&dim, &pre, &mut again);
+        for (a, o) in again.iter().zip(&out) {
+            assert!((a - o).abs() < 1e-6, "{again:?}");
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::imaging::scan::{scan, ScanOptions};
 use crate::model::manifest::{write_onnx, ModelInfo, DOC};
 use crate::model::onnx::qdq::{calibration_points, to_int8_onnx_bytes, Ranges};
 use crate::model::onnx::{read::fp32_model, to_onnx_with_outputs};
-use crate::model::{Manifest, Precision, Preprocess};
+use crate::model::{Manifest, Precision, Preprocess, Standardise};
 
 /// How to calibrate.
 #[derive(Clone, Debug)]
@@ -39,13 +39,21 @@ pub struct QuantizeReport {
 const BATCH: usize = 16;
 const SAMPLE_PER_BATCH: usize = 1 << 15;
 
-/// The range of the network's input: every channel's (0 − mean) / std to (255 / scale − mean) / std.
-fn input_range(p: &Preprocess) -> (f32, f32) {
-    (0..3).fold((f32::MAX, f32::MIN), |(lo, hi), c| {
-        let a = (0.0 - p.mean[c]) / p.std[c];
-        let b = (255.0 / p.scale - p.mean[c]) / p.std[c];
-        (lo.min(a.min(b)), hi.max(a.max(b)))
-    })
+/// The range of the network's input: every channel's (0 − mean) / std to (255 / scale − mean) /
+/// std; standardised per image, what the calibration images span (a bound from the smallest
+/// deviation would spend the 8 bits on ±50 for inputs that stay within a few units).
+fn input_range(p: &Preprocess, inputs: &[Vec<f32>]) -> (f32, f32) {
+    match p.standardise {
+        Standardise::Channels => (0..3).fold((f32::MAX, f32::MIN), |(lo, hi), c| {
+            let a = (0.0 - p.mean[c]) / p.std[c];
+            let b = (255.0 / p.scale - p.mean[c]) / p.std[c];
+            (lo.min(a.min(b)), hi.max(a.max(b)))
+        }),
+        Standardise::Image => inputs
+            .iter()
+            .flatten()
+            .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v))),
+    }
 }
 
 /// Values seen at one activation: the largest, and a strided sample.
@@ -176,7 +184,7 @@ fn measure(
         }
     }
     Ok(Ranges {
-        input: input_range(&manifest.preprocess),
+        input: input_range(&manifest.preprocess, inputs),
         clip: seen.iter().map(|(k, s)| (k.clone(), s.clip())).collect(),
     })
 }
@@ -262,8 +270,16 @@ mod tests {
     #[test]
     fn input_range_spans_every_channel() {
         let p = Preprocess::imagenet(224);
-        let (lo, hi) = input_range(&p);
+        let inputs = [vec![-7.0, 9.0]];
+        let (lo, hi) = input_range(&p, &inputs);
         assert!((lo - (-0.485 / 0.229)).abs() < 1e-5, "{lo}");
         assert!((hi - (1.0 - 0.406) / 0.225).abs() < 1e-5, "{hi}");
+        // Standardised per image: what the calibration inputs span.
+        let own = Preprocess {
+            standardise: Standardise::Image,
+            ..p
+        };
+        let inputs = [vec![-1.5, 0.25], vec![2.75, 0.0]];
+        assert_eq!(input_range(&own, &inputs), (-1.5, 2.75));
     }
 }

@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::onnx::{to_onnx_bytes, EMBEDDING, INPUT, LOGITS};
+use crate::model::standardise::Standardise;
 use crate::model::{AlexNetConfig, Param};
 use crate::util::fs::{atomic_write, sha256_hex};
 
 /// How an image becomes the network's input: shorter side resized to `resize`, centre crop of
-/// `crop`, values divided by `scale`, then (x - mean) / std per RGB channel.
+/// `crop`, values divided by `scale`, then (x - mean) / std per RGB channel, or with
+/// `standardise: image` by the crop's own mean and standard deviation (mean and std unused).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
     pub resize: u32,
@@ -21,6 +23,10 @@ pub struct Preprocess {
     pub std: [f32; 3],
     pub scale: f32,
     pub channel_order: String,
+    /// Absent (channels) in every manifest written before it existed, and left out when
+    /// channels, so an index's recorded preprocessing of such a model reads the same.
+    #[serde(default, skip_serializing_if = "Standardise::is_channels")]
+    pub standardise: Standardise,
 }
 
 impl Preprocess {
@@ -33,6 +39,7 @@ impl Preprocess {
             std: [0.229, 0.224, 0.225],
             scale: 255.0,
             channel_order: "RGB".into(),
+            standardise: Standardise::Channels,
         }
     }
 }

@@ -4,8 +4,10 @@
 
 pub mod manifest;
 pub mod onnx;
+pub mod standardise;
 
 pub use manifest::{Manifest, Precision, Preprocess, MANIFEST_FORMAT};
+pub use standardise::Standardise;
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};

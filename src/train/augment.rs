@@ -5,9 +5,12 @@
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
+use crate::model::Standardise;
 use crate::train::dataset::Split;
+use crate::train::engine::Normalise;
 
-/// Per-channel mean and std and the RGB covariance's eigen-decomposition, in [0, 1] units.
+/// Per-channel mean and std and the RGB covariance's eigen-decomposition, in [0, 1] units,
+/// and whether the input is standardised by these means or by each image's own.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ColourStats {
     pub mean: [f32; 3],
@@ -15,11 +18,25 @@ pub struct ColourStats {
     pub eigenvalues: [f32; 3],
     /// eigenvectors[k] is the k-th eigenvector.
     pub eigenvectors: [[f32; 3]; 3],
+    /// The recipe's `--standardise` (absent from checkpoints written before it: channels).
+    #[serde(default, skip_serializing_if = "Standardise::is_channels")]
+    pub standardise: Standardise,
+}
+
+impl ColourStats {
+    /// What the engines standardise a view by.
+    pub fn normalise(&self) -> Normalise {
+        Normalise {
+            mean: self.mean,
+            std: self.std,
+            standardise: self.standardise,
+        }
+    }
 }
 
 /// Mean, std and covariance of RGB over every pixel of the split, from the pack's exact
 /// integer moments (so the same for any order of the images).
-pub fn colour_stats(split: &Split) -> ColourStats {
+pub fn colour_stats(split: &Split, standardise: Standardise) -> ColourStats {
     let (m, pixels) = split.moments();
     let n = pixels.max(1) as f64;
     let s = [m[0], m[1], m[2]].map(|v| v as f64 / 255.0);
@@ -42,6 +59,7 @@ pub fn colour_stats(split: &Split) -> ColourStats {
         std: [0, 1, 2].map(|i| cov[i][i].max(1e-6).sqrt() as f32),
         eigenvalues: eigenvalues.map(|l| l.max(0.0) as f32),
         eigenvectors: eigenvectors.map(|v| v.map(|x| x as f32)),
+        standardise,
     }
 }
 

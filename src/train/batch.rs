@@ -8,10 +8,10 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::model::AlexNetConfig;
+use crate::model::{AlexNetConfig, Standardise};
 use crate::train::augment::{self, ColourStats, Crop};
 use crate::train::dataset::Split;
-use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::engine::{Engine, Shape};
 use crate::train::exemplar::{self, Exemplar, View};
 use crate::train::seeds::mix;
 
@@ -90,6 +90,7 @@ impl Batch {
             std: [0.25; 3],
             eigenvalues: [0.0; 3],
             eigenvectors: [[0.0; 3]; 3],
+            standardise: Standardise::Channels,
         };
         (Batch::from_cut(px, vec![[0.0; 3]; n], labels, side), stats)
     }
@@ -167,10 +168,7 @@ impl Batch {
         stats: &ColourStats,
         r: std::ops::Range<usize>,
     ) -> Result<E::Tensor> {
-        let norm = Normalise {
-            mean: stats.mean,
-            std: stats.std,
-        };
+        let norm = stats.normalise();
         match &self.pixels {
             Pixels::Cut { pixels, shifts } => {
                 let per = 3 * self.crop * self.crop;
@@ -252,7 +250,7 @@ pub(crate) fn fixture(dir: &std::path::Path) -> (crate::train::dataset::Dataset,
         epoch: 1,
         crop: 63,
         pca_std: 0.1,
-        stats: augment::colour_stats(&d.train),
+        stats: augment::colour_stats(&d.train, Standardise::Channels),
         exemplar: None,
         on_engine: false,
     };

@@ -66,6 +66,7 @@ pub fn export(
         std: st.stats.std,
         scale: 255.0,
         channel_order: "RGB".into(),
+        standardise: st.stats.standardise,
     };
     write_model(
         path,

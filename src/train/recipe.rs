@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{AlexNetConfig, Conv, Init};
+use crate::model::{AlexNetConfig, Conv, Init, Standardise};
 use crate::train::engine::Math;
 use crate::train::exemplar::Exemplar;
 use crate::train::instance::Instance;
@@ -44,6 +44,10 @@ pub struct Recipe {
     /// before it existed trained in TF32).
     #[serde(default)]
     pub precision: Math,
+    /// The input standardised by the training set's channel statistics or by each view's own
+    /// (left out when channels, as recipes saved before it existed trained).
+    #[serde(default, skip_serializing_if = "Standardise::is_channels")]
+    pub standardise: Standardise,
 }
 
 impl Recipe {
@@ -111,6 +115,7 @@ pub fn preset(name: &str) -> Result<Recipe> {
         exemplar: None,
         instance: None,
         precision: Math::Tf32,
+        standardise: Standardise::Channels,
     };
     match name {
         "paper" => Ok(paper),
@@ -151,13 +156,15 @@ pub fn exemplar(mut r: Recipe, ex: Exemplar) -> Recipe {
 /// Self-supervised training on top of a preset: instance discrimination (`Instance`) of every
 /// image of the folder, seen through exemplar views `ex` (every image a surrogate), no PCA
 /// colour shift and no dropout, as exemplar training; the preset's rate held, then a tenth of
-/// it for the last ninth of the epochs.
+/// it for the last ninth of the epochs; each view standardised by its own mean and deviation,
+/// so a brighter or darker copy of an image is the same input (BENCHMARKS.md: the edits).
 pub fn instance(r: Recipe, mut ex: Exemplar, objective: Instance) -> Recipe {
     ex.surrogates = usize::MAX;
     let mut r = exemplar(r, ex);
     r.epochs = if r.preset == "quick" { 20 } else { 100 };
     r.anneal_epochs = r.epochs / 9;
     r.instance = Some(objective);
+    r.standardise = Standardise::Image;
     r
 }
 

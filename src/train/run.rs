@@ -70,7 +70,7 @@ fn fresh(
         config,
         recipe: r.clone(),
         classes: data.classes.clone(),
-        stats: augment::colour_stats(&data.train),
+        stats: augment::colour_stats(&data.train, r.standardise),
         data: opts.data.display().to_string(),
         epoch: 0,
         next_batch: 0,

@@ -5,7 +5,7 @@
 //! `--precision bf16` checks its bf16 products against FP32 sums of bf16-rounded operands.
 
 use crate::error::{Error, Result};
-use crate::model::{init_params, AlexNetConfig, Conv, Init, Lrn};
+use crate::model::{init_params, AlexNetConfig, Conv, Init, Lrn, Standardise};
 use crate::train::engine::cpu::{ops, Cpu};
 use crate::train::engine::{bf16_round, Engine, Math, Normalise, Shape};
 use crate::train::step::{train_step, Hyper, Weights};
@@ -105,13 +105,17 @@ impl<E: Engine> Harness<'_, E> {
         let s = Shape::new(2, 3, 16, 16);
         let px: Vec<u8> = (0..s.len()).map(|i| (i * 37 % 256) as u8).collect();
         let shifts = [[0.01, -0.02, 0.03], [0.0, 0.05, -0.01]];
-        let norm = Normalise {
-            mean: [0.5, 0.4, 0.3],
-            std: [0.2, 0.25, 0.3],
-        };
+        let norm = Normalise::channels([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]);
         let want = Cpu.input(&px, &shifts, &norm, s)?;
         let got = self.e.input(&px, &shifts, &norm, s)?;
-        self.compare("input normalisation", &want, &got, ELEMENTWISE)
+        self.compare("input normalisation", &want, &got, ELEMENTWISE)?;
+        let own = Normalise {
+            standardise: Standardise::Image,
+            ..norm
+        };
+        let want = Cpu.input(&px, &shifts, &own, s)?;
+        let got = self.e.input(&px, &shifts, &own, s)?;
+        self.compare("input standardised per image", &want, &got, ELEMENTWISE)
     }
 
     fn conv(&mut self, xs: Shape, c: Conv, seed: u64) -> Result<()> {

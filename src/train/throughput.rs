@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::error::Result;
-use crate::model::{init_params, AlexNetConfig, Init};
+use crate::model::{init_params, AlexNetConfig, Init, Standardise};
 use crate::train::augment;
 use crate::train::batch::{training_batch, Batch, Plan};
 use crate::train::dataset::Split;
@@ -91,7 +91,7 @@ pub fn feed_rate(
         epoch: 0,
         crop,
         pca_std: 0.1,
-        stats: augment::colour_stats(train),
+        stats: augment::colour_stats(train, Standardise::Channels),
         exemplar: None,
         on_engine,
     };

@@ -162,6 +162,8 @@ fn the_binary_trains_a_folder_with_bad_files_and_exports_without_the_head() {
         manifest["logits_output"].is_null(),
         "exported without the head: {manifest}"
     );
+    assert_eq!(manifest["preprocess"]["standardise"], "image", "{manifest}");
+    dimmer_copy_is_its_source(d.path(), &data, &stem);
 
     let refuse = |extra: &[&str]| {
         let out = common::fc7()
@@ -189,4 +191,42 @@ fn the_binary_trains_a_folder_with_bad_files_and_exports_without_the_head() {
         "--negatives is self-supervised training's: {err}"
     );
     assert!(!d.path().join("x.onnx").exists());
+}
+
+/// Adds a PNG photo to `photos`, indexes them with the model at `stem` and queries a copy of
+/// that PNG at 0.6 of its exposure: standardised per image, as the model was trained, the copy
+/// is the same input but for 8-bit rounding, so it lies far nearer its source than any other
+/// picture does (0.1 of the way to the next; with the manifest's standardisation ignored the
+/// source was not among the two nearest).
+fn dimmer_copy_is_its_source(dir: &Path, photos: &Path, stem: &Path) {
+    let source = image::open(photos.join("p004.jpg")).unwrap().to_rgb8();
+    source.save(photos.join("source.png")).unwrap();
+    let idx = dir.join("idx");
+    let model = stem.with_extension("onnx");
+    run_ok(&[
+        "index",
+        s(photos),
+        "--index",
+        s(&idx),
+        "--model",
+        s(&model),
+        "--quiet",
+    ]);
+    let mut copy = source;
+    copy.pixels_mut()
+        .for_each(|p| p.0 = p.0.map(|c| (c as f32 * 0.6).round() as u8));
+    let query = dir.join("dimmer.png");
+    copy.save(&query).unwrap();
+    let out = run_ok(&["query", s(&query), "--index", s(&idx), "-k", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = &v["results"][0]["neighbours"];
+    assert!(
+        n[0]["path"].as_str().unwrap().ends_with("source.png"),
+        "{v}"
+    );
+    let (d0, d1) = (
+        n[0]["distance"].as_f64().unwrap(),
+        n[1]["distance"].as_f64().unwrap(),
+    );
+    assert!(d0 < 0.3 * d1, "source at {d0}, next at {d1}");
 }

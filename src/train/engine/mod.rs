@@ -9,7 +9,10 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod normalise;
 pub mod timed;
+
+pub use normalise::{Colour, Normalise};
 
 use crate::error::Result;
 use crate::model::{Conv, Lrn};
@@ -41,13 +44,6 @@ impl Shape {
     pub fn per_sample(&self) -> usize {
         self.c * self.h * self.w
     }
-}
-
-/// The per-channel normalisation of 8-bit input: x = (v/255 + shift − mean) / std.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Normalise {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
 }
 
 /// The arithmetic of the GPU's convolutions and fully connected products (`--precision`);

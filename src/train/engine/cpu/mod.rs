@@ -45,13 +45,13 @@ impl Engine for Cpu {
         s: Shape,
     ) -> Result<Vec<f32>> {
         let plane = s.h * s.w;
+        let colours = norm.colours_of_planes(pixels, shifts);
         let mut x = vec![0.0; s.len()];
         x.par_chunks_mut(plane).enumerate().for_each(|(i, out)| {
-            let (n, c) = (i / 3, i % 3);
+            let (colour, c) = (&colours[i / 3], i % 3);
             let src = &pixels[i * plane..(i + 1) * plane];
-            let (shift, mean, std) = (shifts[n][c], norm.mean[c], norm.std[c]);
             for (o, &v) in out.iter_mut().zip(src) {
-                *o = (v as f32 / 255.0 + shift - mean) / std;
+                *o = colour.apply(v, c);
             }
         });
         Ok(x)

@@ -7,10 +7,11 @@
 use std::process::Command;
 
 use super::kernels::SOURCE;
+use crate::model::Standardise;
 use crate::train::augment::Crop;
 use crate::train::engine::cpu::{ops, Cpu};
 use crate::train::engine::random;
-use crate::train::engine::{Engine, Normalise, Shape};
+use crate::train::engine::{Colour, Engine, Normalise, Shape};
 
 /// Panics with the first differing element and the count, not two whole vectors.
 fn same(name: &str, got: &[f32], want: &[f32]) {
@@ -94,46 +95,26 @@ impl Host {
 #[test]
 fn kernels_on_the_host_match_the_cpu_engine() {
     let h = Host::compile();
-    type Input = unsafe extern "C" fn(
-        *const u8,
-        *const f32,
-        *mut f32,
-        i64,
-        i32,
-        f32,
-        f32,
-        f32,
-        f32,
-        f32,
-        f32,
-    );
+    type Input = unsafe extern "C" fn(*const u8, *const f32, *mut f32, i64, i32);
     let s = Shape::new(2, 3, 5, 4);
     let px: Vec<u8> = (0..s.len()).map(|i| (i * 53 % 256) as u8).collect();
     let shifts = [[0.01f32, -0.02, 0.03], [0.04, 0.0, -0.05]];
-    let norm = Normalise {
-        mean: [0.5, 0.4, 0.3],
-        std: [0.2, 0.25, 0.3],
-    };
-    let flat: Vec<f32> = shifts.iter().flatten().copied().collect();
-    let mut x = vec![0.0f32; s.len()];
     let input = h.f::<Input>("input_u8");
-    // A grid-stride kernel run as one thread covers every element.
-    h.grid(1, 1, || unsafe {
-        input(
-            px.as_ptr(),
-            flat.as_ptr(),
-            x.as_mut_ptr(),
-            s.len() as i64,
-            20,
-            0.5,
-            0.4,
-            0.3,
-            0.2,
-            0.25,
-            0.3,
-        )
-    });
-    same("input_u8", &x, &Cpu.input(&px, &shifts, &norm, s).unwrap());
+    for norm in norms() {
+        let table = Colour::flatten(&norm.colours_of_planes(&px, &shifts));
+        let mut x = vec![0.0f32; s.len()];
+        // A grid-stride kernel run as one thread covers every element.
+        h.grid(1, 1, || unsafe {
+            input(
+                px.as_ptr(),
+                table.as_ptr(),
+                x.as_mut_ptr(),
+                s.len() as i64,
+                20,
+            )
+        });
+        same("input_u8", &x, &Cpu.input(&px, &shifts, &norm, s).unwrap());
+    }
 
     type Dropout = unsafe extern "C" fn(*mut f32, i64, u64, u32, f32);
     let v = random(5000, 3);
@@ -161,21 +142,8 @@ fn kernels_on_the_host_match_the_cpu_engine() {
 #[test]
 fn crops_cut_by_the_kernel_match_the_host_cut() {
     let h = Host::compile();
-    type InputCrop = unsafe extern "C" fn(
-        *const u8,
-        *const i32,
-        *const f32,
-        *mut f32,
-        i64,
-        i32,
-        i32,
-        f32,
-        f32,
-        f32,
-        f32,
-        f32,
-        f32,
-    );
+    type InputCrop =
+        unsafe extern "C" fn(*const u8, *const i32, *const f32, *mut f32, i64, i32, i32);
     let (n, side, crop) = (4usize, 7usize, 5usize);
     let images: Vec<u8> = (0..n * side * side * 3)
         .map(|i| (i * 97 % 251) as u8)
@@ -191,37 +159,41 @@ fn crops_cut_by_the_kernel_match_the_host_cut() {
             shift: [0.01 * i as f32, -0.02, 0.03],
         })
         .collect();
-    let norm = Normalise {
-        mean: [0.5, 0.4, 0.3],
-        std: [0.2, 0.25, 0.3],
-    };
     let at: Vec<i32> = views
         .iter()
         .flat_map(|v| [v.x as i32, v.y as i32, v.flip as i32])
         .collect();
-    let shifts: Vec<f32> = views.iter().flat_map(|v| v.shift).collect();
     let len = n * 3 * crop * crop;
-    let mut x = vec![0.0f32; len];
     let input = h.f::<InputCrop>("input_crop");
-    h.grid(3, 32, || unsafe {
-        input(
-            images.as_ptr(),
-            at.as_ptr(),
-            shifts.as_ptr(),
-            x.as_mut_ptr(),
-            len as i64,
-            side as i32,
-            crop as i32,
-            0.5,
-            0.4,
-            0.3,
-            0.2,
-            0.25,
-            0.3,
-        )
-    });
-    let want = Cpu.input_views(&images, side, &views, &norm, crop).unwrap();
-    same("input_crop", &x, &want);
+    for norm in norms() {
+        let table = Colour::flatten(&norm.colours_of_views(&images, side, &views, crop));
+        let mut x = vec![0.0f32; len];
+        h.grid(3, 32, || unsafe {
+            input(
+                images.as_ptr(),
+                at.as_ptr(),
+                table.as_ptr(),
+                x.as_mut_ptr(),
+                len as i64,
+                side as i32,
+                crop as i32,
+            )
+        });
+        let want = Cpu.input_views(&images, side, &views, &norm, crop).unwrap();
+        same("input_crop", &x, &want);
+    }
+}
+
+/// The training set's statistics per channel, and each image's own.
+fn norms() -> [Normalise; 2] {
+    let ch = Normalise::channels([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]);
+    [
+        ch,
+        Normalise {
+            standardise: Standardise::Image,
+            ..ch
+        },
+    ]
 }
 
 #[test]

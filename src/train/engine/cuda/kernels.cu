@@ -8,31 +8,27 @@ typedef unsigned int u32;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (len); \
          i += (long long)blockDim.x * gridDim.x)
 
-/* (px / 255 + shift - mean[c]) / std[c], rounded at every step as the CPU engine does */
-__device__ float normalised(unsigned char px, float shift, int c, float m0, float m1, float m2,
-                            float s0, float s1, float s2) {
-    float mean = c == 0 ? m0 : (c == 1 ? m1 : m2);
-    float sd = c == 0 ? s0 : (c == 1 ? s1 : s2);
+/* (px / 255 + shift[c] - mean[c]) / std[c] with colour = {shift[3], mean[3], std[3]}, one
+   image's table row (engine/normalise.rs), rounded at every step as the CPU engine does */
+__device__ float normalised(unsigned char px, const float* colour, int c) {
     float v = (float)px / 255.0f;
-    return __fdiv_rn(__fsub_rn(__fadd_rn(v, shift), mean), sd);
+    return __fdiv_rn(__fsub_rn(__fadd_rn(v, colour[c]), colour[3 + c]), colour[6 + c]);
 }
 
 /* x[n][c][p] = normalised(px[n][c][p]) */
-extern "C" __global__ void input_u8(const unsigned char* px, const float* shift, float* x,
-                                    long long len, int plane, float m0, float m1, float m2,
-                                    float s0, float s1, float s2) {
+extern "C" __global__ void input_u8(const unsigned char* px, const float* colours, float* x,
+                                    long long len, int plane) {
     GRID_STRIDE(i, len) {
         long long nc = i / plane;
-        x[i] = normalised(px[i], shift[nc], (int)(nc % 3), m0, m1, m2, s0, s1, s2);
+        x[i] = normalised(px[i], colours + 9 * (nc / 3), (int)(nc % 3));
     }
 }
 
 /* x[n][c][y][x] from whole images img[n][side][side][3] (the pack's rows) and one view each,
    view[n] = {left, top, flip}: the pixel augment::write_crop would copy, then normalised(). */
 extern "C" __global__ void input_crop(const unsigned char* img, const int* view,
-                                      const float* shift, float* x, long long len, int side,
-                                      int crop, float m0, float m1, float m2, float s0, float s1,
-                                      float s2) {
+                                      const float* colours, float* x, long long len, int side,
+                                      int crop) {
     long long plane = (long long)crop * crop;
     GRID_STRIDE(i, len) {
         long long nc = i / plane;
@@ -44,7 +40,7 @@ extern "C" __global__ void input_crop(const unsigned char* img, const int* view,
         int sx = v[0] + (v[2] ? crop - 1 - xx : xx);
         int sy = v[1] + yy;
         unsigned char px = img[((n * side + sy) * side + sx) * 3 + c];
-        x[i] = normalised(px, shift[nc], c, m0, m1, m2, s0, s1, s2);
+        x[i] = normalised(px, colours + 9 * n, c);
     }
 }
 

@@ -9,7 +9,7 @@ use super::{blas, cuda_err, Cuda, Tensor};
 use crate::error::Result;
 use crate::model::{pool_out, Conv, Lrn};
 use crate::train::augment::Crop;
-use crate::train::engine::{dropout_threshold, Engine, Math, Normalise, Shape};
+use crate::train::engine::{dropout_threshold, Colour, Engine, Math, Normalise, Shape};
 
 fn out_shape(xs: Shape, c: &Conv) -> Shape {
     Shape::new(xs.n, c.out, c.out_size(xs.h), c.out_size(xs.w))
@@ -61,22 +61,20 @@ impl Engine for Cuda {
             .bind_to_thread()
             .map_err(cuda_err("binding the GPU"))?;
         let px = self.put(&self.pixels, pixels)?;
-        let flat: Vec<f32> = shifts.iter().flatten().copied().collect();
-        let sh = self.put(&self.shifts, &flat)?;
+        let table = Colour::flatten(&norm.colours_of_planes(pixels, shifts));
+        let co = self.put(&self.colours, &table)?;
         let mut x = self.alloc(s.len())?;
         let (len, plane) = (s.len() as i64, (s.h * s.w) as i32);
-        let ([m0, m1, m2], [s0, s1, s2]) = (norm.mean, norm.std);
         let mut b = self.stream.launch_builder(&self.k.input_u8);
         b.arg(&px.ptr)
-            .arg(&sh.ptr)
+            .arg(&co.ptr)
             .arg(&mut x)
             .arg(&len)
             .arg(&plane);
-        b.arg(&m0).arg(&m1).arg(&m2).arg(&s0).arg(&s1).arg(&s2);
-        // SAFETY: px and x hold len elements, sh n·3.
+        // SAFETY: px and x hold len elements, co n·9.
         launched(unsafe { b.launch(elementwise(s.len())) }, "input_u8")?;
         self.release(&self.pixels, px)?;
-        self.release(&self.shifts, sh)?;
+        self.release(&self.colours, co)?;
         Ok(x)
     }
 
@@ -101,26 +99,24 @@ impl Engine for Cuda {
             .flat_map(|v| [v.x as i32, v.y as i32, v.flip as i32])
             .collect();
         let at = self.put(&self.views, &places)?;
-        let flat: Vec<f32> = views.iter().flat_map(|v| v.shift).collect();
-        let sh = self.put(&self.shifts, &flat)?;
+        let table = Colour::flatten(&norm.colours_of_views(images, side, views, crop));
+        let co = self.put(&self.colours, &table)?;
         let s = Shape::new(views.len(), 3, crop, crop);
         let mut x = self.alloc(s.len())?;
         let (len, side32, crop32) = (s.len() as i64, side as i32, crop as i32);
-        let ([m0, m1, m2], [s0, s1, s2]) = (norm.mean, norm.std);
         let mut b = self.stream.launch_builder(&self.k.input_crop);
         b.arg(&img.ptr)
             .arg(&at.ptr)
-            .arg(&sh.ptr)
+            .arg(&co.ptr)
             .arg(&mut x)
             .arg(&len);
         b.arg(&side32).arg(&crop32);
-        b.arg(&m0).arg(&m1).arg(&m2).arg(&s0).arg(&s1).arg(&s2);
-        // SAFETY: img holds n·side²·3 bytes, at n·3 ints, sh n·3 floats, x len; every view
+        // SAFETY: img holds n·side²·3 bytes, at n·3 ints, co n·9 floats, x len; every view
         // lies inside its image (augment's crops are at most side − crop from the edge).
         launched(unsafe { b.launch(elementwise(s.len())) }, "input_crop")?;
         self.release(&self.pixels, img)?;
         self.release(&self.views, at)?;
-        self.release(&self.shifts, sh)?;
+        self.release(&self.colours, co)?;
         Ok(x)
     }
 

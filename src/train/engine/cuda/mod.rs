@@ -63,9 +63,9 @@ pub struct Cuda {
     /// The GPU, its architecture and cuDNN's version.
     device: String,
     math: Math,
-    /// Page-locked staging for each batch's pixels, views, shifts and labels (`upload`).
+    /// Page-locked staging for each batch's pixels, views, colour tables (`Colour`) and labels (`upload`).
     pixels: Mutex<Staging<u8>>,
-    shifts: Mutex<Staging<f32>>,
+    colours: Mutex<Staging<f32>>,
     views: Mutex<Staging<i32>>,
     labels: Mutex<Staging<u32>>,
     /// Training views cut from whole images on the GPU (`input_views`); FC7_HOST_CROPS=1
@@ -136,7 +136,7 @@ impl Cuda {
             device,
             math,
             pixels: Mutex::default(),
-            shifts: Mutex::default(),
+            colours: Mutex::default(),
             views: Mutex::default(),
             labels: Mutex::default(),
             gpu_crops: std::env::var_os("FC7_HOST_CROPS").is_none_or(|v| v != "1"),

@@ -16,7 +16,7 @@ use cudarc::driver::{
 use super::{alloc_on, cuda_err, Cuda};
 use crate::error::Result;
 
-/// The buffers of one kind of upload (pixels, views, shifts or labels).
+/// The buffers of one kind of upload (pixels, views, colour tables or labels).
 pub(super) struct Staging<T> {
     slots: [Slot<T>; 2],
     next: usize,
