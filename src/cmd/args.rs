@@ -104,7 +104,7 @@ recipe_args! {
     precision: Math,
     /// channels: the input standardised by the training set's mean and deviation per channel
     /// (the default); image: by each image's own, so a brighter or darker copy is the same
-    /// input (--self-supervised's default).
+    /// input (--exemplar's and --self-supervised's default).
     standardise: Standardise,
 }
 

@@ -97,6 +97,7 @@ fn an_exemplar_run_learns_its_surrogates_and_its_model_finds_an_edited_copy() {
         "exported without fc8: {manifest}"
     );
     assert_eq!(manifest["classes"].as_array().map(Vec::len), Some(0));
+    assert_eq!(manifest["preprocess"]["standardise"], "image", "{manifest}");
 
     // An edited copy (mirrored, darker) of a picture finds it first.
     let idx = d.path().join("idx");
