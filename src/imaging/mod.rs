@@ -263,14 +263,7 @@ pub fn to_chw(img: &RgbImage, pre: &Preprocess, out: &mut [f32]) {
     let (mean, std) = match pre.standardise {
         Standardise::Channels => (pre.mean, pre.std),
         Standardise::Image => {
-            let mut sums = Sums {
-                pixels: plane as u64,
-                ..Sums::default()
-            };
-            for p in img.pixels() {
-                (0..3).for_each(|c| sums.add(c, p[c]));
-            }
-            let (m, s) = sums.mean_std([0.0; 3]);
+            let (m, s) = Sums::interleaved([img.as_raw().as_slice()]).mean_std([0.0; 3]);
             ([m; 3], [s; 3])
         }
     };

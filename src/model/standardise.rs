@@ -53,11 +53,18 @@ pub struct Sums {
 }
 
 impl Sums {
-    /// Adds one pixel's value `v` in channel `c`.
-    #[inline]
-    pub fn add(&mut self, c: usize, v: u8) {
-        self.sum[c] += v as u64;
-        self.squares[c] += (v as u64) * (v as u64);
+    /// Sums of interleaved RGB rows ([width, 3] each): a whole image's bytes as one row, or the
+    /// rows of a crop.
+    pub fn interleaved<'a>(rows: impl IntoIterator<Item = &'a [u8]>) -> Sums {
+        let mut s = Sums::default();
+        for row in rows {
+            for (i, &v) in row.iter().enumerate() {
+                s.sum[i % 3] += v as u64;
+                s.squares[i % 3] += (v as u64) * (v as u64);
+            }
+            s.pixels += (row.len() / 3) as u64;
+        }
+        s
     }
 
     /// Sums of a planar image, [3, plane].
@@ -121,18 +128,14 @@ mod tests {
     }
 
     #[test]
-    fn a_flat_image_divides_by_the_floor_and_add_matches_planar() {
+    fn a_flat_image_divides_by_the_floor_and_interleaved_matches_planar() {
         let s = Sums::planar(&[7; 12]);
         assert_eq!(s.mean_std([0.0; 3]).1, MIN_STD as f32);
         let px: Vec<u8> = (0..30).map(|i| (i * 31 % 256) as u8).collect();
-        let mut a = Sums {
-            pixels: 10,
-            ..Sums::default()
-        };
-        for (i, &v) in px.iter().enumerate() {
-            a.add(i / 10, v);
-        }
-        assert_eq!(a, Sums::planar(&px));
+        // The same 10 pixels interleaved, in rows of 4, 4 and 2 pixels.
+        let rgb: Vec<u8> = (0..30).map(|i| px[(i % 3) * 10 + i / 3]).collect();
+        let rows = [&rgb[..12], &rgb[12..24], &rgb[24..]];
+        assert_eq!(Sums::interleaved(rows), Sums::planar(&px));
     }
 
     #[test]

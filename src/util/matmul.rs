@@ -131,10 +131,10 @@ pub(crate) fn padded(n: usize) -> usize {
 /// For products with a short inner dimension (weight gradients summed over a batch: k is the
 /// batch size), each block on one thread through `matrixmultiply`, whose AVX2 kernel runs
 /// these shapes 1.4× faster than gemm's (an AVX-512 CPU: as fast). Training takes
-/// `sgemm::blocks` instead on CPUs with AVX2 or AVX-512, faster still; this is the rest's. Each element is the
-/// k products summed in order, so the values do not depend on the thread count, and for
-/// batch-sized k (up to 256) they are gemm's bit for bit on both kinds of kernel (a test
-/// checks): training results did not change with the switch.
+/// `sgemm::blocks` instead on CPUs with AVX2 or AVX-512, faster still; this is the rest's.
+/// Each element is the k products summed in order, so the values do not depend on the thread
+/// count, and for batch-sized k (up to 256) they are gemm's bit for bit on both kinds of kernel
+/// (a test checks): training results did not change with the switch.
 pub fn matmul_blocks<T: Send>(
     a: Mat,
     b: Mat,

@@ -99,17 +99,7 @@ impl Colour {
 
 /// Sums of the pixels a view of `image` ([side, side, 3]) takes (a mirror takes the same ones).
 fn crop_sums(image: &[u8], side: usize, crop: usize, view: &Crop) -> Sums {
-    let mut s = Sums {
-        pixels: (crop * crop) as u64,
-        ..Sums::default()
-    };
-    for y in 0..crop {
-        let row = &image[((view.y + y) * side + view.x) * 3..][..crop * 3];
-        for (i, &v) in row.iter().enumerate() {
-            s.add(i % 3, v);
-        }
-    }
-    s
+    Sums::interleaved((0..crop).map(|y| &image[((view.y + y) * side + view.x) * 3..][..crop * 3]))
 }
 
 #[cfg(test)]
