@@ -10,16 +10,17 @@
 #           trained on the scenes against a random He-initialised AlexNet, same index, same run.
 #   flat    as fmnist, on every 7th of the 60,000 training images in one flat folder (no class
 #           folders: nothing to score during training).
-# Usage: [HOW=--self-supervised] scripts/bench/exemplar.sh [fmnist|flat|edits|all] [WORKDIR]
+# Usage: [HOW=--self-supervised [NAME=ss-x]] scripts/bench/exemplar.sh [fmnist|flat|edits|all] [WORKDIR]
 #   (default --exemplar, all, /tmp/fc7-exemplar; HOW=--self-supervised measures instance
-#   discrimination, issue 27, the same way). fmnist: ~20 minutes of training + ~3 of Figure 4
+#   discrimination, issue 27, the same way; HOW may carry more flags, NAME then names the
+#   outputs). fmnist: ~20 minutes of training + ~3 of Figure 4
 #   on 2 cores; edits: ~6 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${1:-all}
 w=${2:-/tmp/fc7-exemplar}
 how=${HOW:---exemplar}
-name=${how#--}
+name=${NAME:-${how#--}}
 cargo build --release --bins --benches -q
 fc7=target/release/fc7
 edits=$(ls -t target/release/deps/edits-* | grep -v '\.d$' | head -1)

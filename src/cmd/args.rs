@@ -135,6 +135,12 @@ pub struct ExemplarArgs {
     /// (default 256).
     #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
     pub negatives: Option<usize>,
+    /// Self-supervised: weight of a second task beside instance discrimination, predicting a
+    /// 16×16 thumbnail of the whole image from each view, so that images alike in layout stay
+    /// near (default 100, at a tenth of the preset's rate; 0: instance discrimination alone,
+    /// at the preset's rate).
+    #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
+    pub reconstruct: Option<f32>,
     /// Surrogate classes: images drawn with --seed when the folder has more (default 2000).
     #[arg(long, requires = "exemplar")]
     pub surrogates: Option<usize>,
@@ -179,6 +185,7 @@ impl ExemplarArgs {
                 i.temperature = self.temperature.unwrap_or(i.temperature);
                 i.bank_momentum = self.bank_momentum.unwrap_or(i.bank_momentum);
                 i.negatives = self.negatives.unwrap_or(i.negatives);
+                i.reconstruct = self.reconstruct.unwrap_or(i.reconstruct);
                 recipe::instance(recipe, ex, i)
             }
             (None, _) => recipe,

@@ -46,7 +46,10 @@ fn queue_step<E: Engine>(
         stats: &st.stats,
         h,
         seed,
-        bank: r.instance.as_ref().map(|i| (i, &st.bank[..])),
+        bank: r
+            .instance
+            .as_ref()
+            .map(|i| (i, &st.bank[..], &st.thumbs[..])),
     };
     let queued = team.queue(e, w, step)?;
     if let (Some(i), Some(v)) = (&st.recipe.instance, queued.embeddings()) {

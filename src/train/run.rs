@@ -87,6 +87,7 @@ fn fresh(
         bank: r.instance.as_ref().map_or(Vec::new(), |i| {
             crate::train::instance::random_bank(data.classes.len(), i.dim, r.seed)
         }),
+        thumbs: Vec::new(),
     };
     Ok((state, params, velocity))
 }
@@ -113,8 +114,12 @@ fn validate<E: Engine>(
     let ev = match &st.recipe.instance {
         Some(i) => {
             let z = scorer.held_out_outputs(&data.val, ex, st.recipe.seed)?;
-            let r =
-                crate::train::instance::recognise(&z, &data.val.labels, &st.bank, i.temperature);
+            let r = crate::train::instance::recognise(
+                &i.embedding(&z),
+                &data.val.labels,
+                &st.bank,
+                i.temperature,
+            );
             Evaluation {
                 loss: r.loss,
                 top1: r.top1,
@@ -370,7 +375,7 @@ fn start(
         data.classes.len(),
         &data.skipped,
     );
-    let host = match resumed {
+    let mut host = match resumed {
         Some(r) if r.0.classes != data.classes => {
             let what = match r.0.recipe.exemplar {
                 Some(_) => "the images drawn as surrogate classes differ from the checkpoint's (images were added, removed or changed)",
@@ -393,6 +398,17 @@ fn start(
         }
         None => fresh(opts, &data)?,
     };
+    if host
+        .0
+        .recipe
+        .instance
+        .as_ref()
+        .is_some_and(|i| i.reconstruct > 0.0)
+    {
+        // Every image is its own class: row k of the split is image k.
+        debug_assert!(data.train.labels.iter().enumerate().all(|(k, &l)| k == l));
+        host.0.thumbs = crate::train::instance::target::thumbnails(&data.train)?;
+    }
     Ok((data, host))
 }
 

@@ -9,9 +9,11 @@
 //!
 //! The loss and its gradient (`loss`) are host code shared by every engine: only the head's
 //! output ([n, dim]) comes down and its gradient goes back up. Here: the settings, the bank,
-//! and how well held-out views are recognised against it.
+//! the step's loss (with `target`'s reconstruction term when asked), and how well held-out
+//! views are recognised against the bank.
 
 mod loss;
+pub mod target;
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -29,20 +31,30 @@ pub struct Instance {
     pub bank_momentum: f32,
     /// Bank rows drawn as negatives for each step (all rows when there are fewer).
     pub negatives: usize,
+    /// Weight of `target`'s reconstruction term (0: none, and no outputs for it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reconstruct: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 impl Default for Instance {
     /// Wu et al.'s 128-d embedding and bank momentum 0.5; τ = 0.1 and 256 bank negatives
     /// beside the step's own views (Wu et al.'s τ = 0.07 with 4,096 negatives and no second
     /// view collapsed on Fashion-MNIST without batch normalisation; against τ = 0.2, τ = 0.1
-    /// found more edited copies' sources and Fashion-MNIST's neighbours were no worse:
-    /// BENCHMARKS.md).
+    /// found more edited copies' sources and Fashion-MNIST's neighbours were no worse), and
+    /// the reconstruction term at weight 100, which leads the loss (at the rate `recipe::
+    /// instance` sets with it, 0.001, its neighbours were of the same class 5 points more
+    /// often on Fashion-MNIST and more edited copies found their source: BENCHMARKS.md).
     fn default() -> Self {
         Instance {
             dim: 128,
             temperature: 0.1,
             bank_momentum: 0.5,
             negatives: 256,
+            reconstruct: 100.0,
         }
     }
 }
@@ -61,8 +73,62 @@ impl Instance {
                 "--bank-momentum must be in [0, 1)",
             ),
             (self.negatives >= 1, "--negatives must be at least 1"),
+            (
+                self.reconstruct >= 0.0 && self.reconstruct.is_finite(),
+                "--reconstruct must be 0 or more",
+            ),
         ];
         crate::error::first_refusal(&checks)
+    }
+
+    /// The head's width: the embedding, then the thumbnail's values when reconstructing.
+    pub fn width(&self) -> usize {
+        self.dim
+            + if self.reconstruct > 0.0 {
+                target::LEN
+            } else {
+                0
+            }
+    }
+
+    /// The embedding columns of head outputs `z` ([n, width]): [n, dim].
+    pub fn embedding(&self, z: &[f32]) -> Vec<f32> {
+        let w = self.width();
+        z.chunks(w)
+            .flat_map(|r| r[..self.dim].iter().copied())
+            .collect()
+    }
+
+    /// One step's loss on head outputs `z` ([n, width]) of views of images `own`, against
+    /// `bank` and, when reconstructing, the images' `thumbs` ([images, LEN]): instance
+    /// discrimination (`score_centred`) on the embedding columns, and each view's
+    /// reconstruction term added to its loss; the gradient of the sum divided by `per`.
+    pub fn score_step(
+        &self,
+        z: &[f32],
+        own: &[u32],
+        (bank, thumbs): (&[f32], &[u8]),
+        negatives: Option<&[u32]>,
+        per: f32,
+    ) -> Scored {
+        let t = self.temperature;
+        if self.reconstruct == 0.0 {
+            return score_centred(z, own, bank, negatives, t, per);
+        }
+        let (w, dim) = (self.width(), self.dim);
+        let r: Vec<f32> = z.chunks(w).flat_map(|r| r[dim..].iter().copied()).collect();
+        let mut s = score_centred(&self.embedding(z), own, bank, negatives, t, per);
+        let rec = target::reconstruct(&r, own, thumbs, self.reconstruct, per);
+        s.losses
+            .iter_mut()
+            .zip(&rec.losses)
+            .for_each(|(l, r)| *l += r);
+        s.dz =
+            s.dz.chunks(dim)
+                .zip(rec.dr.chunks(target::LEN))
+                .flat_map(|(a, b)| a.iter().chain(b).copied())
+                .collect();
+        s
     }
 
     /// How many scores a view's softmax takes in a step of `batch` views (two of each image)
@@ -222,6 +288,43 @@ mod tests {
             .sum::<f32>()
             / 3.0;
         assert!((r.loss - want).abs() < 1e-5, "{} vs {want}", r.loss);
+    }
+
+    #[test]
+    fn a_step_with_reconstruction_adds_each_view_s_term_and_its_gradient() {
+        let plain = Instance {
+            dim: 3,
+            reconstruct: 0.0,
+            ..Instance::default()
+        };
+        let both = Instance {
+            reconstruct: 2.5,
+            ..plain.clone()
+        };
+        assert_eq!((plain.width(), both.width()), (3, 3 + target::LEN));
+        let bank = random_bank(4, 3, 1);
+        let thumbs: Vec<u8> = (0..4 * target::LEN).map(|i| (i * 37 % 251) as u8).collect();
+        let z = crate::train::engine::random(3 * both.width(), 2);
+        let own = [2, 0, 2];
+        let s = both.score_step(&z, &own, (&bank, &thumbs), None, 3.0);
+        let e = both.embedding(&z);
+        let alone = score_centred(&e, &own, &bank, None, both.temperature, 3.0);
+        let r: Vec<f32> = z
+            .chunks(both.width())
+            .flat_map(|r| r[3..].to_vec())
+            .collect();
+        let rec = target::reconstruct(&r, &own, &thumbs, 2.5, 3.0);
+        for v in 0..3 {
+            let want = alone.losses[v] + rec.losses[v];
+            assert!((s.losses[v] - want).abs() < 1e-5, "view {v}");
+            assert!(rec.losses[v] > 0.1, "the term is not negligible here");
+            let row = &s.dz[v * both.width()..(v + 1) * both.width()];
+            assert_eq!(&row[..3], &alone.dz[v * 3..v * 3 + 3]);
+            assert_eq!(&row[3..], &rec.dr[v * target::LEN..(v + 1) * target::LEN]);
+        }
+        assert_eq!(s.v, alone.v, "the bank moves towards the embedding only");
+        let no = plain.score_step(&e, &own, (&bank, &[]), None, 3.0);
+        assert_eq!(no.losses, alone.losses);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::model::{AlexNetConfig, Param};
 use crate::train::augment::ColourStats;
 use crate::train::batch::Batch;
 use crate::train::engine::Engine;
-use crate::train::instance::{self, Instance, Scored};
+use crate::train::instance::{Instance, Scored};
 use crate::train::network::{self, Forward, Mode};
 use crate::train::seeds::mix;
 use crate::train::step::{Hyper, Weights};
@@ -74,8 +74,9 @@ pub struct Step<'b> {
     pub h: Hyper,
     /// The dropout seed (the lead's; helpers derive theirs from it).
     pub seed: u64,
-    /// Self-supervised training: the objective and the memory bank the step scores against.
-    pub bank: Option<(&'b Instance, &'b [f32])>,
+    /// Self-supervised training: the objective, and the memory bank and reconstruction
+    /// thumbnails the step scores against.
+    pub bank: Option<(&'b Instance, &'b [f32], &'b [u8])>,
 }
 
 /// A step queued on the team (`Team::queue`), its results still on the engines.
@@ -289,20 +290,13 @@ fn shard_gradients<E: Engine>(
     let out = network::forward(e, cfg, &w.params, x, n, mode)?;
     let logits = out.logits.as_ref().expect("a classifier");
     let labels = &batch.labels[range];
-    if let Some((objective, rows)) = bank {
+    if let Some((objective, rows, thumbs)) = bank {
         // Every shard scores against the same negatives (the step's seed, not the shard's),
         // its gradient divided by the whole batch: the shards' sum is the batch mean's.
         let z = e.download(logits)?;
         let negatives = objective.draw(rows.len() / objective.dim, step_seed);
-        let t = objective.temperature;
-        let s = instance::score_centred(
-            &z,
-            labels,
-            rows,
-            negatives.as_deref(),
-            t,
-            batch.len() as f32,
-        );
+        let per = batch.len() as f32;
+        let s = objective.score_step(&z, labels, (rows, thumbs), negatives.as_deref(), per);
         let dz = e.upload(&s.dz)?;
         backward(e, cfg, w, (&out, &dz), update.then_some(h))?;
         return Ok(Shard {

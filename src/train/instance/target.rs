@@ -1,0 +1,168 @@
+//! Reconstruction beside instance discrimination (`--reconstruct W`): the head grows by `LEN`
+//! outputs that predict a 16×16 thumbnail of the whole source image, standardised by its own
+//! mean and deviation, from whichever view the step shows (a denoising autoencoder towards the
+//! unaugmented image). Instance discrimination learns what tells one image from every other;
+//! this term makes fc7 keep each image's layout, so images that look alike stay near in fc7.
+//! Thumbnails are made once per run from the pack (768 bytes an image; not checkpointed, a
+//! resumed run makes the same ones); the loss is host code shared by every engine, like `loss`.
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::model::standardise::MIN_STD;
+use crate::train::dataset::Split;
+
+/// Side of a thumbnail.
+pub const SIDE: usize = 16;
+/// Values of a thumbnail, and head outputs that predict it: [3, SIDE, SIDE].
+pub const LEN: usize = 3 * SIDE * SIDE;
+
+/// The rounded means of the pixel blocks of `image` ([side, side, 3], HWC RGB) that fall in
+/// each thumbnail cell (cell y covers rows y·side/16 .. (y+1)·side/16): [3, SIDE, SIDE].
+pub fn thumbnail(image: &[u8], side: usize) -> Vec<u8> {
+    let span = |c: usize| {
+        (
+            c * side / SIDE,
+            ((c + 1) * side / SIDE).max(c * side / SIDE + 1),
+        )
+    };
+    let mut out = vec![0u8; LEN];
+    for y in 0..SIDE {
+        let (y0, y1) = span(y);
+        for x in 0..SIDE {
+            let (x0, x1) = span(x);
+            let mut sums = [0u32; 3];
+            for row in image.chunks(3 * side).take(y1).skip(y0) {
+                for px in row[3 * x0..3 * x1].chunks(3) {
+                    sums.iter_mut().zip(px).for_each(|(s, &v)| *s += v as u32);
+                }
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as u32;
+            for (c, s) in sums.iter().enumerate() {
+                out[c * SIDE * SIDE + y * SIDE + x] = ((s + n / 2) / n) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// The thumbnails of every image of `split`, in its order: [len, LEN].
+pub fn thumbnails(split: &Split) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(split.len() * LEN);
+    let idx: Vec<usize> = (0..split.len()).collect();
+    for chunk in idx.chunks(1024) {
+        let images = split.read_images(chunk)?;
+        let thumbs: Vec<Vec<u8>> = images
+            .par_chunks(split.image_bytes())
+            .map(|im| thumbnail(im, split.side))
+            .collect();
+        thumbs.iter().for_each(|t| out.extend_from_slice(t));
+    }
+    Ok(out)
+}
+
+/// A thumbnail as the head's target: (v/255 − mean) / max(std, MIN_STD) over all its values.
+fn standardised(thumb: &[u8]) -> Vec<f32> {
+    let v: Vec<f64> = thumb.iter().map(|&x| x as f64 / 255.0).collect();
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / v.len() as f64;
+    let std = var.sqrt().max(MIN_STD);
+    v.iter().map(|x| ((x - mean) / std) as f32).collect()
+}
+
+/// The reconstruction term of head outputs `r` ([n, LEN]) of views of images `own`, against
+/// their rows of `thumbs`: per view `weight` × the mean squared error over its LEN outputs,
+/// and the gradient of the views' sum divided by `per`.
+pub fn reconstruct(r: &[f32], own: &[u32], thumbs: &[u8], weight: f32, per: f32) -> Reconstructed {
+    let each: Vec<(f32, Vec<f32>)> = r
+        .par_chunks(LEN)
+        .zip(own.par_iter())
+        .map(|(out, &o)| {
+            let o = o as usize;
+            let t = standardised(&thumbs[o * LEN..(o + 1) * LEN]);
+            let err: Vec<f32> = out.iter().zip(&t).map(|(y, t)| y - t).collect();
+            let loss = weight * err.iter().map(|e| e * e).sum::<f32>() / LEN as f32;
+            let k = 2.0 * weight / LEN as f32 / per;
+            (loss, err.iter().map(|e| k * e).collect())
+        })
+        .collect();
+    Reconstructed {
+        losses: each.iter().map(|e| e.0).collect(),
+        dr: each.into_iter().flat_map(|e| e.1).collect(),
+    }
+}
+
+/// One step's reconstruction term.
+pub struct Reconstructed {
+    /// Per view: `weight` × its mean squared error.
+    pub losses: Vec<f32>,
+    /// dL/dr ([n, LEN]) of the views' sum divided by `per`.
+    pub dr: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thumbnail_is_the_mean_of_each_cell_s_pixels() {
+        // A 32×32 image, 2×2 pixels a cell: red 4·(cell x) + (cell y), blue 200.
+        let side = 32;
+        let mut im = vec![0u8; side * side * 3];
+        for y in 0..side {
+            for x in 0..side {
+                im[3 * (y * side + x)] = (4 * (x / 2) + y / 2) as u8;
+                im[3 * (y * side + x) + 2] = 200;
+            }
+        }
+        im[1] = 9; // green of pixel (0, 0): cell (0, 0)'s mean 9/4 rounds to 2
+        let t = thumbnail(&im, side);
+        assert_eq!(t[3 * SIDE + 5], (4 * 5 + 3) as u8, "red of cell (3, 5)");
+        assert_eq!(t[SIDE * SIDE], 2);
+        assert_eq!(t[SIDE * SIDE + 1], 0);
+        assert!(t[2 * SIDE * SIDE..].iter().all(|&b| b == 200));
+        // 72 px: cells of 4 or 5 rows, covering every row once.
+        let side = 72;
+        let spans: usize = (0..SIDE)
+            .map(|c| (c + 1) * side / SIDE - c * side / SIDE)
+            .sum();
+        assert_eq!(spans, side);
+        assert_eq!(thumbnail(&vec![77; side * side * 3], side), vec![77; LEN]);
+    }
+
+    #[test]
+    fn the_term_by_hand_and_its_gradient() {
+        // Image 1's thumbnail: half 0, half 255 → standardised −1 and +1.
+        let mut thumbs = vec![0u8; 2 * LEN];
+        thumbs[LEN + LEN / 2..].iter_mut().for_each(|b| *b = 255);
+        let t = standardised(&thumbs[LEN..]);
+        assert!(t[..LEN / 2].iter().all(|&v| (v + 1.0).abs() < 1e-6));
+        // A flat thumbnail is 0 everywhere (its deviation floored, not divided by 0).
+        assert!(standardised(&thumbs[..LEN]).iter().all(|&v| v == 0.0));
+        // Outputs 0: error 1 at every value; weight 3 → loss 3. Outputs 2 for image 0: 3·4.
+        let r = [vec![0.0f32; LEN], vec![2.0; LEN]].concat();
+        let s = reconstruct(&r, &[1, 0], &thumbs, 3.0, 2.0);
+        assert!((s.losses[0] - 3.0).abs() < 1e-5 && (s.losses[1] - 12.0).abs() < 1e-4);
+        // d/dr of (3/LEN)·Σ(r − t)², halved: 3·(r − t)/LEN.
+        assert!((s.dr[0] - 3.0 / LEN as f32).abs() < 1e-7);
+        assert!((s.dr[LEN] - 3.0 * 2.0 / LEN as f32).abs() < 1e-7);
+        // Finite differences on random outputs.
+        let r = crate::train::engine::random(2 * LEN, 5);
+        let s = reconstruct(&r, &[1, 1], &thumbs, 0.7, 2.0);
+        let total = |r: &[f32]| -> f64 {
+            let l = reconstruct(r, &[1, 1], &thumbs, 0.7, 2.0).losses;
+            l.iter().map(|&x| x as f64).sum::<f64>() / 2.0
+        };
+        for i in [0, 5, LEN - 1, LEN + 300] {
+            let (mut plus, mut minus) = (r.clone(), r.clone());
+            plus[i] += 1e-2;
+            minus[i] -= 1e-2;
+            let num = (total(&plus) - total(&minus)) / 2e-2;
+            assert!(
+                (num - s.dr[i] as f64).abs() < 1e-4,
+                "r[{i}]: {num} vs {}",
+                s.dr[i]
+            );
+        }
+    }
+}
