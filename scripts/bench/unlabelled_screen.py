@@ -16,6 +16,9 @@ images (this replica: raw pixels 0.817, untrained network 0.738; fc7's own eval:
   cluster    k-means of PCA-whitened fc7 into --k clusters each epoch as labels (DeepCluster,
              Caron et al. 2018)
   supervised the labels themselves (the ceiling on these 8,000 images)
+  recon      the image itself, 28x28 and unaugmented, from one view of it through a linear decoder
+             on fc7 (a denoising autoencoder towards the canonical image); --recon W with
+             --mode instance adds W times this loss to instance discrimination
 --bn puts batch normalisation after every convolution and fc6/fc7 in place of LRN (foldable
 into the weights at export; screened 2026-12-04: 0.732 at 6 epochs, no better than without).
 Usage: python3 scripts/bench/unlabelled_screen.py --mode instance --epochs 4 [...]
@@ -114,6 +117,15 @@ def instance_loss(net, U, idx, bank, nbrs, a):
             bank[o] = F.normalize(0.5 * bank[o] + 0.5 * v[j], dim=0)
     return (torch.logsumexp(logits, 1) - pos).mean()
 
+def recon_loss(net, U, idx, a, z=None):  # squared error per image, summed over its 784 pixels
+    x = views(U[idx], a)
+    if a.thumb:  # the engine's target: 16x16 area means of the 72x72 image, standardised per image
+        t = F.adaptive_avg_pool2d(U[idx], 16).flatten(1)
+        target = (t - t.mean(1, keepdim=True)) / t.std(1, unbiased=False, keepdim=True).clamp(min=0.04)
+    else:
+        target = torch.from_numpy(Xtr[idx.numpy()].reshape(len(idx), -1).astype(np.float32)) / 127.5 - 1
+    return ((net.dec(net.fc7(x)) - target) ** 2).mean(1).mean() * a.rscale
+
 def kmeans_labels(net, U, k):
     with torch.no_grad():
         f = fc7_of(net, U, prepare=None)
@@ -128,18 +140,21 @@ def kmeans_labels(net, U, k):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--mode', default='instance', choices=['instance', 'rot', 'cluster', 'supervised'])
+    ap.add_argument('--mode', default='instance', choices=['instance', 'rot', 'cluster', 'supervised', 'recon'])
     ap.add_argument('--epochs', type=int, default=4); ap.add_argument('--lr', type=float, default=0.01)
     ap.add_argument('--tau', type=float, default=0.2); ap.add_argument('--head', type=int, default=128)
     ap.add_argument('--mlp', type=int, default=0); ap.add_argument('--nn', type=int, default=0)
     ap.add_argument('--k', type=int, default=100); ap.add_argument('--bn', action='store_true')
+    ap.add_argument('--thumb', action='store_true'); ap.add_argument('--recon', type=float, default=0); ap.add_argument('--rscale', type=float, default=1)
     ap.add_argument('--pixnn', type=int, default=0); ap.add_argument('--pixpair', type=float, default=0)
     for f, d in [('translate', 0.1), ('zoom', 1.2), ('rotate', 10.0), ('contrast', 1.3), ('bright', 0.0), ('gamma', 1.0), ('blur', 0.0)]:
         ap.add_argument('--' + f, type=float, default=d)
     a = ap.parse_args(); print(a, flush=True)
     U = up(Xtr[:8000]); N = len(U); yl = torch.from_numpy(Ytr[:N].astype(np.int64))
-    out = {'instance': a.head, 'rot': 4, 'cluster': a.k, 'supervised': 10}[a.mode]
+    out = {'instance': a.head, 'rot': 4, 'cluster': a.k, 'supervised': 10, 'recon': 0}[a.mode]
     net = Net(out, a.bn)
+    if a.mode == 'recon' or a.recon:
+        net.dec = nn.Linear(4096, 256 if a.thumb else 784); nn.init.normal_(net.dec.weight, 0, 0.01); nn.init.zeros_(net.dec.bias)
     if a.mlp:
         net.h = nn.Sequential(nn.Linear(4096, a.mlp), nn.BatchNorm1d(a.mlp), nn.ReLU(), nn.Linear(a.mlp, a.head))
     opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4)
@@ -162,6 +177,10 @@ def main():
             idx = perm[i:i + bs]
             if a.mode == 'instance':
                 loss = instance_loss(net, U, idx, bank, nbrs, a)
+                if a.recon:
+                    loss = loss + a.recon * recon_loss(net, U, idx, a)
+            elif a.mode == 'recon':
+                loss = recon_loss(net, U, idx, a)
             else:
                 i0, j0 = np.random.randint(0, 10, 2); x = U[idx][:, :, i0:i0 + 63, j0:j0 + 63]
                 x = torch.where(torch.rand(len(x), 1, 1, 1) < .5, x.flip(3), x)
