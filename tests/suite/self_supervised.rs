@@ -84,15 +84,10 @@ fn a_run_moves_its_bank_learns_and_resumes_bit_for_bit() {
         moved, 24,
         "every image's bank row moves (never updated: 0 move)"
     );
-    // The loss is led by the reconstruction term (weight 100 × a mean squared error that is 1
-    // for outputs of 0); held-out views scored against 24 bank rows by chance lose ln 24.
-    let (first, last) = (&st.history[0], st.history.last().unwrap());
-    assert!(first.train_loss > 80.0, "{:?}", st.history);
-    assert!(
-        last.train_loss < 0.85 * first.train_loss,
-        "{:?}",
-        st.history
-    );
+    // The loss logged is the instance loss (chance: ln 23, its pair, 14 views and 8 rows);
+    // held-out views scored against 24 bank rows by chance lose ln 24.
+    let last = st.history.last().unwrap();
+    assert!(last.train_loss < 0.8 * 23f32.ln(), "{:?}", st.history);
     assert!(last.val_loss < 0.95 * 24f32.ln(), "{:?}", st.history);
 
     let stop = AtomicBool::new(false);

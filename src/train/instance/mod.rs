@@ -101,8 +101,11 @@ impl Instance {
 
     /// One step's loss on head outputs `z` ([n, width]) of views of images `own`, against
     /// `bank` and, when reconstructing, the images' `thumbs` ([images, LEN]): instance
-    /// discrimination (`score_centred`) on the embedding columns, and each view's
-    /// reconstruction term added to its loss; the gradient of the sum divided by `per`.
+    /// discrimination (`score_centred`) on the embedding columns plus the reconstruction term;
+    /// the gradient of the sum divided by `per`. The losses reported are the instance loss's
+    /// alone, which the stall guard compares with chance's ln C (with the term added, a weight
+    /// of 25 put Fashion-MNIST's loss at ln 319 by coincidence and the run was stopped), made
+    /// NaN where the term is not finite so that the NaN guard still sees it.
     pub fn score_step(
         &self,
         z: &[f32],
@@ -122,7 +125,8 @@ impl Instance {
         s.losses
             .iter_mut()
             .zip(&rec.losses)
-            .for_each(|(l, r)| *l += r);
+            .filter(|(_, r)| !r.is_finite())
+            .for_each(|(l, _)| *l = f32::NAN);
         s.dz =
             s.dz.chunks(dim)
                 .zip(rec.dr.chunks(target::LEN))
@@ -314,9 +318,11 @@ mod tests {
             .flat_map(|r| r[3..].to_vec())
             .collect();
         let rec = target::reconstruct(&r, &own, &thumbs, 2.5, 3.0);
+        assert_eq!(
+            s.losses, alone.losses,
+            "the instance loss, as chance is judged"
+        );
         for v in 0..3 {
-            let want = alone.losses[v] + rec.losses[v];
-            assert!((s.losses[v] - want).abs() < 1e-5, "view {v}");
             assert!(rec.losses[v] > 0.1, "the term is not negligible here");
             let row = &s.dz[v * both.width()..(v + 1) * both.width()];
             assert_eq!(&row[..3], &alone.dz[v * 3..v * 3 + 3]);
@@ -325,6 +331,14 @@ mod tests {
         assert_eq!(s.v, alone.v, "the bank moves towards the embedding only");
         let no = plain.score_step(&e, &own, (&bank, &[]), None, 3.0);
         assert_eq!(no.losses, alone.losses);
+        let mut bad = z.clone();
+        bad[both.width() + 5] = f32::INFINITY;
+        let s = both.score_step(&bad, &own, (&bank, &thumbs), None, 3.0);
+        assert!(
+            s.losses[1].is_nan() && s.losses[0].is_finite(),
+            "{:?}",
+            s.losses
+        );
     }
 
     #[test]
