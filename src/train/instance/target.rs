@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::model::standardise::MIN_STD;
+use crate::model::standardise::Sums;
 use crate::train::dataset::Split;
 
 /// Side of a thumbnail.
@@ -62,12 +62,13 @@ pub fn thumbnails(split: &Split) -> Result<Vec<u8>> {
 }
 
 /// A thumbnail as the head's target: (v/255 − mean) / max(std, MIN_STD) over all its values.
+/// The statistics are `Sums`', as the input's per-image standardisation takes them.
 fn standardised(thumb: &[u8]) -> Vec<f32> {
-    let v: Vec<f64> = thumb.iter().map(|&x| x as f64 / 255.0).collect();
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / v.len() as f64;
-    let std = var.sqrt().max(MIN_STD);
-    v.iter().map(|x| ((x - mean) / std) as f32).collect()
+    let (mean, std) = Sums::planar(thumb).mean_std([0.0; 3]);
+    thumb
+        .iter()
+        .map(|&x| (x as f32 / 255.0 - mean) / std)
+        .collect()
 }
 
 /// The reconstruction term of head outputs `r` ([n, LEN]) of views of images `own`, against
