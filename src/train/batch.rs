@@ -13,6 +13,7 @@ use crate::train::augment::{self, ColourStats, Crop};
 use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Shape};
 use crate::train::exemplar::{self, Exemplar, View};
+use crate::train::instance::target;
 use crate::train::seeds::mix;
 
 /// One batch on the host: its 8-bit pixels with their colour shifts, and labels.
@@ -20,6 +21,8 @@ pub struct Batch {
     pixels: Pixels,
     pub(crate) labels: Vec<u32>,
     crop: usize,
+    /// With `--reconstruct`: each view's source thumbnail ([n, target::LEN]); else empty.
+    thumbs: Vec<u8>,
 }
 
 /// A batch's pixels: views already cut, or whole images for an engine that cuts them itself.
@@ -59,6 +62,7 @@ impl Batch {
             },
             labels: split.labels_of(idx),
             crop,
+            thumbs: Vec::new(),
         })
     }
 
@@ -74,6 +78,7 @@ impl Batch {
             pixels: Pixels::Cut { pixels, shifts },
             labels,
             crop,
+            thumbs: Vec::new(),
         }
     }
 
@@ -95,10 +100,21 @@ impl Batch {
         (Batch::from_cut(px, vec![[0.0; 3]; n], labels, side), stats)
     }
 
-    /// Reads images `idx` of `split` and renders exemplar `views` of them.
-    pub fn warped(split: &Split, idx: &[usize], views: &[View], crop: usize) -> Result<Batch> {
+    /// Reads images `idx` of `split` and renders exemplar `views` of them, with each view's
+    /// source thumbnail when `thumbnails` (self-supervised reconstruction's target).
+    pub fn warped(
+        split: &Split,
+        idx: &[usize],
+        views: &[View],
+        crop: usize,
+        thumbnails: bool,
+    ) -> Result<Batch> {
         let images = split.read_images(idx)?;
-        Ok(Batch::rendered(&images, split, idx, views, crop))
+        let mut b = Batch::rendered(&images, split, idx, views, crop);
+        if thumbnails {
+            b.thumbs = target::thumbnails(&images, split.side);
+        }
+        Ok(b)
     }
 
     /// Renders exemplar `views` of `images` (images `idx` of `split`).
@@ -145,6 +161,7 @@ impl Batch {
             pixels: Pixels::Cut { pixels, shifts },
             labels: split.labels_of(idx),
             crop,
+            thumbs: Vec::new(),
         }
     }
 
@@ -154,6 +171,13 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The source thumbnails of views `r` ([r.len(), target::LEN]; empty without them).
+    pub fn thumbs(&self, r: std::ops::Range<usize>) -> &[u8] {
+        self.thumbs
+            .get(r.start * target::LEN..r.end * target::LEN)
+            .unwrap_or(&[])
     }
 
     /// The normalised network input on the engine.
@@ -200,6 +224,8 @@ pub(crate) struct Plan {
     pub exemplar: Option<Exemplar>,
     /// Whether the engine cuts the views (`Engine::cuts_views`).
     pub on_engine: bool,
+    /// Whether batches carry their views' source thumbnails (`--reconstruct`).
+    pub thumbnails: bool,
 }
 
 /// A batch of the epoch whose first sample is at `position` in the epoch's order: random
@@ -218,7 +244,7 @@ pub(crate) fn training_batch(
             let views: Vec<View> = (position..position + idx.len())
                 .map(|at| exemplar::random_view(&mut rng(at), train.side, p.crop, ex))
                 .collect();
-            Batch::warped(train, idx, &views, p.crop)
+            Batch::warped(train, idx, &views, p.crop, p.thumbnails)
         }
         None => {
             let views: Vec<Crop> = idx
@@ -253,6 +279,7 @@ pub(crate) fn fixture(dir: &std::path::Path) -> (crate::train::dataset::Dataset,
         stats: augment::colour_stats(&d.train, Standardise::Channels),
         exemplar: None,
         on_engine: false,
+        thumbnails: false,
     };
     (d, plan)
 }
@@ -280,5 +307,28 @@ mod tests {
             whole.input(&Cpu, &plan.stats),
         );
         assert_eq!(a.unwrap(), b.unwrap());
+    }
+
+    /// With `--reconstruct`, each view carries its own source image's thumbnail, and a shard's
+    /// range takes its views' rows; without it a batch carries none.
+    #[test]
+    fn views_carry_their_source_thumbnails_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, mut plan) = fixture(dir.path());
+        plan.exemplar = Some(Exemplar::default());
+        let idx = [4, 0, 4, 7];
+        assert!(training_batch(&plan, &d.train, &idx, 0)
+            .unwrap()
+            .thumbs(0..4)
+            .is_empty());
+        plan.thumbnails = true;
+        let b = training_batch(&plan, &d.train, &idx, 0).unwrap();
+        let each: Vec<Vec<u8>> = idx
+            .iter()
+            .map(|&i| target::thumbnail(&d.train.read_images(&[i]).unwrap(), d.train.side))
+            .collect();
+        assert_ne!(each[0], each[1], "the images differ");
+        assert_eq!(b.thumbs(0..4), each.concat());
+        assert_eq!(b.thumbs(1..3), [&each[1][..], &each[2][..]].concat());
     }
 }

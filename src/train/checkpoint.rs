@@ -70,10 +70,6 @@ pub struct State {
     /// ([classes, dim]); empty otherwise. Kept in the checkpoint's body, not its header.
     #[serde(skip)]
     pub bank: Vec<f32>,
-    /// Self-supervised training with reconstruction: each image's thumbnail
-    /// ([classes, `target::LEN`]), made from the data at every start, never saved.
-    #[serde(skip)]
-    pub thumbs: Vec<u8>,
 }
 
 impl State {

@@ -17,6 +17,7 @@ use crate::train::checkpoint::{self, State};
 use crate::train::dataset::Split;
 use crate::train::engine::Engine;
 use crate::train::feed;
+use crate::train::instance::Instance;
 use crate::train::parallel::{Queued, Step, Team};
 use crate::train::progress::TrainProgress;
 use crate::train::seeds::mix;
@@ -46,10 +47,7 @@ fn queue_step<E: Engine>(
         stats: &st.stats,
         h,
         seed,
-        bank: r
-            .instance
-            .as_ref()
-            .map(|i| (i, &st.bank[..], &st.thumbs[..])),
+        bank: r.instance.as_ref().map(|i| (i, &st.bank[..])),
     };
     let queued = team.queue(e, w, step)?;
     if let (Some(i), Some(v)) = (&st.recipe.instance, queued.embeddings()) {
@@ -136,6 +134,11 @@ pub fn run_epoch<E: Engine>(
         stats: st.stats.clone(),
         exemplar: st.recipe.exemplar.clone(),
         on_engine: e.cuts_views(),
+        thumbnails: st
+            .recipe
+            .instance
+            .as_ref()
+            .is_some_and(Instance::reconstructs),
     };
     let jobs: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().skip(first).collect();
     let batch = st.recipe.batch;

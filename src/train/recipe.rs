@@ -163,7 +163,7 @@ pub fn exemplar(mut r: Recipe, ex: Exemplar) -> Recipe {
 pub fn instance(r: Recipe, mut ex: Exemplar, objective: Instance) -> Recipe {
     ex.surrogates = usize::MAX;
     let mut r = exemplar(r, ex);
-    if objective.reconstruct > 0.0 {
+    if objective.reconstructs() {
         r.lr /= 10.0;
     }
     r.epochs = if r.preset == "quick" { 20 } else { 100 };

@@ -87,7 +87,6 @@ fn fresh(
         bank: r.instance.as_ref().map_or(Vec::new(), |i| {
             crate::train::instance::random_bank(data.classes.len(), i.dim, r.seed)
         }),
-        thumbs: Vec::new(),
     };
     Ok((state, params, velocity))
 }
@@ -375,7 +374,7 @@ fn start(
         data.classes.len(),
         &data.skipped,
     );
-    let mut host = match resumed {
+    let host = match resumed {
         Some(r) if r.0.classes != data.classes => {
             let what = match r.0.recipe.exemplar {
                 Some(_) => "the images drawn as surrogate classes differ from the checkpoint's (images were added, removed or changed)",
@@ -398,17 +397,6 @@ fn start(
         }
         None => fresh(opts, &data)?,
     };
-    if host
-        .0
-        .recipe
-        .instance
-        .as_ref()
-        .is_some_and(|i| i.reconstruct > 0.0)
-    {
-        // Every image is its own class: row k of the split is image k.
-        debug_assert!(data.train.labels.iter().enumerate().all(|(k, &l)| k == l));
-        host.0.thumbs = crate::train::instance::target::thumbnails(&data.train)?;
-    }
     Ok((data, host))
 }
 

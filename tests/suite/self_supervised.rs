@@ -57,8 +57,8 @@ fn options(photos: &Path, out: &Path, epochs: usize) -> TrainOptions {
 
 /// 24 images, 2 views each, 384 views an epoch (8 passes) at batch 16: 24 steps an epoch, with
 /// the default reconstruction term. The straight run's bank moved from its seeded start and
-/// its loss fell; a run stopped in its second epoch and resumed (its thumbnails made again)
-/// ends with the same bank, weights and validation, bit for bit.
+/// its loss fell; a run stopped in its second epoch and resumed ends with the same bank,
+/// weights and validation, bit for bit.
 #[test]
 fn a_run_moves_its_bank_learns_and_resumes_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();

@@ -81,14 +81,14 @@ impl Instance {
         crate::error::first_refusal(&checks)
     }
 
+    /// Whether the head also predicts each view's source thumbnail (`--reconstruct W`, W > 0).
+    pub fn reconstructs(&self) -> bool {
+        self.reconstruct > 0.0
+    }
+
     /// The head's width: the embedding, then the thumbnail's values when reconstructing.
     pub fn width(&self) -> usize {
-        self.dim
-            + if self.reconstruct > 0.0 {
-                target::LEN
-            } else {
-                0
-            }
+        self.dim + if self.reconstructs() { target::LEN } else { 0 }
     }
 
     /// The embedding columns of head outputs `z` ([n, width]): [n, dim].
@@ -100,7 +100,7 @@ impl Instance {
     }
 
     /// One step's loss on head outputs `z` ([n, width]) of views of images `own`, against
-    /// `bank` and, when reconstructing, the images' `thumbs` ([images, LEN]): instance
+    /// `bank` and, when reconstructing, the views' source `thumbs` ([n, LEN]): instance
     /// discrimination (`score_centred`) on the embedding columns plus the reconstruction term;
     /// the gradient of the sum divided by `per`. The losses reported are the instance loss's
     /// alone, which the stall guard compares with chance's ln C (with the term added, a weight
@@ -115,13 +115,18 @@ impl Instance {
         per: f32,
     ) -> Scored {
         let t = self.temperature;
-        if self.reconstruct == 0.0 {
+        if !self.reconstructs() {
             return score_centred(z, own, bank, negatives, t, per);
         }
+        assert_eq!(
+            thumbs.len(),
+            own.len() * target::LEN,
+            "a thumbnail per view"
+        );
         let (w, dim) = (self.width(), self.dim);
         let r: Vec<f32> = z.chunks(w).flat_map(|r| r[dim..].iter().copied()).collect();
         let mut s = score_centred(&self.embedding(z), own, bank, negatives, t, per);
-        let rec = target::reconstruct(&r, own, thumbs, self.reconstruct, per);
+        let rec = target::reconstruct(&r, thumbs, self.reconstruct, per);
         s.losses
             .iter_mut()
             .zip(&rec.losses)
@@ -307,7 +312,7 @@ mod tests {
         };
         assert_eq!((plain.width(), both.width()), (3, 3 + target::LEN));
         let bank = random_bank(4, 3, 1);
-        let thumbs: Vec<u8> = (0..4 * target::LEN).map(|i| (i * 37 % 251) as u8).collect();
+        let thumbs: Vec<u8> = (0..3 * target::LEN).map(|i| (i * 37 % 251) as u8).collect();
         let z = crate::train::engine::random(3 * both.width(), 2);
         let own = [2, 0, 2];
         let s = both.score_step(&z, &own, (&bank, &thumbs), None, 3.0);
@@ -317,7 +322,7 @@ mod tests {
             .chunks(both.width())
             .flat_map(|r| r[3..].to_vec())
             .collect();
-        let rec = target::reconstruct(&r, &own, &thumbs, 2.5, 3.0);
+        let rec = target::reconstruct(&r, &thumbs, 2.5, 3.0);
         assert_eq!(
             s.losses, alone.losses,
             "the instance loss, as chance is judged"

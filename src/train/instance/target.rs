@@ -3,14 +3,13 @@
 //! mean and deviation, from whichever view the step shows (a denoising autoencoder towards the
 //! unaugmented image). Instance discrimination learns what tells one image from every other;
 //! this term makes fc7 keep each image's layout, so images that look alike stay near in fc7.
-//! Thumbnails are made once per run from the pack (768 bytes an image; not checkpointed, a
-//! resumed run makes the same ones); the loss is host code shared by every engine, like `loss`.
+//! Each batch makes its views' thumbnails from the pack images it has just read (`Batch`), so
+//! a run holds none beyond its batches and reads nothing more at its start, however large the
+//! folder; the loss is host code shared by every engine, like `loss`.
 
 use rayon::prelude::*;
 
-use crate::error::Result;
 use crate::model::standardise::Sums;
-use crate::train::dataset::Split;
 
 /// Side of a thumbnail.
 pub const SIDE: usize = 16;
@@ -46,19 +45,13 @@ pub fn thumbnail(image: &[u8], side: usize) -> Vec<u8> {
     out
 }
 
-/// The thumbnails of every image of `split`, in its order: [len, LEN].
-pub fn thumbnails(split: &Split) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(split.len() * LEN);
-    let idx: Vec<usize> = (0..split.len()).collect();
-    for chunk in idx.chunks(1024) {
-        let images = split.read_images(chunk)?;
-        let thumbs: Vec<Vec<u8>> = images
-            .par_chunks(split.image_bytes())
-            .map(|im| thumbnail(im, split.side))
-            .collect();
-        thumbs.iter().for_each(|t| out.extend_from_slice(t));
-    }
-    Ok(out)
+/// The thumbnails of `images` ([n, side, side, 3], as `Split::read_images` gives): [n, LEN].
+pub fn thumbnails(images: &[u8], side: usize) -> Vec<u8> {
+    let mut out = vec![0u8; images.len() / (3 * side * side) * LEN];
+    out.par_chunks_mut(LEN)
+        .zip(images.par_chunks(3 * side * side))
+        .for_each(|(t, im)| t.copy_from_slice(&thumbnail(im, side)));
+    out
 }
 
 /// A thumbnail as the head's target: (v/255 − mean) / max(std, MIN_STD) over all its values.
@@ -71,16 +64,15 @@ fn standardised(thumb: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// The reconstruction term of head outputs `r` ([n, LEN]) of views of images `own`, against
-/// their rows of `thumbs`: per view `weight` × the mean squared error over its LEN outputs,
-/// and the gradient of the views' sum divided by `per`.
-pub fn reconstruct(r: &[f32], own: &[u32], thumbs: &[u8], weight: f32, per: f32) -> Reconstructed {
+/// The reconstruction term of head outputs `r` ([n, LEN]) of views whose source images'
+/// thumbnails are `thumbs` ([n, LEN], row for row): per view `weight` × the mean squared
+/// error over its LEN outputs, and the gradient of the views' sum divided by `per`.
+pub fn reconstruct(r: &[f32], thumbs: &[u8], weight: f32, per: f32) -> Reconstructed {
     let each: Vec<(f32, Vec<f32>)> = r
         .par_chunks(LEN)
-        .zip(own.par_iter())
-        .map(|(out, &o)| {
-            let o = o as usize;
-            let t = standardised(&thumbs[o * LEN..(o + 1) * LEN]);
+        .zip(thumbs.par_chunks(LEN))
+        .map(|(out, thumb)| {
+            let t = standardised(thumb);
             let err: Vec<f32> = out.iter().zip(&t).map(|(y, t)| y - t).collect();
             let loss = weight * err.iter().map(|e| e * e).sum::<f32>() / LEN as f32;
             let k = 2.0 * weight / LEN as f32 / per;
@@ -129,6 +121,9 @@ mod tests {
             .sum();
         assert_eq!(spans, side);
         assert_eq!(thumbnail(&vec![77; side * side * 3], side), vec![77; LEN]);
+        // A batch's images, row for row.
+        let two = [im, vec![77; 32 * 32 * 3]].concat();
+        assert_eq!(thumbnails(&two, 32), [t, vec![77; LEN]].concat());
     }
 
     #[test]
@@ -140,18 +135,21 @@ mod tests {
         assert!(t[..LEN / 2].iter().all(|&v| (v + 1.0).abs() < 1e-6));
         // A flat thumbnail is 0 everywhere (its deviation floored, not divided by 0).
         assert!(standardised(&thumbs[..LEN]).iter().all(|&v| v == 0.0));
-        // Outputs 0: error 1 at every value; weight 3 → loss 3. Outputs 2 for image 0: 3·4.
+        // View 0 shows image 1, view 1 image 0. Outputs 0: error 1 at every value; weight 3 →
+        // loss 3. Outputs 2 against the flat image: 3·4.
         let r = [vec![0.0f32; LEN], vec![2.0; LEN]].concat();
-        let s = reconstruct(&r, &[1, 0], &thumbs, 3.0, 2.0);
+        let swapped = [&thumbs[LEN..], &thumbs[..LEN]].concat();
+        let s = reconstruct(&r, &swapped, 3.0, 2.0);
         assert!((s.losses[0] - 3.0).abs() < 1e-5 && (s.losses[1] - 12.0).abs() < 1e-4);
         // d/dr of (3/LEN)·Σ(r − t)², halved: 3·(r − t)/LEN.
         assert!((s.dr[0] - 3.0 / LEN as f32).abs() < 1e-7);
         assert!((s.dr[LEN] - 3.0 * 2.0 / LEN as f32).abs() < 1e-7);
         // Finite differences on random outputs.
         let r = crate::train::engine::random(2 * LEN, 5);
-        let s = reconstruct(&r, &[1, 1], &thumbs, 0.7, 2.0);
+        let ones = [&thumbs[LEN..], &thumbs[LEN..]].concat();
+        let s = reconstruct(&r, &ones, 0.7, 2.0);
         let total = |r: &[f32]| -> f64 {
-            let l = reconstruct(r, &[1, 1], &thumbs, 0.7, 2.0).losses;
+            let l = reconstruct(r, &ones, 0.7, 2.0).losses;
             l.iter().map(|&x| x as f64).sum::<f64>() / 2.0
         };
         for i in [0, 5, LEN - 1, LEN + 300] {

@@ -74,9 +74,8 @@ pub struct Step<'b> {
     pub h: Hyper,
     /// The dropout seed (the lead's; helpers derive theirs from it).
     pub seed: u64,
-    /// Self-supervised training: the objective, and the memory bank and reconstruction
-    /// thumbnails the step scores against.
-    pub bank: Option<(&'b Instance, &'b [f32], &'b [u8])>,
+    /// Self-supervised training: the objective, and the memory bank the step scores against.
+    pub bank: Option<(&'b Instance, &'b [f32])>,
 }
 
 /// A step queued on the team (`Team::queue`), its results still on the engines.
@@ -289,13 +288,14 @@ fn shard_gradients<E: Engine>(
     let x = batch.input_range(e, stats, range.clone())?;
     let out = network::forward(e, cfg, &w.params, x, n, mode)?;
     let logits = out.logits.as_ref().expect("a classifier");
-    let labels = &batch.labels[range];
-    if let Some((objective, rows, thumbs)) = bank {
+    let labels = &batch.labels[range.clone()];
+    if let Some((objective, rows)) = bank {
         // Every shard scores against the same negatives (the step's seed, not the shard's),
         // its gradient divided by the whole batch: the shards' sum is the batch mean's.
         let z = e.download(logits)?;
         let negatives = objective.draw(rows.len() / objective.dim, step_seed);
         let per = batch.len() as f32;
+        let thumbs = batch.thumbs(range.clone());
         let s = objective.score_step(&z, labels, (rows, thumbs), negatives.as_deref(), per);
         let dz = e.upload(&s.dz)?;
         backward(e, cfg, w, (&out, &dz), update.then_some(h))?;
