@@ -157,7 +157,7 @@ fn the_binary_trains_a_folder_with_bad_files_and_exports_without_the_head() {
         (ss["negatives"].clone(), ss["dim"].clone()),
         (16.into(), 128.into())
     );
-    assert_eq!(ss["reconstruct"], 100.0, "the default term: {manifest}");
+    assert_eq!(ss["reconstruct"], 50.0, "the default term: {manifest}");
     let lr = manifest["provenance"]["recipe"]["lr"].as_f64().unwrap();
     assert!(
         (lr - 0.001).abs() < 1e-8,
