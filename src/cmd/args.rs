@@ -11,7 +11,7 @@ use crate::model::{Init, Standardise};
 use crate::search::index::Location;
 use crate::train::engine::Math;
 use crate::train::exemplar::Exemplar;
-use crate::train::instance::Instance;
+use crate::train::instance::{Instance, Target};
 use crate::train::recipe::Recipe;
 
 /// `--index`, for every command that reads or writes an index.
@@ -141,6 +141,11 @@ pub struct ExemplarArgs {
     /// at the preset's rate).
     #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
     pub reconstruct: Option<f32>,
+    /// Self-supervised: what --reconstruct predicts: `thumbnail` (the 16×16 thumbnail) or `hog`
+    /// (a histogram of oriented gradients of a 32×32 grey thumbnail, whose neighbours agree
+    /// more often on what the image shows) (default thumbnail).
+    #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
+    pub reconstruct_target: Option<Target>,
     /// Surrogate classes: images drawn with --seed when the folder has more (default 2000).
     #[arg(long, requires = "exemplar")]
     pub surrogates: Option<usize>,
@@ -186,6 +191,7 @@ impl ExemplarArgs {
                 i.bank_momentum = self.bank_momentum.unwrap_or(i.bank_momentum);
                 i.negatives = self.negatives.unwrap_or(i.negatives);
                 i.reconstruct = self.reconstruct.unwrap_or(i.reconstruct);
+                i.target = self.reconstruct_target.unwrap_or(i.target);
                 recipe::instance(recipe, ex, i)
             }
             (None, _) => recipe,

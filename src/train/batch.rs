@@ -13,7 +13,7 @@ use crate::train::augment::{self, ColourStats, Crop};
 use crate::train::dataset::Split;
 use crate::train::engine::{Engine, Shape};
 use crate::train::exemplar::{self, Exemplar, View};
-use crate::train::instance::target;
+use crate::train::instance::Target;
 use crate::train::seeds::mix;
 
 /// One batch on the host: its 8-bit pixels with their colour shifts, and labels.
@@ -21,8 +21,8 @@ pub struct Batch {
     pixels: Pixels,
     pub(crate) labels: Vec<u32>,
     crop: usize,
-    /// With `--reconstruct`: each view's source thumbnail ([n, target::LEN]); else empty.
-    thumbs: Vec<u8>,
+    /// With `--reconstruct`: each view's reduced source ([n, Target::source_len]); else empty.
+    sources: Vec<u8>,
 }
 
 /// A batch's pixels: views already cut, or whole images for an engine that cuts them itself.
@@ -62,7 +62,7 @@ impl Batch {
             },
             labels: split.labels_of(idx),
             crop,
-            thumbs: Vec::new(),
+            sources: Vec::new(),
         })
     }
 
@@ -78,7 +78,7 @@ impl Batch {
             pixels: Pixels::Cut { pixels, shifts },
             labels,
             crop,
-            thumbs: Vec::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -101,18 +101,18 @@ impl Batch {
     }
 
     /// Reads images `idx` of `split` and renders exemplar `views` of them, with each view's
-    /// source thumbnail when `thumbnails` (self-supervised reconstruction's target).
+    /// source reduced for self-supervised reconstruction's `target`, when there is one.
     pub fn warped(
         split: &Split,
         idx: &[usize],
         views: &[View],
         crop: usize,
-        thumbnails: bool,
+        target: Option<Target>,
     ) -> Result<Batch> {
         let images = split.read_images(idx)?;
         let mut b = Batch::rendered(&images, split, idx, views, crop);
-        if thumbnails {
-            b.thumbs = target::thumbnails(&images, split.side);
+        if let Some(t) = target {
+            b.sources = t.sources(&images, split.side);
         }
         Ok(b)
     }
@@ -161,7 +161,7 @@ impl Batch {
             pixels: Pixels::Cut { pixels, shifts },
             labels: split.labels_of(idx),
             crop,
-            thumbs: Vec::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -173,11 +173,10 @@ impl Batch {
         self.labels.is_empty()
     }
 
-    /// The source thumbnails of views `r` ([r.len(), target::LEN]; empty without them).
-    pub fn thumbs(&self, r: std::ops::Range<usize>) -> &[u8] {
-        self.thumbs
-            .get(r.start * target::LEN..r.end * target::LEN)
-            .unwrap_or(&[])
+    /// The reduced sources of views `r` ([r.len(), Target::source_len]; empty without them).
+    pub fn sources(&self, r: std::ops::Range<usize>) -> &[u8] {
+        let per = self.sources.len() / self.len().max(1);
+        self.sources.get(r.start * per..r.end * per).unwrap_or(&[])
     }
 
     /// The normalised network input on the engine.
@@ -224,8 +223,8 @@ pub(crate) struct Plan {
     pub exemplar: Option<Exemplar>,
     /// Whether the engine cuts the views (`Engine::cuts_views`).
     pub on_engine: bool,
-    /// Whether batches carry their views' source thumbnails (`--reconstruct`).
-    pub thumbnails: bool,
+    /// What batches carry of their views' sources for `--reconstruct`, if anything.
+    pub target: Option<Target>,
 }
 
 /// A batch of the epoch whose first sample is at `position` in the epoch's order: random
@@ -244,7 +243,7 @@ pub(crate) fn training_batch(
             let views: Vec<View> = (position..position + idx.len())
                 .map(|at| exemplar::random_view(&mut rng(at), train.side, p.crop, ex))
                 .collect();
-            Batch::warped(train, idx, &views, p.crop, p.thumbnails)
+            Batch::warped(train, idx, &views, p.crop, p.target)
         }
         None => {
             let views: Vec<Crop> = idx
@@ -279,7 +278,7 @@ pub(crate) fn fixture(dir: &std::path::Path) -> (crate::train::dataset::Dataset,
         stats: augment::colour_stats(&d.train, Standardise::Channels),
         exemplar: None,
         on_engine: false,
-        thumbnails: false,
+        target: None,
     };
     (d, plan)
 }
@@ -319,16 +318,21 @@ mod tests {
         let idx = [4, 0, 4, 7];
         assert!(training_batch(&plan, &d.train, &idx, 0)
             .unwrap()
-            .thumbs(0..4)
+            .sources(0..4)
             .is_empty());
-        plan.thumbnails = true;
+        plan.target = Some(Target::Thumbnail);
         let b = training_batch(&plan, &d.train, &idx, 0).unwrap();
         let each: Vec<Vec<u8>> = idx
             .iter()
-            .map(|&i| target::thumbnail(&d.train.read_images(&[i]).unwrap(), d.train.side))
+            .map(|&i| {
+                crate::train::instance::target::thumbnail(
+                    &d.train.read_images(&[i]).unwrap(),
+                    d.train.side,
+                )
+            })
             .collect();
         assert_ne!(each[0], each[1], "the images differ");
-        assert_eq!(b.thumbs(0..4), each.concat());
-        assert_eq!(b.thumbs(1..3), [&each[1][..], &each[2][..]].concat());
+        assert_eq!(b.sources(0..4), each.concat());
+        assert_eq!(b.sources(1..3), [&each[1][..], &each[2][..]].concat());
     }
 }

@@ -17,7 +17,6 @@ use crate::train::checkpoint::{self, State};
 use crate::train::dataset::Split;
 use crate::train::engine::Engine;
 use crate::train::feed;
-use crate::train::instance::Instance;
 use crate::train::parallel::{Queued, Step, Team};
 use crate::train::progress::TrainProgress;
 use crate::train::seeds::mix;
@@ -134,11 +133,12 @@ pub fn run_epoch<E: Engine>(
         stats: st.stats.clone(),
         exemplar: st.recipe.exemplar.clone(),
         on_engine: e.cuts_views(),
-        thumbnails: st
+        target: st
             .recipe
             .instance
             .as_ref()
-            .is_some_and(Instance::reconstructs),
+            .filter(|i| i.reconstructs())
+            .map(|i| i.target),
     };
     let jobs: Vec<(usize, &[usize])> = batches.iter().copied().enumerate().skip(first).collect();
     let batch = st.recipe.batch;

@@ -94,7 +94,7 @@ pub fn feed_rate(
         stats: augment::colour_stats(train, Standardise::Channels),
         exemplar: None,
         on_engine,
-        thumbnails: false,
+        target: None,
     };
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(1));

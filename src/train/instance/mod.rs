@@ -12,6 +12,7 @@
 //! the step's loss (with `target`'s reconstruction term when asked), and how well held-out
 //! views are recognised against the bank.
 
+mod hog;
 mod loss;
 pub mod target;
 
@@ -19,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 pub use loss::{score, score_centred, Scored};
+pub use target::Target;
 
 /// The objective's settings, saved in the recipe and the manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +36,13 @@ pub struct Instance {
     /// Weight of `target`'s reconstruction term (0: none, and no outputs for it).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reconstruct: f32,
+    /// What the reconstruction term predicts.
+    #[serde(default, skip_serializing_if = "is_thumbnail")]
+    pub target: Target,
+}
+
+fn is_thumbnail(t: &Target) -> bool {
+    *t == Target::Thumbnail
 }
 
 fn is_zero(x: &f32) -> bool {
@@ -56,6 +65,7 @@ impl Default for Instance {
             bank_momentum: 0.5,
             negatives: 256,
             reconstruct: 50.0,
+            target: Target::Thumbnail,
         }
     }
 }
@@ -89,7 +99,12 @@ impl Instance {
 
     /// The head's width: the embedding, then the thumbnail's values when reconstructing.
     pub fn width(&self) -> usize {
-        self.dim + if self.reconstructs() { target::LEN } else { 0 }
+        self.dim
+            + if self.reconstructs() {
+                self.target.len()
+            } else {
+                0
+            }
     }
 
     /// The embedding columns of head outputs `z` ([n, width]): [n, dim].
@@ -101,7 +116,7 @@ impl Instance {
     }
 
     /// One step's loss on head outputs `z` ([n, width]) of views of images `own`, against
-    /// `bank` and, when reconstructing, the views' source `thumbs` ([n, LEN]): instance
+    /// `bank` and, when reconstructing, the views' reduced `sources` ([n, target.source_len()]): instance
     /// discrimination (`score_centred`) on the embedding columns plus the reconstruction term;
     /// the gradient of the sum divided by `per`. The losses reported are the instance loss's
     /// alone, which the stall guard compares with chance's ln C (with the term added, a weight
@@ -111,7 +126,7 @@ impl Instance {
         &self,
         z: &[f32],
         own: &[u32],
-        (bank, thumbs): (&[f32], &[u8]),
+        (bank, sources): (&[f32], &[u8]),
         negatives: Option<&[u32]>,
         per: f32,
     ) -> Scored {
@@ -120,14 +135,14 @@ impl Instance {
             return score_centred(z, own, bank, negatives, t, per);
         }
         assert_eq!(
-            thumbs.len(),
-            own.len() * target::LEN,
-            "a thumbnail per view"
+            sources.len(),
+            own.len() * self.target.source_len(),
+            "a target's source per view"
         );
         let (w, dim) = (self.width(), self.dim);
         let r: Vec<f32> = z.chunks(w).flat_map(|r| r[dim..].iter().copied()).collect();
         let mut s = score_centred(&self.embedding(z), own, bank, negatives, t, per);
-        let rec = target::reconstruct(&r, thumbs, self.reconstruct, per);
+        let rec = target::reconstruct(&r, sources, self.target, self.reconstruct, per);
         s.losses
             .iter_mut()
             .zip(&rec.losses)
@@ -135,7 +150,7 @@ impl Instance {
             .for_each(|(l, _)| *l = f32::NAN);
         s.dz =
             s.dz.chunks(dim)
-                .zip(rec.dr.chunks(target::LEN))
+                .zip(rec.dr.chunks(self.target.len()))
                 .flat_map(|(a, b)| a.iter().chain(b).copied())
                 .collect();
         s
@@ -323,7 +338,7 @@ mod tests {
             .chunks(both.width())
             .flat_map(|r| r[3..].to_vec())
             .collect();
-        let rec = target::reconstruct(&r, &thumbs, 2.5, 3.0);
+        let rec = target::reconstruct(&r, &thumbs, Target::Thumbnail, 2.5, 3.0);
         assert_eq!(
             s.losses, alone.losses,
             "the instance loss, as chance is judged"

@@ -1,15 +1,84 @@
-//! Reconstruction beside instance discrimination (`--reconstruct W`): the head grows by `LEN`
-//! outputs that predict a 16×16 thumbnail of the whole source image, standardised by its own
-//! mean and deviation, from whichever view the step shows (a denoising autoencoder towards the
-//! unaugmented image). Instance discrimination learns what tells one image from every other;
+//! Reconstruction beside instance discrimination (`--reconstruct W`): the head grows by
+//! outputs that predict, from whichever view the step shows, a picture of the whole source
+//! image standardised by its own mean and deviation (a denoising autoencoder towards the
+//! unaugmented image): its 16×16 thumbnail, or its histogram of oriented gradients (`hog`,
+//! `--reconstruct-target hog`). Instance discrimination learns what tells one image from every other;
 //! this term makes fc7 keep each image's layout, so images that look alike stay near in fc7.
 //! Each batch makes its views' thumbnails from the pack images it has just read (`Batch`), so
 //! a run holds none beyond its batches and reads nothing more at its start, however large the
 //! folder; the loss is host code shared by every engine, like `loss`.
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::model::standardise::Sums;
+use super::hog;
+use crate::model::standardise::{Sums, MIN_STD};
+
+/// What the reconstruction term predicts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The 16×16 RGB thumbnail ([3, SIDE, SIDE]).
+    #[default]
+    Thumbnail,
+    /// The histogram of oriented gradients of a 32×32 grey thumbnail (`hog`).
+    Hog,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "thumbnail" => Ok(Target::Thumbnail),
+            "hog" => Ok(Target::Hog),
+            _ => Err(format!("{s:?} is not a target: thumbnail or hog")),
+        }
+    }
+}
+
+impl Target {
+    /// Bytes each view carries for its target: its source image reduced.
+    pub fn source_len(self) -> usize {
+        match self {
+            Target::Thumbnail => LEN,
+            Target::Hog => hog::GREY * hog::GREY,
+        }
+    }
+
+    /// Head outputs that predict it.
+    pub fn len(self) -> usize {
+        match self {
+            Target::Thumbnail => LEN,
+            Target::Hog => hog::LEN,
+        }
+    }
+
+    /// The reduced source of each of `images` ([n, side, side, 3], as `Split::read_images`
+    /// gives): [n, source_len].
+    pub fn sources(self, images: &[u8], side: usize) -> Vec<u8> {
+        let per = self.source_len();
+        let mut out = vec![0u8; images.len() / (3 * side * side) * per];
+        out.par_chunks_mut(per)
+            .zip(images.par_chunks(3 * side * side))
+            .for_each(|(t, im)| match self {
+                Target::Thumbnail => t.copy_from_slice(&thumbnail(im, side)),
+                Target::Hog => t.copy_from_slice(&hog::grey(im, side)),
+            });
+        out
+    }
+
+    /// The values the head is asked for, from a view's reduced `source`: [len].
+    fn values(self, source: &[u8]) -> Vec<f32> {
+        match self {
+            Target::Thumbnail => standardised(source),
+            Target::Hog => {
+                let mut h = hog::histogram(source);
+                standardise(&mut h);
+                h
+            }
+        }
+    }
+}
 
 /// Side of a thumbnail.
 pub const SIDE: usize = 16;
@@ -45,15 +114,6 @@ pub fn thumbnail(image: &[u8], side: usize) -> Vec<u8> {
     out
 }
 
-/// The thumbnails of `images` ([n, side, side, 3], as `Split::read_images` gives): [n, LEN].
-pub fn thumbnails(images: &[u8], side: usize) -> Vec<u8> {
-    let mut out = vec![0u8; images.len() / (3 * side * side) * LEN];
-    out.par_chunks_mut(LEN)
-        .zip(images.par_chunks(3 * side * side))
-        .for_each(|(t, im)| t.copy_from_slice(&thumbnail(im, side)));
-    out
-}
-
 /// A thumbnail as the head's target: (v/255 − mean) / max(std, MIN_STD) over all its values.
 /// The statistics are `Sums`', as the input's per-image standardisation takes them.
 fn standardised(thumb: &[u8]) -> Vec<f32> {
@@ -64,18 +124,35 @@ fn standardised(thumb: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// The reconstruction term of head outputs `r` ([n, LEN]) of views whose source images'
-/// thumbnails are `thumbs` ([n, LEN], row for row): per view `weight` × the mean squared
-/// error over its LEN outputs, and the gradient of the views' sum divided by `per`.
-pub fn reconstruct(r: &[f32], thumbs: &[u8], weight: f32, per: f32) -> Reconstructed {
+/// `v` ← (v − mean) / max(std, MIN_STD) over its values.
+fn standardise(v: &mut [f32]) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    let std = var.sqrt().max(MIN_STD);
+    v.iter_mut()
+        .for_each(|x| *x = ((*x as f64 - mean) / std) as f32);
+}
+
+/// The reconstruction term of head outputs `r` ([n, target.len()]) of views whose reduced
+/// sources are `sources` ([n, target.source_len()], row for row): per view `weight` × the mean
+/// squared error over its outputs, and the gradient of the views' sum divided by `per`.
+pub fn reconstruct(
+    r: &[f32],
+    sources: &[u8],
+    target: Target,
+    weight: f32,
+    per: f32,
+) -> Reconstructed {
+    let len = target.len();
     let each: Vec<(f32, Vec<f32>)> = r
-        .par_chunks(LEN)
-        .zip(thumbs.par_chunks(LEN))
-        .map(|(out, thumb)| {
-            let t = standardised(thumb);
+        .par_chunks(len)
+        .zip(sources.par_chunks(target.source_len()))
+        .map(|(out, source)| {
+            let t = target.values(source);
             let err: Vec<f32> = out.iter().zip(&t).map(|(y, t)| y - t).collect();
-            let loss = weight * err.iter().map(|e| e * e).sum::<f32>() / LEN as f32;
-            let k = 2.0 * weight / LEN as f32 / per;
+            let loss = weight * err.iter().map(|e| e * e).sum::<f32>() / len as f32;
+            let k = 2.0 * weight / len as f32 / per;
             (loss, err.iter().map(|e| k * e).collect())
         })
         .collect();
@@ -89,7 +166,7 @@ pub fn reconstruct(r: &[f32], thumbs: &[u8], weight: f32, per: f32) -> Reconstru
 pub struct Reconstructed {
     /// Per view: `weight` × its mean squared error.
     pub losses: Vec<f32>,
-    /// dL/dr ([n, LEN]) of the views' sum divided by `per`.
+    /// dL/dr ([n, len]) of the views' sum divided by `per`.
     pub dr: Vec<f32>,
 }
 
@@ -123,7 +200,10 @@ mod tests {
         assert_eq!(thumbnail(&vec![77; side * side * 3], side), vec![77; LEN]);
         // A batch's images, row for row.
         let two = [im, vec![77; 32 * 32 * 3]].concat();
-        assert_eq!(thumbnails(&two, 32), [t, vec![77; LEN]].concat());
+        assert_eq!(
+            Target::Thumbnail.sources(&two, 32),
+            [t, vec![77; LEN]].concat()
+        );
     }
 
     #[test]
@@ -139,7 +219,7 @@ mod tests {
         // loss 3. Outputs 2 against the flat image: 3·4.
         let r = [vec![0.0f32; LEN], vec![2.0; LEN]].concat();
         let swapped = [&thumbs[LEN..], &thumbs[..LEN]].concat();
-        let s = reconstruct(&r, &swapped, 3.0, 2.0);
+        let s = reconstruct(&r, &swapped, Target::Thumbnail, 3.0, 2.0);
         assert!((s.losses[0] - 3.0).abs() < 1e-5 && (s.losses[1] - 12.0).abs() < 1e-4);
         // d/dr of (3/LEN)·Σ(r − t)², halved: 3·(r − t)/LEN.
         assert!((s.dr[0] - 3.0 / LEN as f32).abs() < 1e-7);
@@ -147,9 +227,9 @@ mod tests {
         // Finite differences on random outputs.
         let r = crate::train::engine::random(2 * LEN, 5);
         let ones = [&thumbs[LEN..], &thumbs[LEN..]].concat();
-        let s = reconstruct(&r, &ones, 0.7, 2.0);
+        let s = reconstruct(&r, &ones, Target::Thumbnail, 0.7, 2.0);
         let total = |r: &[f32]| -> f64 {
-            let l = reconstruct(r, &ones, 0.7, 2.0).losses;
+            let l = reconstruct(r, &ones, Target::Thumbnail, 0.7, 2.0).losses;
             l.iter().map(|&x| x as f64).sum::<f64>() / 2.0
         };
         for i in [0, 5, LEN - 1, LEN + 300] {
@@ -163,5 +243,56 @@ mod tests {
                 s.dr[i]
             );
         }
+    }
+
+    #[test]
+    fn the_hog_target_is_each_source_s_histogram_standardised() {
+        assert_eq!("hog".parse(), Ok(Target::Hog));
+        assert!("pixels"
+            .parse::<Target>()
+            .unwrap_err()
+            .contains("thumbnail or hog"));
+        // Two 40-px images: a bright square on black, and flat grey.
+        let side = 40;
+        let mut a = vec![0u8; side * side * 3];
+        for y in 10..30 {
+            a[3 * (y * side + 10)..3 * (y * side + 30)].fill(250);
+        }
+        let both = [a.clone(), vec![128; side * side * 3]].concat();
+        let t = Target::Hog;
+        let src = t.sources(&both, side);
+        assert_eq!(src.len(), 2 * t.source_len());
+        assert_eq!(&src[..t.source_len()], &hog::grey(&a, side)[..]);
+        let v = t.values(&src[..t.source_len()]);
+        let h = hog::histogram(&src[..t.source_len()]);
+        let mean = h.iter().sum::<f32>() / h.len() as f32;
+        let std = (h.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / h.len() as f32).sqrt();
+        assert!(v
+            .iter()
+            .zip(&h)
+            .all(|(v, h)| (v - (h - mean) / std).abs() < 1e-4));
+        assert!(t.values(&src[t.source_len()..]).iter().all(|&x| x == 0.0));
+        // The term on it, against finite differences: outputs of the hog's width.
+        let r = crate::train::engine::random(2 * t.len(), 9);
+        let s = reconstruct(&r, &src, t, 0.5, 2.0);
+        assert_eq!(s.dr.len(), 2 * hog::LEN);
+        let total = |r: &[f32]| -> f64 {
+            let l = reconstruct(r, &src, t, 0.5, 2.0).losses;
+            l.iter().map(|&x| x as f64).sum::<f64>() / 2.0
+        };
+        for i in [0, 100, hog::LEN + 7] {
+            let (mut plus, mut minus) = (r.clone(), r.clone());
+            plus[i] += 1e-2;
+            minus[i] -= 1e-2;
+            let num = (total(&plus) - total(&minus)) / 2e-2;
+            assert!(
+                (num - s.dr[i] as f64).abs() < 1e-4,
+                "r[{i}]: {num} vs {}",
+                s.dr[i]
+            );
+        }
+        // The flat image's loss: 0.5 × the mean of its outputs' squares.
+        let flat = 0.5 * r[hog::LEN..].iter().map(|x| x * x).sum::<f32>() / hog::LEN as f32;
+        assert!((s.losses[1] - flat).abs() < 1e-5);
     }
 }

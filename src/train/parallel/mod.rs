@@ -295,8 +295,8 @@ fn shard_gradients<E: Engine>(
         let z = e.download(logits)?;
         let negatives = objective.draw(rows.len() / objective.dim, step_seed);
         let per = batch.len() as f32;
-        let thumbs = batch.thumbs(range.clone());
-        let s = objective.score_step(&z, labels, (rows, thumbs), negatives.as_deref(), per);
+        let sources = batch.sources(range.clone());
+        let s = objective.score_step(&z, labels, (rows, sources), negatives.as_deref(), per);
         let dz = e.upload(&s.dz)?;
         backward(e, cfg, w, (&out, &dz), update.then_some(h))?;
         return Ok(Shard {
