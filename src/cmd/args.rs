@@ -141,9 +141,9 @@ pub struct ExemplarArgs {
     /// at the preset's rate).
     #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
     pub reconstruct: Option<f32>,
-    /// Self-supervised: what --reconstruct predicts: `thumbnail` (the 16×16 thumbnail) or `hog`
-    /// (a histogram of oriented gradients of a 32×32 grey thumbnail, whose neighbours agree
-    /// more often on what the image shows) (default thumbnail).
+    /// Self-supervised: what --reconstruct predicts: `hog`, a histogram of oriented gradients
+    /// of a 32×32 grey thumbnail (edges and their directions), or `thumbnail`, the 16×16
+    /// colour thumbnail (default hog).
     #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
     pub reconstruct_target: Option<Target>,
     /// Surrogate classes: images drawn with --seed when the folder has more (default 2000).

@@ -158,6 +158,7 @@ fn the_binary_trains_a_folder_with_bad_files_and_exports_without_the_head() {
         (16.into(), 128.into())
     );
     assert_eq!(ss["reconstruct"], 50.0, "the default term: {manifest}");
+    assert_eq!(ss["target"], "hog", "the default target: {manifest}");
     let lr = manifest["provenance"]["recipe"]["lr"].as_f64().unwrap();
     assert!(
         (lr - 0.001).abs() < 1e-8,
@@ -189,6 +190,12 @@ fn the_binary_trains_a_folder_with_bad_files_and_exports_without_the_head() {
     let (code, err) = refuse(&["--self-supervised", "--reconstruct=-1"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--reconstruct must be 0 or more"), "{err}");
+    let (code, err) = refuse(&["--self-supervised", "--reconstruct-target", "pixels"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("\"pixels\" is not a target: thumbnail or hog"),
+        "{err}"
+    );
     let (code, err) = refuse(&["--temperature", "0.1"]);
     assert_eq!(code, Some(2), "{err}");
     let (code, _) = refuse(&["--self-supervised", "--exemplar"]);

@@ -1,6 +1,6 @@
 //! A histogram of oriented gradients (Dalal & Triggs, CVPR 2005) as the reconstruction term's
-//! target (`--reconstruct-target hog`), as MaskFeat (Wei et al., CVPR 2022) predicts HOG from
-//! masked views. A 32×32 grey thumbnail of the whole image; its gradients by central
+//! target (`--reconstruct-target hog`, the default), as MaskFeat (Wei et al., CVPR 2022)
+//! predicts HOG from masked views. A 32×32 grey thumbnail of the whole image; its gradients by central
 //! differences; each pixel's gradient magnitude shared between the two nearest of `BINS`
 //! signed orientations; summed over 4×4-pixel cells: [8, 8, BINS]. Measured on Fashion-MNIST
 //! as it is scored (the 10,000 test images' six nearest among the 60,000 training images),
