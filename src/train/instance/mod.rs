@@ -104,7 +104,7 @@ impl Instance {
     pub fn width(&self) -> usize {
         self.dim
             + if self.reconstructs() {
-                self.target.len()
+                self.target.outputs()
             } else {
                 0
             }
@@ -153,7 +153,7 @@ impl Instance {
             .for_each(|(l, _)| *l = f32::NAN);
         s.dz =
             s.dz.chunks(dim)
-                .zip(rec.dr.chunks(self.target.len()))
+                .zip(rec.dr.chunks(self.target.outputs()))
                 .flat_map(|(a, b)| a.iter().chain(b).copied())
                 .collect();
         s

@@ -46,7 +46,7 @@ impl Target {
     }
 
     /// Head outputs that predict it.
-    pub fn len(self) -> usize {
+    pub fn outputs(self) -> usize {
         match self {
             Target::Thumbnail => LEN,
             Target::Hog => hog::LEN,
@@ -134,7 +134,7 @@ fn standardise(v: &mut [f32]) {
         .for_each(|x| *x = ((*x as f64 - mean) / std) as f32);
 }
 
-/// The reconstruction term of head outputs `r` ([n, target.len()]) of views whose reduced
+/// The reconstruction term of head outputs `r` ([n, target.outputs()]) of views whose reduced
 /// sources are `sources` ([n, target.source_len()], row for row): per view `weight` × the mean
 /// squared error over its outputs, and the gradient of the views' sum divided by `per`.
 pub fn reconstruct(
@@ -144,7 +144,7 @@ pub fn reconstruct(
     weight: f32,
     per: f32,
 ) -> Reconstructed {
-    let len = target.len();
+    let len = target.outputs();
     let each: Vec<(f32, Vec<f32>)> = r
         .par_chunks(len)
         .zip(sources.par_chunks(target.source_len()))
@@ -166,7 +166,7 @@ pub fn reconstruct(
 pub struct Reconstructed {
     /// Per view: `weight` × its mean squared error.
     pub losses: Vec<f32>,
-    /// dL/dr ([n, len]) of the views' sum divided by `per`.
+    /// dL/dr ([n, target.outputs()]) of the views' sum divided by `per`.
     pub dr: Vec<f32>,
 }
 
@@ -273,7 +273,7 @@ mod tests {
             .all(|(v, h)| (v - (h - mean) / std).abs() < 1e-4));
         assert!(t.values(&src[t.source_len()..]).iter().all(|&x| x == 0.0));
         // The term on it, against finite differences: outputs of the hog's width.
-        let r = crate::train::engine::random(2 * t.len(), 9);
+        let r = crate::train::engine::random(2 * t.outputs(), 9);
         let s = reconstruct(&r, &src, t, 0.5, 2.0);
         assert_eq!(s.dr.len(), 2 * hog::LEN);
         let total = |r: &[f32]| -> f64 {
