@@ -320,28 +320,37 @@ mod tests {
 
     #[test]
     fn a_step_with_reconstruction_adds_each_view_s_term_and_its_gradient() {
+        assert_eq!(Instance::default().target, Target::Hog);
+        for target in [Target::Hog, Target::Thumbnail] {
+            a_step_adds_the_term_of(target);
+        }
+    }
+
+    fn a_step_adds_the_term_of(target: Target) {
         let plain = Instance {
             dim: 3,
             reconstruct: 0.0,
+            target,
             ..Instance::default()
         };
         let both = Instance {
             reconstruct: 2.5,
             ..plain.clone()
         };
-        assert_eq!((plain.width(), both.width()), (3, 3 + target::LEN));
+        let (per, out) = (target.source_len(), target.outputs());
+        assert_eq!((plain.width(), both.width()), (3, 3 + out));
         let bank = random_bank(4, 3, 1);
-        let thumbs: Vec<u8> = (0..3 * target::LEN).map(|i| (i * 37 % 251) as u8).collect();
+        let sources: Vec<u8> = (0..3 * per).map(|i| (i * 37 % 251) as u8).collect();
         let z = crate::train::engine::random(3 * both.width(), 2);
         let own = [2, 0, 2];
-        let s = both.score_step(&z, &own, (&bank, &thumbs), None, 3.0);
+        let s = both.score_step(&z, &own, (&bank, &sources), None, 3.0);
         let e = both.embedding(&z);
         let alone = score_centred(&e, &own, &bank, None, both.temperature, 3.0);
         let r: Vec<f32> = z
             .chunks(both.width())
             .flat_map(|r| r[3..].to_vec())
             .collect();
-        let rec = target::reconstruct(&r, &thumbs, Target::Thumbnail, 2.5, 3.0);
+        let rec = target::reconstruct(&r, &sources, target, 2.5, 3.0);
         assert_eq!(
             s.losses, alone.losses,
             "the instance loss, as chance is judged"
@@ -350,14 +359,14 @@ mod tests {
             assert!(rec.losses[v] > 0.1, "the term is not negligible here");
             let row = &s.dz[v * both.width()..(v + 1) * both.width()];
             assert_eq!(&row[..3], &alone.dz[v * 3..v * 3 + 3]);
-            assert_eq!(&row[3..], &rec.dr[v * target::LEN..(v + 1) * target::LEN]);
+            assert_eq!(&row[3..], &rec.dr[v * out..(v + 1) * out]);
         }
         assert_eq!(s.v, alone.v, "the bank moves towards the embedding only");
         let no = plain.score_step(&e, &own, (&bank, &[]), None, 3.0);
         assert_eq!(no.losses, alone.losses);
         let mut bad = z.clone();
         bad[both.width() + 5] = f32::INFINITY;
-        let s = both.score_step(&bad, &own, (&bank, &thumbs), None, 3.0);
+        let s = both.score_step(&bad, &own, (&bank, &sources), None, 3.0);
         assert!(
             s.losses[1].is_nan() && s.losses[0].is_finite(),
             "{:?}",
