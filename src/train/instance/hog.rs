@@ -19,32 +19,6 @@ pub const BINS: usize = 9;
 /// Values of the histogram: [CELLS, CELLS, BINS].
 pub const LEN: usize = CELLS * CELLS * BINS;
 
-/// The rounded luminance (ITU-R BT.601 weights ×256: 77, 150, 29) of the pixel blocks of
-/// `image` ([side, side, 3], HWC RGB) that fall in each cell of a GREY×GREY grid (cell y covers
-/// rows y·side/GREY .. (y+1)·side/GREY, at least one): [GREY, GREY].
-pub fn grey(image: &[u8], side: usize) -> Vec<u8> {
-    let span = |c: usize| {
-        let a = c * side / GREY;
-        (a, ((c + 1) * side / GREY).max(a + 1))
-    };
-    let mut out = vec![0u8; GREY * GREY];
-    for y in 0..GREY {
-        let (y0, y1) = span(y);
-        for x in 0..GREY {
-            let (x0, x1) = span(x);
-            let mut sum = 0u32;
-            for row in image.chunks(3 * side).take(y1).skip(y0) {
-                for px in row[3 * x0..3 * x1].chunks(3) {
-                    sum += 77 * px[0] as u32 + 150 * px[1] as u32 + 29 * px[2] as u32;
-                }
-            }
-            let n = 256 * ((y1 - y0) * (x1 - x0)) as u32;
-            out[y * GREY + x] = ((sum + n / 2) / n) as u8;
-        }
-    }
-    out
-}
-
 /// The histogram of a grey thumbnail ([GREY, GREY], values v/255): [CELLS, CELLS, BINS].
 /// Gradients are 0 on the border rows (vertical) and columns (horizontal), where a central
 /// difference has no second side.
@@ -82,24 +56,6 @@ pub fn histogram(grey: &[u8]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grey_is_the_luminance_of_each_cell() {
-        // 64 px: 2×2 pixels a cell. Pure red, green and blue rows of cells.
-        let side = 64;
-        let mut im = vec![0u8; side * side * 3];
-        for y in 0..side {
-            for x in 0..side {
-                im[3 * (y * side + x) + (y / 2) % 3] = 255;
-            }
-        }
-        let g = grey(&im, side);
-        let column: Vec<u8> = g.iter().step_by(GREY).take(3).copied().collect();
-        assert_eq!(column, [77, 149, 29], "rounded 255·w/256");
-        assert_eq!(g[GREY + 7], 149);
-        // 72 px: cells of 2 or 3 rows, covering every row once.
-        assert_eq!(grey(&vec![200; 72 * 72 * 3], 72), vec![200; GREY * GREY]);
-    }
 
     #[test]
     fn the_histogram_by_hand() {

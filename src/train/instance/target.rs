@@ -62,7 +62,7 @@ impl Target {
             .zip(images.par_chunks(3 * side * side))
             .for_each(|(t, im)| match self {
                 Target::Thumbnail => t.copy_from_slice(&thumbnail(im, side)),
-                Target::Hog => t.copy_from_slice(&hog::grey(im, side)),
+                Target::Hog => t.copy_from_slice(&grey(im, side)),
             });
         out
     }
@@ -85,33 +85,51 @@ pub const SIDE: usize = 16;
 /// Values of a thumbnail, and head outputs that predict it: [3, SIDE, SIDE].
 pub const LEN: usize = 3 * SIDE * SIDE;
 
-/// The rounded means of the pixel blocks of `image` ([side, side, 3], HWC RGB) that fall in
-/// each thumbnail cell (cell y covers rows y·side/16 .. (y+1)·side/16): [3, SIDE, SIDE].
-pub fn thumbnail(image: &[u8], side: usize) -> Vec<u8> {
+/// The sums of the pixels of `image` ([side, side, 3], HWC RGB) in each cell of a grid×grid
+/// division (cell y covers rows y·side/grid .. (y+1)·side/grid, at least one), cells row by
+/// row, with each cell's number of pixels.
+fn cell_sums(image: &[u8], side: usize, grid: usize) -> Vec<([u32; 3], u32)> {
     let span = |c: usize| {
-        (
-            c * side / SIDE,
-            ((c + 1) * side / SIDE).max(c * side / SIDE + 1),
-        )
+        let a = c * side / grid;
+        (a, ((c + 1) * side / grid).max(a + 1))
     };
-    let mut out = vec![0u8; LEN];
-    for y in 0..SIDE {
-        let (y0, y1) = span(y);
-        for x in 0..SIDE {
-            let (x0, x1) = span(x);
+    (0..grid * grid)
+        .map(|cell| {
+            let ((y0, y1), (x0, x1)) = (span(cell / grid), span(cell % grid));
             let mut sums = [0u32; 3];
             for row in image.chunks(3 * side).take(y1).skip(y0) {
                 for px in row[3 * x0..3 * x1].chunks(3) {
                     sums.iter_mut().zip(px).for_each(|(s, &v)| *s += v as u32);
                 }
             }
-            let n = ((y1 - y0) * (x1 - x0)) as u32;
-            for (c, s) in sums.iter().enumerate() {
-                out[c * SIDE * SIDE + y * SIDE + x] = ((s + n / 2) / n) as u8;
-            }
+            (sums, ((y1 - y0) * (x1 - x0)) as u32)
+        })
+        .collect()
+}
+
+/// The rounded means of each thumbnail cell's pixels of `image` ([side, side, 3], HWC RGB;
+/// `cell_sums`' cells): [3, SIDE, SIDE].
+pub fn thumbnail(image: &[u8], side: usize) -> Vec<u8> {
+    let mut out = vec![0u8; LEN];
+    for (cell, (sums, n)) in cell_sums(image, side, SIDE).into_iter().enumerate() {
+        for (c, s) in sums.iter().enumerate() {
+            out[c * SIDE * SIDE + cell] = ((s + n / 2) / n) as u8;
         }
     }
     out
+}
+
+/// The rounded luminance (ITU-R BT.601 weights ×256: 77, 150, 29) of each cell's pixels of
+/// `image` ([side, side, 3], HWC RGB) on `hog`'s GREY×GREY grid (`cell_sums`' cells):
+/// [GREY, GREY].
+pub fn grey(image: &[u8], side: usize) -> Vec<u8> {
+    cell_sums(image, side, hog::GREY)
+        .into_iter()
+        .map(|([r, g, b], n)| {
+            let n = 256 * n;
+            ((77 * r + 150 * g + 29 * b + n / 2) / n) as u8
+        })
+        .collect()
 }
 
 /// A thumbnail as the head's target: (v/255 − mean) / max(std, MIN_STD) over all its values.
@@ -207,6 +225,27 @@ mod tests {
     }
 
     #[test]
+    fn grey_is_the_luminance_of_each_cell() {
+        // 64 px: 2×2 pixels a cell. Pure red, green and blue rows of cells.
+        let side = 64;
+        let mut im = vec![0u8; side * side * 3];
+        for y in 0..side {
+            for x in 0..side {
+                im[3 * (y * side + x) + (y / 2) % 3] = 255;
+            }
+        }
+        let g = grey(&im, side);
+        let column: Vec<u8> = g.iter().step_by(hog::GREY).take(3).copied().collect();
+        assert_eq!(column, [77, 149, 29], "rounded 255·w/256");
+        assert_eq!(g[hog::GREY + 7], 149);
+        // 72 px: cells of 2 or 3 rows, covering every row once.
+        assert_eq!(
+            grey(&vec![200; 72 * 72 * 3], 72),
+            vec![200; hog::GREY * hog::GREY]
+        );
+    }
+
+    #[test]
     fn the_term_by_hand_and_its_gradient() {
         // Image 1's thumbnail: half 0, half 255 → standardised −1 and +1.
         let mut thumbs = vec![0u8; 2 * LEN];
@@ -227,13 +266,31 @@ mod tests {
         // Finite differences on random outputs.
         let r = crate::train::engine::random(2 * LEN, 5);
         let ones = [&thumbs[LEN..], &thumbs[LEN..]].concat();
-        let s = reconstruct(&r, &ones, Target::Thumbnail, 0.7, 2.0);
+        agrees_with_finite_differences(
+            &r,
+            &ones,
+            Target::Thumbnail,
+            0.7,
+            &[0, 5, LEN - 1, LEN + 300],
+        );
+    }
+
+    /// The term of two views' outputs `r` (`per` 2) and its gradient at outputs `at`, checked
+    /// against central differences of the views' summed loss over 2.
+    fn agrees_with_finite_differences(
+        r: &[f32],
+        sources: &[u8],
+        target: Target,
+        weight: f32,
+        at: &[usize],
+    ) -> Reconstructed {
+        let s = reconstruct(r, sources, target, weight, 2.0);
         let total = |r: &[f32]| -> f64 {
-            let l = reconstruct(r, &ones, Target::Thumbnail, 0.7, 2.0).losses;
+            let l = reconstruct(r, sources, target, weight, 2.0).losses;
             l.iter().map(|&x| x as f64).sum::<f64>() / 2.0
         };
-        for i in [0, 5, LEN - 1, LEN + 300] {
-            let (mut plus, mut minus) = (r.clone(), r.clone());
+        for &i in at {
+            let (mut plus, mut minus) = (r.to_vec(), r.to_vec());
             plus[i] += 1e-2;
             minus[i] -= 1e-2;
             let num = (total(&plus) - total(&minus)) / 2e-2;
@@ -243,6 +300,7 @@ mod tests {
                 s.dr[i]
             );
         }
+        s
     }
 
     #[test]
@@ -262,7 +320,7 @@ mod tests {
         let t = Target::Hog;
         let src = t.sources(&both, side);
         assert_eq!(src.len(), 2 * t.source_len());
-        assert_eq!(&src[..t.source_len()], &hog::grey(&a, side)[..]);
+        assert_eq!(&src[..t.source_len()], &grey(&a, side)[..]);
         let v = t.values(&src[..t.source_len()]);
         let h = hog::histogram(&src[..t.source_len()]);
         let mean = h.iter().sum::<f32>() / h.len() as f32;
@@ -274,23 +332,8 @@ mod tests {
         assert!(t.values(&src[t.source_len()..]).iter().all(|&x| x == 0.0));
         // The term on it, against finite differences: outputs of the hog's width.
         let r = crate::train::engine::random(2 * t.outputs(), 9);
-        let s = reconstruct(&r, &src, t, 0.5, 2.0);
+        let s = agrees_with_finite_differences(&r, &src, t, 0.5, &[0, 100, hog::LEN + 7]);
         assert_eq!(s.dr.len(), 2 * hog::LEN);
-        let total = |r: &[f32]| -> f64 {
-            let l = reconstruct(r, &src, t, 0.5, 2.0).losses;
-            l.iter().map(|&x| x as f64).sum::<f64>() / 2.0
-        };
-        for i in [0, 100, hog::LEN + 7] {
-            let (mut plus, mut minus) = (r.clone(), r.clone());
-            plus[i] += 1e-2;
-            minus[i] -= 1e-2;
-            let num = (total(&plus) - total(&minus)) / 2e-2;
-            assert!(
-                (num - s.dr[i] as f64).abs() < 1e-4,
-                "r[{i}]: {num} vs {}",
-                s.dr[i]
-            );
-        }
         // The flat image's loss: 0.5 × the mean of its outputs' squares.
         let flat = 0.5 * r[hog::LEN..].iter().map(|x| x * x).sum::<f32>() / hog::LEN as f32;
         assert!((s.losses[1] - flat).abs() < 1e-5);
