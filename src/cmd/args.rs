@@ -136,9 +136,9 @@ pub struct ExemplarArgs {
     #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
     pub negatives: Option<usize>,
     /// Self-supervised: weight of a second task beside instance discrimination, predicting a
-    /// 16×16 thumbnail of the whole image from each view, so that images alike in layout stay
-    /// near (default 50, at a tenth of the preset's rate; 0: instance discrimination alone,
-    /// at the preset's rate).
+    /// picture of the whole image from each view (--reconstruct-target), so that images alike
+    /// in shape stay near (default 50, at a tenth of the preset's rate; 0: instance
+    /// discrimination alone, at the preset's rate).
     #[arg(long, requires = "self_supervised", conflicts_with = "exemplar")]
     pub reconstruct: Option<f32>,
     /// Self-supervised: what --reconstruct predicts: `hog`, a histogram of oriented gradients

@@ -1,12 +1,12 @@
 //! A histogram of oriented gradients (Dalal & Triggs, CVPR 2005) as the reconstruction term's
 //! target (`--reconstruct-target hog`, the default), as MaskFeat (Wei et al., CVPR 2022)
-//! predicts HOG from masked views. A 32×32 grey thumbnail of the whole image; its gradients by central
-//! differences; each pixel's gradient magnitude shared between the two nearest of `BINS`
-//! signed orientations; summed over 4×4-pixel cells: [8, 8, BINS]. Measured on Fashion-MNIST
-//! as it is scored (the 10,000 test images' six nearest among the 60,000 training images),
-//! these vectors find the same class more often than standardised 16×16 thumbnails (0.856
-//! against 0.831 on 2,000 queries), because edges' directions outlast small shifts and
-//! changes of brightness that move pixel values.
+//! predicts HOG from masked views. Taken on a 32×32 grey picture of the whole image
+//! (`target::grey`): its gradients by central differences; each pixel's gradient magnitude
+//! shared between the two nearest of `BINS` signed orientations; summed over 4×4-pixel cells:
+//! [8, 8, BINS]. Measured on Fashion-MNIST as it is scored (the 10,000 test images' six
+//! nearest among the 60,000 training images), these vectors find the same class more often
+//! than standardised 16×16 thumbnails (0.856 against 0.831 on 2,000 queries), because edges'
+//! directions outlast small shifts and changes of brightness that move pixel values.
 
 /// Side of the grey thumbnail the gradients are taken on.
 pub const GREY: usize = 32;

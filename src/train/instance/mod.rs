@@ -100,7 +100,7 @@ impl Instance {
         self.reconstruct > 0.0
     }
 
-    /// The head's width: the embedding, then the thumbnail's values when reconstructing.
+    /// The head's width: the embedding, then the target's outputs when reconstructing.
     pub fn width(&self) -> usize {
         self.dim
             + if self.reconstructs() {
@@ -119,12 +119,12 @@ impl Instance {
     }
 
     /// One step's loss on head outputs `z` ([n, width]) of views of images `own`, against
-    /// `bank` and, when reconstructing, the views' reduced `sources` ([n, target.source_len()]): instance
-    /// discrimination (`score_centred`) on the embedding columns plus the reconstruction term;
-    /// the gradient of the sum divided by `per`. The losses reported are the instance loss's
-    /// alone, which the stall guard compares with chance's ln C (with the term added, a weight
-    /// of 25 put Fashion-MNIST's loss at ln 319 by coincidence and the run was stopped), made
-    /// NaN where the term is not finite so that the NaN guard still sees it.
+    /// `bank` and, when reconstructing, the views' reduced `sources` ([n, target.source_len()]):
+    /// instance discrimination (`score_centred`) on the embedding columns plus the
+    /// reconstruction term; the gradient of the sum divided by `per`. The losses reported are
+    /// the instance loss's alone, which the stall guard compares with chance's ln C (with the
+    /// term added, a weight of 25 put Fashion-MNIST's loss at ln 319 by coincidence and the run
+    /// was stopped), made NaN where the term is not finite so that the NaN guard still sees it.
     pub fn score_step(
         &self,
         z: &[f32],

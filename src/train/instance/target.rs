@@ -2,11 +2,12 @@
 //! outputs that predict, from whichever view the step shows, a picture of the whole source
 //! image standardised by its own mean and deviation (a denoising autoencoder towards the
 //! unaugmented image): its 16×16 thumbnail, or its histogram of oriented gradients (`hog`,
-//! `--reconstruct-target hog`). Instance discrimination learns what tells one image from every other;
-//! this term makes fc7 keep each image's layout, so images that look alike stay near in fc7.
-//! Each batch makes its views' thumbnails from the pack images it has just read (`Batch`), so
-//! a run holds none beyond its batches and reads nothing more at its start, however large the
-//! folder; the loss is host code shared by every engine, like `loss`.
+//! `--reconstruct-target hog`). Instance discrimination learns what tells one image from every
+//! other; this term makes fc7 keep each image's layout, so images that look alike stay near in
+//! fc7. Each batch reduces its views' source images (a thumbnail, or a grey picture for the
+//! histogram) from the pack images it has just read (`Batch`), so a run holds none beyond its
+//! batches and reads nothing more at its start, however large the folder; the loss is host
+//! code shared by every engine, like `loss`.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
