@@ -226,10 +226,11 @@ fn say_expected<E: Engine>(
     let r = &st.recipe;
     let steps = (r.epochs - st.epoch) * batches - step;
     let secs = (steps * r.batch) as f64 / rate.max(1e-6) as f64;
+    let left = r.epochs - st.epoch;
     let mut line = format!(
-        "expected: about {} more for {} epochs at {rate:.0} images/s on this machine ({})",
+        "expected: about {} more for {left} epoch{} at {rate:.0} images/s on this machine ({})",
         duration(secs),
-        r.epochs - st.epoch,
+        if left == 1 { "" } else { "s" },
         e.describe()
     );
     if r.preset == "paper" && e.describe().starts_with("CPU") {
