@@ -125,6 +125,10 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
         max_steps: a.max_steps,
         cache: a.cache,
         gpus: a.gpus as usize,
+        asked: crate::train::recipe::Asked {
+            epochs: a.recipe.epochs.is_some(),
+            anneal_epochs: a.recipe.anneal_epochs.is_some(),
+        },
     };
     let progress = Bar::new(a.quiet, "{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}");
     let res = crate::train::run::train(&opts, &progress, stop)?;

@@ -195,11 +195,7 @@ pub fn run_epoch<E: Engine>(
 /// side by side, each the other's positive.
 fn epoch_order(st: &State, images: usize) -> Vec<usize> {
     let views = if st.recipe.instance.is_some() { 2 } else { 1 };
-    let passes = st
-        .recipe
-        .exemplar
-        .as_ref()
-        .map_or(1, |ex| ex.passes(images * views));
+    let passes = st.recipe.passes(images);
     let mut order: Vec<usize> = (0..passes * images).map(|i| i % images).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(
         st.recipe.seed,

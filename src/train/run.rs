@@ -21,7 +21,7 @@ use crate::train::guard::{self, Learning};
 use crate::train::metrics;
 use crate::train::parallel::{Reduce, Team};
 use crate::train::progress::TrainProgress;
-use crate::train::recipe::{architecture, changes, Recipe};
+use crate::train::recipe::{architecture, changes, fit_to_folder, Asked, Recipe};
 use crate::train::selftest;
 use crate::train::step::Weights;
 use crate::train::validation::{Evaluation, Scorer, Views};
@@ -41,6 +41,9 @@ pub struct TrainOptions {
     pub cache: Option<PathBuf>,
     /// GPUs to train on in data parallel, from the `device`'s ordinal on (1: one engine).
     pub gpus: usize,
+    /// Which epoch counts of `recipe` were asked for: the others a self-supervised run fits to
+    /// its folder, and a resumed run keeps from its checkpoint.
+    pub asked: Asked,
 }
 
 pub struct TrainResult {
@@ -59,9 +62,9 @@ fn with_ext(stem: &Path, ext: &str) -> PathBuf {
 
 fn fresh(
     opts: &TrainOptions,
+    r: &Recipe,
     data: &dataset::Dataset,
 ) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
-    let r = &opts.recipe;
     let config = architecture(r, data.classes.len());
     config.validate().map_err(Error::Invalid)?;
     let params = model::init_params(&config, r.init, r.seed);
@@ -374,6 +377,16 @@ fn start(
         data.classes.len(),
         &data.skipped,
     );
+    let planned = fit_to_folder(opts.recipe.clone(), data.classes.len(), opts.asked);
+    if planned.epochs != opts.recipe.epochs && resumed.is_none() {
+        progress.note(&format!(
+            "{} epochs for {} images, so that the run sees {:.1} million as 20 epochs of a \
+             60,000-image folder do (--epochs to choose)",
+            planned.epochs,
+            data.classes.len(),
+            crate::train::recipe::QUICK_INSTANCE_IMAGES as f64 / 1e6
+        ));
+    }
     let host = match resumed {
         Some(r) if r.0.classes != data.classes => {
             let what = match r.0.recipe.exemplar {
@@ -385,8 +398,10 @@ fn start(
         Some(mut r) => {
             // A resumed run may be given more epochs than it first planned; the rest of its
             // recipe is the checkpoint's, so that it goes on as it started.
-            r.0.recipe.epochs = opts.recipe.epochs;
-            let changed = changes(&r.0.recipe, &opts.recipe);
+            if opts.asked.epochs {
+                r.0.recipe.epochs = planned.epochs;
+            }
+            let changed = changes(&r.0.recipe, &planned);
             if !changed.is_empty() {
                 progress.note(&format!(
                     "--resume keeps the checkpoint's recipe, so these are not applied: {}",
@@ -395,7 +410,7 @@ fn start(
             }
             r
         }
-        None => fresh(opts, &data)?,
+        None => fresh(opts, &planned, &data)?,
     };
     Ok((data, host))
 }

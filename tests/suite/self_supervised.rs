@@ -52,6 +52,10 @@ fn options(photos: &Path, out: &Path, epochs: usize) -> TrainOptions {
         max_steps: None,
         cache: Some(photos.join("..").join("cache")),
         gpus: 1,
+        asked: fc7::train::recipe::Asked {
+            epochs: true,
+            anneal_epochs: true,
+        },
     }
 }
 
@@ -113,6 +117,49 @@ fn a_run_moves_its_bank_learns_and_resumes_bit_for_bit() {
             .for_each(|(a, b)| (a.seconds, a.images_per_second) = (b.seconds, b.images_per_second));
         h
     });
+}
+
+/// Keeps the run's notes.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl fc7::train::progress::TrainProgress for Notes {
+    fn note(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+}
+
+/// Without --epochs, 24 images at 384 views an epoch (8 passes of each, two views a pass) plan
+/// 1.2 million / 192 = 6,250 epochs, the last 694 annealed, and say so; resumed without
+/// --epochs, the run keeps them and names no recipe value it does not apply.
+#[test]
+fn a_small_folder_without_epochs_plans_to_see_as_many_images_as_a_large_one() {
+    let d = tempfile::tempdir().unwrap();
+    let (data, stem) = (d.path().join("photos"), d.path().join("m"));
+    photos(&data, 24);
+    let mut opts = options(&data, &stem, 20);
+    opts.recipe.anneal_epochs = 2;
+    opts.asked = fc7::train::recipe::Asked::default();
+    opts.max_steps = Some(1);
+    let notes = Notes::default();
+    let first = fc7::train::run::train(&opts, &notes, &AtomicBool::new(false)).unwrap();
+    let r = &first.state.recipe;
+    assert_eq!((r.epochs, r.anneal_epochs), (6250, 694));
+    let said = notes.0.lock().unwrap().clone();
+    assert!(
+        said.iter()
+            .any(|n| n.starts_with("6250 epochs for 24 images") && n.contains("--epochs")),
+        "{said:?}"
+    );
+    opts.resume = true;
+    let notes = Notes::default();
+    let resumed = fc7::train::run::train(&opts, &notes, &AtomicBool::new(false)).unwrap();
+    assert_eq!(
+        (resumed.state.steps, resumed.state.recipe.epochs),
+        (2, 6250)
+    );
+    let said = notes.0.lock().unwrap().clone();
+    assert!(!said.iter().any(|n| n.contains("not applied")), "{said:?}");
 }
 
 #[test]

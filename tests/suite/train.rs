@@ -120,6 +120,10 @@ fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
         max_steps: None,
         cache: Some(data.join("..").join("cache")),
         gpus: 1,
+        asked: fc7::train::recipe::Asked {
+            epochs: true,
+            anneal_epochs: true,
+        },
     }
 }
 
@@ -220,8 +224,10 @@ fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one
     assert_eq!(res.outcome, Outcome::StepLimit);
     assert_eq!(counted.batches.load(Ordering::SeqCst), 2);
     assert!(d.path().join("m.ckpt").is_file() && !d.path().join("m.onnx").exists());
-    // The checkpoint holds those two steps; resuming goes on from the third.
+    // The checkpoint holds those two steps; resuming goes on from the third, to the end of
+    // the checkpoint's 2 epochs when --epochs is not given (not the preset's 4).
     opts.max_steps = None;
+    (opts.recipe.epochs, opts.asked.epochs) = (4, false);
     let counted = Counter::default();
     let res = fc7::train::run::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
     assert_eq!((res.outcome, res.state.steps), (Outcome::Finished, 6));
