@@ -123,7 +123,8 @@ pub struct ExemplarArgs {
     /// (dropped at export) against a memory bank of every image's last embedding, so a step
     /// costs the same for 1,000 images or 1,000,000, and all of them are trained on.
     /// --exemplar's views, two of each image a step; 100 epochs (paper); quick: 20, or on a
-    /// folder under 60,000 images enough to see 1.2 million (150 for 8,000, 300 for 2,000).
+    /// smaller folder than 60,000 images more: enough to see 1.2 million images, each at most
+    /// 150 times (8,000 images: 150 epochs; 2,000: 75).
     #[arg(long, group = "unlabelled", conflicts_with = "exemplar")]
     pub self_supervised: bool,
     /// Self-supervised: τ, the temperature of the scores (default 0.1).

@@ -379,12 +379,14 @@ fn start(
     );
     let planned = fit_to_folder(opts.recipe.clone(), data.classes.len(), opts.asked);
     if planned.epochs != opts.recipe.epochs && resumed.is_none() {
+        let n = data.classes.len();
+        let shown = planned.epochs * planned.passes(n);
         progress.note(&format!(
-            "{} epochs for {} images, so that the run sees {:.1} million as 20 epochs of a \
-             60,000-image folder do (--epochs to choose)",
+            "{} epochs for {n} images, each shown {shown} times ({} in all): a small folder \
+             needs more than a large one's {} (--epochs to choose)",
             planned.epochs,
-            data.classes.len(),
-            crate::train::recipe::QUICK_INSTANCE_IMAGES as f64 / 1e6
+            shown * n,
+            opts.recipe.epochs
         ));
     }
     let host = match resumed {

@@ -129,9 +129,10 @@ impl fc7::train::progress::TrainProgress for Notes {
     }
 }
 
-/// Without --epochs, 24 images at 384 views an epoch (8 passes of each, two views a pass) plan
-/// 1.2 million / 192 = 6,250 epochs, the last 694 annealed, and say so; resumed without
-/// --epochs, the run keeps them and names no recipe value it does not apply.
+/// Without --epochs, 24 images at 48 views an epoch (one pass of each, two views a pass) plan
+/// 150 epochs, so that each is shown 150 times (1.2 million images would take 50,000), the last
+/// 16 annealed, and say so; resumed without --epochs, the run keeps them and names no recipe
+/// value it does not apply.
 #[test]
 fn a_small_folder_without_epochs_plans_to_see_as_many_images_as_a_large_one() {
     let d = tempfile::tempdir().unwrap();
@@ -139,25 +140,24 @@ fn a_small_folder_without_epochs_plans_to_see_as_many_images_as_a_large_one() {
     photos(&data, 24);
     let mut opts = options(&data, &stem, 20);
     opts.recipe.anneal_epochs = 2;
+    opts.recipe.exemplar.as_mut().unwrap().epoch_views = 48;
     opts.asked = fc7::train::recipe::Asked::default();
     opts.max_steps = Some(1);
     let notes = Notes::default();
     let first = fc7::train::run::train(&opts, &notes, &AtomicBool::new(false)).unwrap();
     let r = &first.state.recipe;
-    assert_eq!((r.epochs, r.anneal_epochs), (6250, 694));
+    assert_eq!((r.epochs, r.anneal_epochs), (150, 16));
     let said = notes.0.lock().unwrap().clone();
     assert!(
-        said.iter()
-            .any(|n| n.starts_with("6250 epochs for 24 images") && n.contains("--epochs")),
+        said.iter().any(|n| n
+            .starts_with("150 epochs for 24 images, each shown 150 times (3600 in all)")
+            && n.contains("--epochs")),
         "{said:?}"
     );
     opts.resume = true;
     let notes = Notes::default();
     let resumed = fc7::train::run::train(&opts, &notes, &AtomicBool::new(false)).unwrap();
-    assert_eq!(
-        (resumed.state.steps, resumed.state.recipe.epochs),
-        (2, 6250)
-    );
+    assert_eq!((resumed.state.steps, resumed.state.recipe.epochs), (2, 150));
     let said = notes.0.lock().unwrap().clone();
     assert!(!said.iter().any(|n| n.contains("not applied")), "{said:?}");
 }
