@@ -14,7 +14,8 @@
 #   (default --exemplar, all, /tmp/fc7-exemplar; HOW=--self-supervised measures instance
 #   discrimination, issue 27, the same way; HOW may carry more flags, NAME then names the
 #   outputs). fmnist: ~20 minutes of training + ~3 of Figure 4
-#   on 2 cores; edits: ~6 minutes.
+#   on 2 cores (--self-supervised plans 150 epochs for these 8,000 images: ~28 minutes on a
+#   Zen 5; HOW="--self-supervised --epochs 20" for the earlier default); edits: ~6 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${1:-all}
