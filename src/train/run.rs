@@ -400,10 +400,15 @@ fn start(
         Some(mut r) => {
             // A resumed run may be given more epochs than it first planned; the rest of its
             // recipe is the checkpoint's, so that it goes on as it started.
+            // Epoch counts not asked for are the checkpoint's, not differences to name.
+            let mut asked = planned.clone();
             if opts.asked.epochs {
                 r.0.recipe.epochs = planned.epochs;
             }
-            let changed = changes(&r.0.recipe, &planned);
+            if !opts.asked.anneal_epochs {
+                asked.anneal_epochs = r.0.recipe.anneal_epochs;
+            }
+            let changed = changes(&r.0.recipe, &asked);
             if !changed.is_empty() {
                 progress.note(&format!(
                     "--resume keeps the checkpoint's recipe, so these are not applied: {}",

@@ -131,8 +131,7 @@ impl fc7::train::progress::TrainProgress for Notes {
 
 /// Without --epochs, 24 images at 48 views an epoch (one pass of each, two views a pass) plan
 /// 150 epochs, so that each is shown 150 times (1.2 million images would take 50,000), the last
-/// 16 annealed, and say so; resumed without --epochs, the run keeps them and names no recipe
-/// value it does not apply.
+/// 16 annealed, and say so; resumed without --epochs, the run keeps them.
 #[test]
 fn a_small_folder_without_epochs_plans_to_see_as_many_images_as_a_large_one() {
     let d = tempfile::tempdir().unwrap();
@@ -154,12 +153,17 @@ fn a_small_folder_without_epochs_plans_to_see_as_many_images_as_a_large_one() {
             && n.contains("--epochs")),
         "{said:?}"
     );
+    // Resumed with a momentum asked that the checkpoint's recipe does not have: that alone is
+    // named as not applied, not the epoch counts planned.
     opts.resume = true;
+    opts.recipe.momentum = 0.8;
     let notes = Notes::default();
     let resumed = fc7::train::run::train(&opts, &notes, &AtomicBool::new(false)).unwrap();
     assert_eq!((resumed.state.steps, resumed.state.recipe.epochs), (2, 150));
     let said = notes.0.lock().unwrap().clone();
-    assert!(!said.iter().any(|n| n.contains("not applied")), "{said:?}");
+    let kept: Vec<&String> = said.iter().filter(|n| n.contains("not applied")).collect();
+    assert_eq!(kept.len(), 1, "{said:?}");
+    assert!(kept[0].ends_with(": momentum 0.9 (asked 0.8)"), "{said:?}");
 }
 
 #[test]

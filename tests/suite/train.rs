@@ -225,13 +225,21 @@ fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one
     assert_eq!(counted.batches.load(Ordering::SeqCst), 2);
     assert!(d.path().join("m.ckpt").is_file() && !d.path().join("m.onnx").exists());
     // The checkpoint holds those two steps; resuming goes on from the third, to the end of
-    // the checkpoint's 2 epochs when --epochs is not given (not the preset's 4).
+    // the checkpoint's 2 epochs when --epochs is not given (not the preset's 4), and says
+    // nothing of an --anneal-epochs it was not given either.
     opts.max_steps = None;
     (opts.recipe.epochs, opts.asked.epochs) = (4, false);
+    (opts.recipe.anneal_epochs, opts.asked.anneal_epochs) = (3, false);
     let counted = Counter::default();
     let res = fc7::train::run::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
     assert_eq!((res.outcome, res.state.steps), (Outcome::Finished, 6));
     assert_eq!(counted.batches.load(Ordering::SeqCst), 4);
+    assert_eq!(res.state.recipe.anneal_epochs, 1);
+    let notes = counted.notes.lock().unwrap().clone();
+    assert!(
+        !notes.iter().any(|n| n.contains("not applied")),
+        "{notes:?}"
+    );
     assert!(d.path().join("m.onnx").is_file());
 }
 
