@@ -194,7 +194,7 @@ pub fn run_epoch<E: Engine>(
 /// `Exemplar::passes` says), shuffled; self-supervised training shows two views of each image
 /// side by side, each the other's positive.
 fn epoch_order(st: &State, images: usize) -> Vec<usize> {
-    let views = if st.recipe.instance.is_some() { 2 } else { 1 };
+    let views = st.recipe.views();
     let passes = st.recipe.passes(images);
     let mut order: Vec<usize> = (0..passes * images).map(|i| i % images).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(

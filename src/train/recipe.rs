@@ -51,13 +51,22 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// Views of an image side by side each time an epoch shows it: self-supervised training's
+    /// two, each the other's positive; otherwise one.
+    pub fn views(&self) -> usize {
+        if self.instance.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
     /// How many times an epoch shows each of `images` images: once, or for exemplar training
-    /// as `Exemplar::passes` says of its views (self-supervised: two views of each image).
+    /// as `Exemplar::passes` says of their views.
     pub fn passes(&self, images: usize) -> usize {
-        let views = if self.instance.is_some() { 2 } else { 1 };
         self.exemplar
             .as_ref()
-            .map_or(1, |ex| ex.passes(images * views))
+            .map_or(1, |ex| ex.passes(images * self.views()))
     }
 
     /// Refuses values the update rule or the data cannot use, naming the flag.
