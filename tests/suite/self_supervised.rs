@@ -8,7 +8,7 @@ use crate::common;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use common::{jpeg, json_file, picture, run_ok, s, write, StopAfter};
+use common::{jpeg, json_file, picture, run_ok, s, write, Counter, StopAfter};
 use fc7::train::epoch::Outcome;
 use fc7::train::exemplar::Exemplar;
 use fc7::train::instance::Instance;
@@ -119,16 +119,6 @@ fn a_run_moves_its_bank_learns_and_resumes_bit_for_bit() {
     });
 }
 
-/// Keeps the run's notes.
-#[derive(Default)]
-struct Notes(std::sync::Mutex<Vec<String>>);
-
-impl fc7::train::progress::TrainProgress for Notes {
-    fn note(&self, line: &str) {
-        self.0.lock().unwrap().push(line.to_string());
-    }
-}
-
 /// Without --epochs, 24 images at 48 views an epoch (one pass of each, two views a pass) plan
 /// 150 epochs, so that each is shown 150 times (1.2 million images would take 50,000), the last
 /// 16 annealed, and say so; resumed without --epochs, the run keeps them.
@@ -142,11 +132,11 @@ fn a_small_folder_without_epochs_plans_to_see_as_many_images_as_a_large_one() {
     opts.recipe.exemplar.as_mut().unwrap().epoch_views = 48;
     opts.asked = fc7::train::recipe::Asked::default();
     opts.max_steps = Some(1);
-    let notes = Notes::default();
+    let notes = Counter::default();
     let first = fc7::train::run::train(&opts, &notes, &AtomicBool::new(false)).unwrap();
     let r = &first.state.recipe;
     assert_eq!((r.epochs, r.anneal_epochs), (150, 16));
-    let said = notes.0.lock().unwrap().clone();
+    let said = notes.notes.lock().unwrap().clone();
     assert!(
         said.iter().any(|n| n
             .starts_with("150 epochs for 24 images, each shown 150 times (3600 in all)")
@@ -157,10 +147,10 @@ fn a_small_folder_without_epochs_plans_to_see_as_many_images_as_a_large_one() {
     // named as not applied, not the epoch counts planned.
     opts.resume = true;
     opts.recipe.momentum = 0.8;
-    let notes = Notes::default();
+    let notes = Counter::default();
     let resumed = fc7::train::run::train(&opts, &notes, &AtomicBool::new(false)).unwrap();
     assert_eq!((resumed.state.steps, resumed.state.recipe.epochs), (2, 150));
-    let said = notes.0.lock().unwrap().clone();
+    let said = notes.notes.lock().unwrap().clone();
     let kept: Vec<&String> = said.iter().filter(|n| n.contains("not applied")).collect();
     assert_eq!(kept.len(), 1, "{said:?}");
     assert!(kept[0].ends_with(": momentum 0.9 (asked 0.8)"), "{said:?}");

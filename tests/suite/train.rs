@@ -4,13 +4,12 @@
 use crate::common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{
-    error_lines, fc7, json_file, run_ok, run_on_a_small_disk, s, temp_leftovers, StopAfter,
+    error_lines, fc7, json_file, run_ok, run_on_a_small_disk, s, temp_leftovers, Counter, StopAfter,
 };
 use fc7::train::epoch::Outcome;
-use fc7::train::progress::TrainProgress;
 use fc7::train::run::TrainOptions;
 
 #[test]
@@ -187,22 +186,6 @@ fn exported_model_matches_the_engine_in_onnx_runtime() {
             worst <= 1e-4 * scale,
             "{name}: max |engine - onnxruntime| = {worst}, scale {scale}"
         );
-    }
-}
-
-/// Counts batches and keeps the run's notes.
-#[derive(Default)]
-struct Counter {
-    batches: AtomicUsize,
-    notes: std::sync::Mutex<Vec<String>>,
-}
-
-impl TrainProgress for Counter {
-    fn batch(&self, _: usize, _: f32, _: f32, _: f32) {
-        self.batches.fetch_add(1, Ordering::SeqCst);
-    }
-    fn note(&self, line: &str) {
-        self.notes.lock().unwrap().push(line.to_string());
     }
 }
 

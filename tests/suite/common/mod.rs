@@ -462,3 +462,20 @@ impl fc7::train::progress::TrainProgress for StopAfter<'_> {
         }
     }
 }
+
+/// Counts a run's batches and keeps its notes.
+#[derive(Default)]
+pub struct Counter {
+    pub batches: std::sync::atomic::AtomicUsize,
+    pub notes: std::sync::Mutex<Vec<String>>,
+}
+
+impl fc7::train::progress::TrainProgress for Counter {
+    fn batch(&self, _: usize, _: f32, _: f32, _: f32) {
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn note(&self, line: &str) {
+        self.notes.lock().unwrap().push(line.to_string());
+    }
+}
