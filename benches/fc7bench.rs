@@ -620,6 +620,7 @@ fn main() {
         Some("lrn") => lrn(n(1)),
         Some("fc-update") => fc::update(n(1), n(2), n(3), n(4)),
         Some("fc-products") => fc::products(n(1), n(2), n(3), n(4)),
+        Some("sparse-products") => fc::sparse(n(1), n(2), n(3), n(4), n(5)),
         Some("agree") => agree(&p(1), &p(2), n(3)),
         Some("agree-models") => agree_models(&p(1), &p(2), &p(3), n(4), n(5)),
         Some("decode") => decode(&p(1), n(2)),

@@ -107,3 +107,75 @@ pub fn products(i: usize, o: usize, n: usize, iters: usize) {
         bits(&dw);
     }
 }
+
+/// The input and weight gradients with `percent`% of dy nonzero (the rest planted zeros, as
+/// ReLU and dropout leave them): the dense products training uses here against the ones that
+/// skip dy's zeros, alternating, with dense-equivalent GFLOP/s and each result's digest (the
+/// two must agree).
+pub fn sparse(i: usize, o: usize, n: usize, iters: usize, percent: usize) {
+    let (x, w) = (random(n * i, 1), random(o * i, 2));
+    let mut dy = random(n * o, 3);
+    let keep = percent as u64 * 65_536 / 100;
+    for (j, v) in dy.iter_mut().enumerate() {
+        if ((j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) & 0xffff >= keep {
+            *v = 0.0;
+        }
+    }
+    let (mut dx, mut dw) = (vec![0.0; n * i], vec![0.0; o * i]);
+    let flops = 2.0 * (n * i * o) as f64;
+    let path = fc7::util::isa::fastest();
+    println!(
+        "sparse-products {i}→{o} batch {n}: dy {:.3} nonzero, isa={}",
+        sgemm::sparse::density(&dy),
+        fc7::util::isa::widest()
+    );
+    let time = |name: &str, f: &mut dyn FnMut()| {
+        f();
+        let t = Instant::now();
+        (0..iters).for_each(|_| f());
+        let ms = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
+        println!(
+            "  {name}: {ms:.2} ms, GFLOP/s={:.0} (dense-equivalent)",
+            flops / ms / 1e6
+        );
+    };
+    let store = |dw: &mut [f32], block: &[f32], stride: usize| {
+        for (d, s) in dw.chunks_mut(i).zip(block.chunks(stride)) {
+            d.copy_from_slice(&s[..i]);
+        }
+    };
+    let rows = blocks::block_rows();
+    for _ in 0..2 {
+        let (a, b) = (Mat::new(&dy, n, o), Mat::new(&w, o, i));
+        time("dx dense", &mut || {
+            sgemm::fastest_product(a, b, &mut dx, true)
+        });
+        let dense = digest(&dx);
+        time("dx skipping", &mut || {
+            sgemm::sparse::product(path, a, b, &mut dx)
+        });
+        println!(
+            "  dx bits: dense {dense:016x}, skipping {:016x}",
+            digest(&dx)
+        );
+        let (a, b) = (Mat::t(&dy, n, o), Mat::new(&x, n, i));
+        time("dW dense", &mut || {
+            blocks::fastest_blocks(a, b, dw.par_chunks_mut(rows * i), store)
+        });
+        let dense = digest(&dw);
+        time("dW skipping", &mut || {
+            let states = dw.par_chunks_mut(rows * i);
+            sgemm::sparse::blocks(path, (a, b), rows, states, store)
+        });
+        println!(
+            "  dW bits: dense {dense:016x}, skipping {:016x}",
+            digest(&dw)
+        );
+    }
+}
+
+fn digest(v: &[f32]) -> u64 {
+    v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}

@@ -13,6 +13,7 @@
 //! computed as cᵀ = bᵀ·aᵀ with bᵀ's rows read in place, and transposed once at the end.
 
 pub mod blocks;
+pub mod sparse;
 
 use rayon::prelude::*;
 
