@@ -8,6 +8,8 @@
 //!                              gradient stored then read (apart) against fused, alternating
 //!   fc-products IN OUT BATCH ITERS   the layer's three products alone (forward, dx, dW):
 //!                              ms and GFLOP/s (scripts/bench/torch_fc.py: PyTorch's)
+//!   sparse-products IN OUT BATCH ITERS PERCENT   the layer's gradients with PERCENT% of dy
+//!                              nonzero: dense against skipping its zeros, with digests
 //!   agree MODEL DIR N          fc7 on CPU vs CUDA for N images: max/mean absolute difference
 //!   agree-models A B DIR N K   model B against model A (e.g. int8 against fp32) on N images
 //!                              spread over DIR: relative fc7 error, recall@K of exact neighbours
