@@ -51,23 +51,13 @@ pub fn products(i: usize, o: usize, n: usize, iters: usize) {
     let (mut y, mut dx, mut dw) = (vec![0.0; n * o], vec![0.0; n * i], vec![0.0; o * i]);
     let flops = 2.0 * (n * i * o) as f64;
     let time = |name: &str, f: &mut dyn FnMut()| {
-        f();
-        f();
-        let t = Instant::now();
-        (0..iters).for_each(|_| f());
-        let ms = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
+        let ms = ms_per_call(2, iters, f);
         println!(
             "fc-products {i}→{o} batch {n} {name}: {ms:.2} ms, GFLOP/s={:.0}",
             flops / ms / 1e6
         );
     };
-    // A digest of each result's bits: the same on two machines or builds, or not.
-    let bits = |v: &[f32]| {
-        let h = v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-            (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3)
-        });
-        println!("  bits {h:016x}");
-    };
+    let bits = |v: &[f32]| println!("  bits {:016x}", digest(v));
     for _ in 0..2 {
         time("y = x·wᵀ gemm", &mut || {
             matmul(Mat::new(&x, n, i), Mat::t(&w, o, i), &mut y, false, true)
@@ -89,11 +79,7 @@ pub fn products(i: usize, o: usize, n: usize, iters: usize) {
     }
     // dW as training computes it, a block of rows at a time (here copied out, as the stored
     // gradient is): matrixmultiply's kernel and the one training uses on this CPU.
-    let store = |dw: &mut [f32], block: &[f32], stride: usize| {
-        for (d, s) in dw.chunks_mut(i).zip(block.chunks(stride)) {
-            d.copy_from_slice(&s[..i]);
-        }
-    };
+    let store = store_rows(i);
     for _ in 0..2 {
         time("dW = dyᵀ·x blocks, matrixmultiply", &mut || {
             let states = dw.par_chunks_mut(BLOCK_ROWS * i);
@@ -130,20 +116,13 @@ pub fn sparse(i: usize, o: usize, n: usize, iters: usize, percent: usize) {
         fc7::util::isa::widest()
     );
     let time = |name: &str, f: &mut dyn FnMut()| {
-        f();
-        let t = Instant::now();
-        (0..iters).for_each(|_| f());
-        let ms = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
+        let ms = ms_per_call(1, iters, f);
         println!(
             "  {name}: {ms:.2} ms, GFLOP/s={:.0} (dense-equivalent)",
             flops / ms / 1e6
         );
     };
-    let store = |dw: &mut [f32], block: &[f32], stride: usize| {
-        for (d, s) in dw.chunks_mut(i).zip(block.chunks(stride)) {
-            d.copy_from_slice(&s[..i]);
-        }
-    };
+    let store = store_rows(i);
     let rows = blocks::block_rows();
     for _ in 0..2 {
         let (a, b) = (Mat::new(&dy, n, o), Mat::new(&w, o, i));
@@ -174,6 +153,25 @@ pub fn sparse(i: usize, o: usize, n: usize, iters: usize, percent: usize) {
     }
 }
 
+/// Milliseconds a call of `f` takes over `iters` calls, after `warm` uncounted ones.
+fn ms_per_call(warm: usize, iters: usize, f: &mut dyn FnMut()) -> f64 {
+    (0..warm).for_each(|_| f());
+    let t = Instant::now();
+    (0..iters).for_each(|_| f());
+    t.elapsed().as_secs_f64() * 1e3 / iters as f64
+}
+
+/// A weight gradient's blocks (rows `stride` apart) copied into the stored gradient's rows of
+/// `i` floats, as `linear_backward` stores it.
+fn store_rows(i: usize) -> impl Fn(&mut [f32], &[f32], usize) + Sync + Copy {
+    move |dw, block, stride| {
+        for (d, s) in dw.chunks_mut(i).zip(block.chunks(stride)) {
+            d.copy_from_slice(&s[..i]);
+        }
+    }
+}
+
+/// A digest of a result's bits: the same on two machines or builds, or not.
 fn digest(v: &[f32]) -> u64 {
     v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
         (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3)

@@ -58,9 +58,20 @@ fn tile(path: Path) -> (usize, usize) {
 /// c's storage, shared by the tasks that each write their own rectangle of it.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
-// SAFETY: tasks write disjoint rectangles of c (see `blocked`).
+// SAFETY: tasks write disjoint rectangles of c (see `blocked`, `sparse::product`).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
+
+impl Out {
+    /// The element `offset` floats into c (a method, so that closures capture the whole
+    /// `Out`, which is `Sync`, rather than its pointer).
+    ///
+    /// # Safety
+    /// `offset` must lie inside c.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
 
 pub(crate) fn product_on(path: Path, a: Mat, b: Mat, c: &mut [f32], parallel: bool) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());

@@ -12,7 +12,8 @@ use crate::util::isa::{self, Path};
 use crate::util::matmul::{matmul_blocks, padded, Mat, BLOCK_ROWS};
 
 thread_local! {
-    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's block of rows being handed on, kept between calls (also `sparse::blocks`').
+    pub(super) static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows per block that `fastest_blocks` hands on: for fc7's kernel a whole number of its tiles,

@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use super::blocks::BLOCK;
+use super::Out;
 use crate::util::isa::{self, Path};
 use crate::util::matmul::{padded, Mat};
 
@@ -90,18 +92,26 @@ pub fn product(path: Path, a: Mat, b: Mat, c: &mut [f32]) {
     assert_eq!(b.strides().1, 1, "b's rows are contiguous");
     assert!(c.len() >= m * n);
     let nz = Nonzeros::of(a, 0..m);
+    // Where each row's nonzeros cross into each slab's rows: [m][slabs + 1], the same for
+    // every block of columns.
+    let slabs = k.div_ceil(KB);
+    let bounds: Vec<usize> = (0..m)
+        .flat_map(|r| {
+            let ps = nz.row(r).0;
+            (0..=slabs).map(|s| ps.partition_point(|&p| (p as usize) < s * KB))
+        })
+        .collect();
     let out = Out(c.as_mut_ptr());
     (0..n).into_par_iter().step_by(W).for_each(|c0| {
-        for k0 in (0..k).step_by(KB) {
+        for (s, k0) in (0..k).step_by(KB).enumerate() {
             let slab = slab(b, c0, k0..k.min(k0 + KB));
             for r in 0..m {
                 let (ps, vs) = nz.row(r);
-                let span = ps.partition_point(|&p| (p as usize) < k0)
-                    ..ps.partition_point(|&p| (p as usize) < k0 + KB);
+                let span = bounds[r * (slabs + 1) + s]..bounds[r * (slabs + 1) + s + 1];
                 let row = (&ps[span.clone()], &vs[span]);
                 // SAFETY: row r's columns c0..c0 + W (or to n) of c, written by this task
                 // alone; the path is one this CPU runs.
-                let at = unsafe { out.row(r, n).add(c0) };
+                let at = unsafe { out.at(r * n + c0) };
                 unsafe { row_block(path, row, (&slab, k0), (at, n - c0), k0 == 0) };
             }
         }
@@ -145,10 +155,6 @@ pub fn blocks<T: Send>(
     });
 }
 
-thread_local! {
-    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Rows `rows` and columns c0..c0 + W of b (fewer at the right edge, zero-padded to W) as
 /// [rows][W]: b's rows are 16 KB apart in fc7's layers, so read in place they would share a
 /// handful of cache sets.
@@ -160,20 +166,6 @@ fn slab(b: Mat, c0: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
         dst[..cols].copy_from_slice(&b.data()[p * ld + c0..][..cols]);
     }
     v
-}
-
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: tasks write disjoint column blocks of c.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// # Safety
-    /// Row `r` of rows `n` floats long must lie inside c.
-    unsafe fn row(self, r: usize, n: usize) -> *mut f32 {
-        self.0.add(r * n)
-    }
 }
 
 /// out[..min(W, cols)] = Σ over the row's nonzeros (p, v) of v · slab[p − k0], in p order,

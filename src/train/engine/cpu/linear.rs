@@ -30,9 +30,10 @@ pub fn linear_backward(
     db: &mut [f32],
 ) -> Vec<f32> {
     let i = w.len() / o;
+    let skip = sparse::pays(dy);
     weight_gradient(
         (x, n, i, o),
-        dy,
+        (dy, skip),
         dw.par_chunks_mut(block_rows() * i),
         |dw, rows| {
             for (d, g) in dw.chunks_mut(i).zip(rows) {
@@ -40,7 +41,7 @@ pub fn linear_backward(
             }
         },
     );
-    let dx = input_gradient(dy, n, w, o);
+    let dx = input_gradient((dy, skip), n, w, o);
     bias_gradient(dy, n, db);
     dx
 }
@@ -48,12 +49,13 @@ pub fn linear_backward(
 /// dx [n, i] = dy [n, o] · w [o, i], skipping dy's zeros where it is sparse enough for that to
 /// pay, with AVX2 only: there it gives fc7's kernel's bits 1.6× faster, while with AVX-512
 /// gemm's dense product was about as fast (`fc7bench sparse-products`: 14.0 against 13.1 ms for
-/// fc7's layer at batch 128) and keeps the bits AVX-512 machines trained with before.
-fn input_gradient(dy: &[f32], n: usize, w: &[f32], o: usize) -> Vec<f32> {
+/// fc7's layer at batch 128) and keeps the bits AVX-512 machines trained with before. `skip`:
+/// `sparse::pays(dy)`, which the weight gradient asks too.
+fn input_gradient((dy, skip): (&[f32], Option<Path>), n: usize, w: &[f32], o: usize) -> Vec<f32> {
     let i = w.len() / o;
     let mut dx = vec![0.0; n * i];
     let (a, b) = (Mat::new(dy, n, o), Mat::new(w, o, i));
-    match sparse::pays(dy).filter(|p| *p == Path::Avx2) {
+    match skip.filter(|p| *p == Path::Avx2) {
         Some(path) => sparse::product(path, a, b, &mut dx),
         None => fastest_product(a, b, &mut dx, true),
     }
@@ -99,13 +101,14 @@ pub fn linear_backward_sgd(
     h: Sgd,
 ) -> Vec<f32> {
     let i = w.len() / o;
-    let dx = input_gradient(dy, n, w, o);
+    let skip = sparse::pays(dy);
+    let dx = input_gradient((dy, skip), n, w, o);
     let mut db = vec![0.0; o];
     bias_gradient(dy, n, &mut db);
     sgd(b, vb, &db, h);
     let rows = block_rows() * i;
     let states = w.par_chunks_mut(rows).zip(vw.par_chunks_mut(rows));
-    weight_gradient((x, n, i, o), dy, states, |(w, v), rows| {
+    weight_gradient((x, n, i, o), (dy, skip), states, |(w, v), rows| {
         for ((w, v), g) in w.chunks_mut(i).zip(v.chunks_mut(i)).zip(rows) {
             sgd(w, v, g, h);
         }
@@ -115,16 +118,17 @@ pub fn linear_backward_sgd(
 
 /// dw [o, i] = dyᵀ [o, n] · x [n, i], `block_rows()` rows at a time (`fastest_blocks`): `f` gets
 /// each block's item of `states` and its rows, `i` floats each. The stored gradient and the
-/// fused update both come from this one product, so they hold the same values.
+/// fused update both come from this one product, so they hold the same values. dy's zeros are
+/// skipped where `skip` (`sparse::pays(dy)`) names a path.
 fn weight_gradient<T: Send>(
     (x, n, i, o): (&[f32], usize, usize, usize),
-    dy: &[f32],
+    (dy, skip): (&[f32], Option<Path>),
     states: impl IndexedParallelIterator<Item = T>,
     f: impl Fn(T, &mut dyn Iterator<Item = &[f32]>) + Sync,
 ) {
     let (a, b) = (Mat::t(dy, n, o), Mat::new(x, n, i));
     let hand_on = |state, g: &[f32], stride| f(state, &mut g.chunks(stride).map(|row| &row[..i]));
-    match sparse::pays(dy) {
+    match skip {
         Some(path) => sparse::blocks(path, (a, b), block_rows(), states, hand_on),
         None => fastest_blocks(a, b, states, hand_on),
     }
