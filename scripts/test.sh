@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test suite: installs what is missing (ONNX Runtime's library, NVRTC and cuDNN from PyPI, Python's
-# onnx for the checker, PostgreSQL + pgvector (pgserver) and Ray from PyPI, Chromium and
-# chromedriver from apt), starts PostgreSQL, runs every Rust test, then has onnx.checker validate a
-# model fc7 writes, NumPy read an export, Chromium use fc7 serve, and a two-node Ray cluster fill
-# one store; it stops every server it started.
+# onnx for the checker, PostgreSQL + pgvector (pgserver) and Ray from PyPI, Chromium, chromedriver
+# and QEMU from apt), starts PostgreSQL, runs every Rust test, then has onnx.checker validate a
+# model fc7 writes, NumPy read an export, the int8 model run on an emulated CPU without VNNI,
+# Chromium use fc7 serve, and a two-node Ray cluster fill one store; it stops every server it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mark() { echo "test.sh: $1 done at ${SECONDS} s" >&2; }
@@ -62,6 +62,10 @@ assert len(meta) == 8 and np.isfinite(v).all() and (np.linalg.norm(v, axis=1) > 
 print("numpy: fc7 export-vectors wrote a %dx%d float32 array and %d metadata lines" % (v.shape + (len(meta),)))
 PY
 mark "onnx and numpy checks"
+# The int8 model on an emulated CPU without VNNI (QEMU's Zen 3): the same vectors as natively.
+scripts/setup/qemu.sh
+python3 tests/emulated/int8_no_vnni.py target/debug/fc7 "$tmp/m.onnx" "$tmp/d/train" "$tmp/emulated"
+mark "int8 without VNNI, emulated"
 # fc7 serve in a real browser (Debian's Chromium through chromedriver) on that index.
 scripts/setup/browser.sh
 FC7_HOME="$tmp/home" python3 tests/browser/gallery.py target/debug/fc7 "$tmp/i" \

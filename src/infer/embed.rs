@@ -75,10 +75,14 @@ fn builder(threads: usize, cpu: bool) -> Result<ort::session::builder::SessionBu
         // nodes take their time (int8 indexing: 6-14% less CPU time without spinning).
         .with_intra_op_spinning(false)
         .map_err(|e| rt(e.into()))?;
-    // fc7's operators, for graphs rewritten to use them (and their cached optimised forms)
+    // fc7's operators, for graphs rewritten to use them (and their cached optimised forms);
+    // int8 weights beyond ±64 (models quantised before `qdq::WEIGHT_MAX`) turned into uint8 on
+    // CPUs without VNNI, whose int8 products would saturate (nothing changes on the others)
     let b = match cpu {
         true => b
             .with_operators(crate::infer::lrn::domain().map_err(rt)?)
+            .map_err(|e| rt(e.into()))?
+            .with_config_entry("session.x64quantprecision", "1")
             .map_err(|e| rt(e.into()))?,
         false => b,
     };
@@ -97,6 +101,10 @@ fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<
 }
 
 /// A CPU session, its optimised graph from (or saved to) the cache.
+/// The CPU sessions' form in the cache's entry names: the settings above change the optimised
+/// graph, so entries made without them are not taken for theirs.
+const CPU: &str = "CPU/x64quantprecision";
+
 /// With `opts.fused_lrn`, the graph with fc7's LRN operator (`model::onnx::fused`) under its own
 /// cache entries; a graph that cannot be rewritten runs as it is.
 fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Session, Prepared)> {
@@ -109,7 +117,7 @@ fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Sessi
             opts.cache.as_deref(),
             model,
             &m.onnx_sha256,
-            "CPU",
+            CPU,
             &b,
             &from_file(model),
         );
@@ -130,7 +138,7 @@ fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Sessi
         opts.cache.as_deref(),
         model,
         &m.onnx_sha256,
-        &format!("CPU+fc7.Lrn/{}", crate::model::onnx::fused::VERSION),
+        &format!("{CPU}+fc7.Lrn/{}", crate::model::onnx::fused::VERSION),
         &b,
         &commit,
     )

@@ -46,17 +46,25 @@ pub fn uint8_params(lo: f32, hi: f32) -> (f32, u8) {
     (scale, (-lo / scale).round().clamp(0.0, 255.0) as u8)
 }
 
-/// Symmetric int8 values and one scale per output channel (the first axis) of `w`.
+/// The largest weight magnitude written: 7 bits and a sign, not 127. CPUs without VNNI (AVX2,
+/// AVX-512 before Cascade Lake) multiply uint8 by int8 in pairs summed into int16 with saturation
+/// (`vpmaddubsw`): 255 × 127 × 2 overflows it, 255 × 64 × 2 = 32,640 does not. Under QEMU's
+/// EPYC-Milan (Zen 3) the 127 form's fc7 vectors strayed twice as far from fp32 as on a VNNI CPU
+/// (BENCHMARKS.md, "int8 on CPUs without VNNI"); with 64 every CPU computes the same integers
+/// with the same kernels at the same speed.
+pub const WEIGHT_MAX: f32 = 64.0;
+
+/// Symmetric int8 values in ±`WEIGHT_MAX` and one scale per output channel (the first axis) of `w`.
 pub fn int8_per_channel(w: &Param) -> (Vec<i8>, Vec<f32>) {
     let per = w.data.len() / w.shape[0];
     let mut q = Vec::with_capacity(w.data.len());
     let mut scales = Vec::with_capacity(w.shape[0]);
     for row in w.data.chunks_exact(per) {
         let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let s = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
         q.extend(
             row.iter()
-                .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+                .map(|v| (v / s).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8),
         );
         scales.push(s);
     }
@@ -308,12 +316,27 @@ mod tests {
             data: vec![0.5, -1.0, 0.25, 0.0, 0.0, 0.0],
         };
         let (q, s) = int8_per_channel(&w);
-        assert_eq!(s, vec![1.0 / 127.0, 1.0]);
-        assert_eq!(q, vec![64, -127, 32, 0, 0, 0]);
+        assert_eq!(s, vec![1.0 / 64.0, 1.0]);
+        assert_eq!(q, vec![32, -64, 16, 0, 0, 0]);
         let (s, z) = uint8_params(-1.0, 3.0);
         assert_eq!((s, z), (4.0 / 255.0, 64));
         let (s, z) = uint8_params(0.5, 5.1);
         assert!((s - 0.02).abs() < 1e-7 && z == 0, "{s} {z}");
+    }
+
+    /// The pairwise sums of CPUs without VNNI (`vpmaddubsw`: two uint8 × int8 products into one
+    /// saturating int16) cannot overflow for any activations, with every layer's real weights.
+    #[test]
+    fn no_pair_of_products_overflows_int16() {
+        let mut c = AlexNetConfig::paper(10, 2);
+        (c.input, c.hidden) = (67, 64);
+        let params = crate::model::init_params(&c, crate::model::Init::He, 3);
+        for p in params.iter().filter(|p| p.shape.len() > 1) {
+            let (q, _) = int8_per_channel(p);
+            let top = q.iter().map(|v| v.unsigned_abs() as i32).max().unwrap();
+            assert_eq!(top, WEIGHT_MAX as i32, "{}: the range is used", p.name);
+            assert!(2 * 255 * top <= i16::MAX as i32, "{}: {top}", p.name);
+        }
     }
 
     #[test]

@@ -1,0 +1,82 @@
+"""int8 models give the same fc7 vectors on a CPU without VNNI as on this one.
+
+CPUs without VNNI (AVX2 ones such as AMD Zen 3, AVX-512 ones before Cascade Lake) run ONNX
+Runtime's uint8 x int8 products as pairs summed into int16 with saturation (vpmaddubsw), which
+overflows for weights beyond +-64. QEMU's EPYC-Milan model (a Zen 3: AVX2, no AVX-512, no VNNI)
+runs the very binary and ONNX Runtime library on that path. Checked, each with `fc7 index` and
+`fc7 export-vectors` natively and under `qemu-x86_64 -cpu EPYC-Milan`, vectors compared bit for bit:
+  1. the int8 model `fc7 model quantize` writes now (weights within +-64, read back with onnx);
+  2. the same model with its int8 weights doubled (clamped to +-127), as fc7 wrote them before:
+     fc7's sessions turn such weights into uint8 on CPUs without VNNI.
+On a host without VNNI both runs take the same path, so the check shows agreement, not the cure.
+Usage: python3 tests/emulated/int8_no_vnni.py FC7 FP32_MODEL IMAGES WORKDIR"""
+import hashlib, json, os, shutil, subprocess, sys
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+fc7, fp32, images, work = sys.argv[1:5]
+WEIGHT_MAX = 64
+
+
+def run(cmd, env=None):
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"int8_no_vnni: {' '.join(cmd)} failed:\n{out.stderr}")
+
+
+# Each run gets a cache folder of its own (optimised graphs are per CPU, and QEMU shows the host's
+# /proc/cpuinfo), so ONNX Runtime's library is named outright.
+ORT = os.environ.get("ORT_DYLIB_PATH") or subprocess.run(
+    ["scripts/setup/ort.sh"], capture_output=True, text=True, check=True).stdout.split()[-1]
+
+
+def vectors(model, tag, emulated):
+    """fc7 of every image under `model`, natively or on the emulated Zen 3."""
+    env = dict(os.environ, FC7_CACHE=f"{work}/cache-{tag}", ORT_DYLIB_PATH=ORT)
+    pre = ["qemu-x86_64", "-cpu", "EPYC-Milan"] if emulated else []
+    idx, out = f"{work}/idx-{tag}", f"{work}/vec-{tag}"
+    run(pre + [fc7, "index", images, "--model", model, "--index", idx, "--device", "cpu", "-q"], env)
+    run([fc7, "export-vectors", "--index", idx, "--out", out])
+    return np.load(f"{out}/vectors.npy")
+
+
+def int8_weights(m):
+    return [t for t in m.graph.initializer if t.name.endswith(".int8")]
+
+
+def doubled(model, out):
+    """`model` with each int8 weight doubled and clamped to +-127, its manifest's hash updated."""
+    m = onnx.load(model)
+    for t in int8_weights(m):
+        w = numpy_helper.to_array(t).astype(np.int16)
+        t.CopyFrom(numpy_helper.from_array(np.clip(2 * w, -127, 127).astype(np.int8), t.name))
+    onnx.save(m, out)
+    manifest = json.load(open(model[:-len(".onnx")] + ".json"))
+    manifest["onnx_sha256"] = hashlib.sha256(open(out, "rb").read()).hexdigest()
+    json.dump(manifest, open(out[:-len(".onnx")] + ".json", "w"))
+    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max()) for t in int8_weights(onnx.load(out)))
+
+
+shutil.rmtree(work, ignore_errors=True)
+os.makedirs(work)
+new = f"{work}/q7.onnx"
+run([fc7, "model", "quantize", fp32, "--calibrate", images, "--out", new])
+top = max(int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max()) for t in int8_weights(onnx.load(new)))
+assert top == WEIGHT_MAX, f"the written int8 weights reach {top}, not {WEIGHT_MAX}"
+old = f"{work}/q8.onnx"
+old_top = doubled(new, old)
+flags = open("/proc/cpuinfo").read()
+vnni = "avx512_vnni" in flags or "avx_vnni" in flags
+for name, model in [(f"weights within +-{top}", new), (f"weights up to +-{old_top}", old)]:
+    tag = os.path.basename(model)[:-5]
+    a, b = vectors(model, tag + "-native", False), vectors(model, tag + "-zen3", True)
+    assert a.shape == b.shape and len(a) > 0, (a.shape, b.shape)
+    differ = int((a != b).any(axis=1).sum())
+    assert differ == 0, (
+        f"{name}: {differ} of {len(a)} vectors differ on the emulated Zen 3 "
+        f"(largest difference {np.abs(a - b).max():.4g})"
+    )
+    print(f"int8 {name}: {len(a)} fc7 vectors bit-identical natively "
+          f"({'VNNI' if vnni else 'no VNNI here either'}) and on an emulated Zen 3 (no VNNI)")
