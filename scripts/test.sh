@@ -2,8 +2,9 @@
 # The test suite: installs what is missing (ONNX Runtime's library, NVRTC and cuDNN from PyPI, Python's
 # onnx for the checker, PostgreSQL + pgvector (pgserver) and Ray from PyPI, Chromium, chromedriver
 # and QEMU from apt), starts PostgreSQL, runs every Rust test, then has onnx.checker validate a
-# model fc7 writes, NumPy read an export, the int8 model run on an emulated CPU without VNNI,
-# Chromium use fc7 serve, and a two-node Ray cluster fill one store; it stops every server it started.
+# model fc7 writes, NumPy read an export, the int8 model and training run on an emulated CPU without
+# VNNI and AVX-512, Chromium use fc7 serve, and a two-node Ray cluster fill one store; it stops
+# every server it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mark() { echo "test.sh: $1 done at ${SECONDS} s" >&2; }
@@ -66,6 +67,13 @@ mark "onnx and numpy checks"
 scripts/setup/qemu.sh
 python3 tests/emulated/int8_no_vnni.py target/debug/fc7 "$tmp/m.onnx" "$tmp/d/train" "$tmp/emulated"
 mark "int8 without VNNI, emulated"
+# The same binary on an emulated CPU without AVX-512 trains the model fc7 built without AVX-512
+# trains, byte for byte (the two builds' fc7 in turn: cargo keeps both, so the second is a relink).
+cargo build -q --no-default-features --bin fc7
+cp target/debug/fc7 "$tmp/fc7-avx2"
+cargo build -q --bin fc7
+python3 tests/emulated/training_avx2.py target/debug/fc7 "$tmp/fc7-avx2" "$tmp/emulated-training"
+mark "training without AVX-512, emulated"
 # fc7 serve in a real browser (Debian's Chromium through chromedriver) on that index.
 scripts/setup/browser.sh
 FC7_HOME="$tmp/home" python3 tests/browser/gallery.py target/debug/fc7 "$tmp/i" \
