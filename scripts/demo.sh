@@ -9,14 +9,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${FC7_DEMO_EPOCHS:-4}
 work=target/demo
-echo "== build tools, ONNX Runtime, fc7"
+# Each stage's wall time, said as it ends and again all together at the end, so that a run on
+# another machine shows where its minutes went (downloads and installs apart from compiling).
+times=() stage_name="" stage_start=$SECONDS
+# stage NAME [WHAT]: ends the stage before (its time kept under its NAME), starts NAME.
+stage() {
+  if [ -n "$stage_name" ]; then
+    times+=("$stage_name $((SECONDS - stage_start)) s")
+    echo "   ($stage_name took $((SECONDS - stage_start)) s)"
+  fi
+  stage_name=$1 stage_start=$SECONDS
+  [ -n "$1" ] && echo "== $1${2:+: $2}"
+  return 0
+}
+stage setup "build tools, ONNX Runtime, crates (downloads)"
 scripts/setup/build.sh
 scripts/setup/ort.sh
+cargo fetch -q
+stage build "fc7, release"
 cargo build --release --bins
 fc7=target/release/fc7
 mkdir -p "$work"
 
 src=/usr/share/datasets/fashion-mnist
+stage dataset
 if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   echo "== installing dataset-fashion-mnist"
@@ -35,16 +51,19 @@ else
 fi
 test_dir=$data/test; [ -d "$test_dir" ] || test_dir=$data/val
 
-echo "== training AlexNet (--preset quick, $epochs epochs) → models/$name.onnx"
+stage training "AlexNet, --preset quick, $epochs epochs → models/$name.onnx"
 if [ ! -f "models/$name.onnx" ]; then
   resume=""; [ -f "models/$name.ckpt" ] && resume=--resume
   $fc7 train "$data" --preset quick --epochs "$epochs" --out "models/$name" $resume
 fi
-echo "== indexing the training images → indexes/$name"
+stage index "the training images → indexes/$name"
 $fc7 index "$data/train" --model "models/$name.onnx" --index "indexes/$name"
-echo "== Figure 4 → $work/figure4"
+stage "figure 4" "→ $work/figure4"
 $fc7 eval figure4 --model "models/$name.onnx" --train "$data/train" --test "$test_dir" \
   --index "indexes/$name" --out "$work/figure4" --device cpu
+stage ""
 echo
+summary=$(printf '%s, ' "${times[@]}")
+echo "demo: ${summary}all $((SECONDS / 60)) min $((SECONDS % 60)) s"
 echo "open $work/figure4/figure4.png (or figure4.html); numbers in $work/figure4/metrics.json;"
 echo "training curves in models/$name.png; try: $fc7 query IMAGE --index indexes/$name"
