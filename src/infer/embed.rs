@@ -100,11 +100,11 @@ fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<
     })
 }
 
-/// A CPU session, its optimised graph from (or saved to) the cache.
 /// The CPU sessions' form in the cache's entry names: the settings above change the optimised
 /// graph, so entries made without them are not taken for theirs.
 const CPU: &str = "CPU/x64quantprecision";
 
+/// A CPU session, its optimised graph from (or saved to) the cache.
 /// With `opts.fused_lrn`, the graph with fc7's LRN operator (`model::onnx::fused`) under its own
 /// cache entries; a graph that cannot be rewritten runs as it is.
 fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Session, Prepared)> {

@@ -1,7 +1,8 @@
 //! Writes the int8 form of the network for ONNX Runtime's CPU integer kernels, in the QDQ format:
 //! QuantizeLinear/DequantizeLinear pairs around each convolution and fully connected layer that
-//! ONNX Runtime fuses into QLinearConv and QGemm (VNNI on x86). Weights are int8 with one scale
-//! per output channel; activations are uint8 with the static ranges calibration measured.
+//! ONNX Runtime fuses into QLinearConv and QGemm (VNNI on x86). Weights are int8 within ±64
+//! (`WEIGHT_MAX`) with one scale per output channel; activations are uint8 with the static
+//! ranges calibration measured.
 //!
 //! The LRN stays in float, laid out NHWC so that its Σ over channels is one matrix product and
 //! the pooling after it runs on uint8 (`NhwcMaxPool`); the transposes around it cancel against
