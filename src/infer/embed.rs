@@ -55,6 +55,8 @@ pub struct Embedder {
     pub provider: &'static str,
     /// Set when `Device::Auto` fell back to the CPU: why.
     pub fallback: Option<String>,
+    /// Set when this CPU runs the model below the rate it could (`slow_int8`): what to do.
+    pub advice: Option<String>,
     /// Whether the optimised graph came from the cache.
     pub prepared: Prepared,
     /// Where IO binding stages batches (None: plain runs), and the staging once made.
@@ -165,6 +167,22 @@ pub fn default_batch(provider: &str, input: usize) -> usize {
     }
 }
 
+/// On a CPU without VNNI, an int8 model whose weights go beyond ±`qdq::WEIGHT_MAX` (written
+/// before fc7 kept them there, so its manifest names no `weight_max`) runs exactly only through
+/// ONNX Runtime's uint8 weights (`session.x64quantprecision`), at about half the integer rate:
+/// quantising it again gives the fast form.
+fn slow_int8(model: &Path, m: &Manifest, vnni: bool) -> Option<String> {
+    let max = m.provenance["quantized"]["weight_max"].as_f64();
+    let wide = max.is_none_or(|w| w > crate::model::onnx::qdq::WEIGHT_MAX as f64);
+    (m.precision == crate::model::Precision::Int8 && wide && !vnni).then(|| {
+        format!(
+            "{} holds int8 weights beyond ±64, which this CPU (no VNNI) runs at about half \
+             the integer rate to keep them exact; `fc7 model quantize` it again for full speed",
+            model.display()
+        )
+    })
+}
+
 impl Embedder {
     /// Opens `model` (its manifest must sit beside it) on the requested device.
     pub fn open(model: &Path, opts: &EmbedOptions) -> Result<Embedder> {
@@ -185,12 +203,20 @@ impl Embedder {
                 ),
             },
         };
+        #[cfg(target_arch = "x86_64")]
+        let vnni = crate::util::isa::vnni();
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni = true;
+        let advice = (provider == "CPU")
+            .then(|| slow_int8(model, &manifest, vnni))
+            .flatten();
         Ok(Embedder {
             session,
             manifest,
             model_path: model.to_path_buf(),
             provider,
             fallback,
+            advice,
             prepared,
             host: match (opts.io_binding, opts.device, provider) {
                 (Some(false), ..) => None,
@@ -289,6 +315,51 @@ impl Embedder {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn manifest(precision: crate::model::Precision, quantized: serde_json::Value) -> Manifest {
+        Manifest {
+            format: 1,
+            input: "image".into(),
+            input_shape: vec![],
+            embedding_output: "fc7".into(),
+            embedding_dim: 4096,
+            logits_output: None,
+            classes: vec![],
+            preprocess: crate::model::Preprocess::imagenet(224),
+            architecture: crate::model::AlexNetConfig::paper(0, 2),
+            provenance: serde_json::json!({ "quantized": quantized }),
+            onnx_sha256: String::new(),
+            precision,
+        }
+    }
+
+    /// Advice only for an int8 model with weights beyond ±64 (or not known to be within them) on
+    /// a CPU without VNNI.
+    #[test]
+    fn slow_int8_is_said_only_for_wide_int8_weights_without_vnni() {
+        use crate::model::Precision::{Fp32, Int8};
+        let m = Path::new("m.onnx");
+        let old = manifest(Int8, serde_json::json!({ "from": "x" }));
+        let new = manifest(Int8, serde_json::json!({ "weight_max": 64.0 }));
+        let wide = manifest(Int8, serde_json::json!({ "weight_max": 127.0 }));
+        let fp32 = manifest(Fp32, serde_json::Value::Null);
+        let said = slow_int8(m, &old, false).unwrap();
+        assert!(
+            said.starts_with("m.onnx holds int8 weights beyond ±64"),
+            "{said}"
+        );
+        assert!(slow_int8(m, &wide, false).is_some());
+        for (mm, vnni) in [(&old, true), (&new, false), (&new, true), (&fp32, false)] {
+            assert_eq!(
+                slow_int8(m, mm, vnni),
+                None,
+                "{:?} vnni {vnni}",
+                mm.provenance
+            );
+        }
+    }
+
     #[test]
     fn default_batch_grows_for_small_inputs_within_its_bounds() {
         use super::default_batch;

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::imaging::scan::{scan, ScanOptions};
 use crate::model::manifest::{write_onnx, ModelInfo, DOC};
-use crate::model::onnx::qdq::{calibration_points, to_int8_onnx_bytes, Ranges};
+use crate::model::onnx::qdq::{calibration_points, to_int8_onnx_bytes, Ranges, WEIGHT_MAX};
 use crate::model::onnx::{read::fp32_model, to_onnx_with_outputs};
 use crate::model::{Manifest, Precision, Preprocess, Standardise};
 
@@ -223,8 +223,9 @@ pub fn quantize(
             "calibration_folder": calibrate.display().to_string(),
             "calibration_images": inputs.len(),
             "calibration_skipped": skipped.len(),
-            "method": "QDQ; int8 weights, one scale per output channel; uint8 activations, \
-                       static ranges clipped for least squared rounding error",
+            "method": "QDQ; int8 weights within ±weight_max, one scale per output channel; \
+                       uint8 activations, static ranges clipped for least squared rounding error",
+            "weight_max": WEIGHT_MAX,
             "ranges": ranges,
         },
         "source": manifest.provenance,

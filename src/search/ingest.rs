@@ -262,6 +262,9 @@ pub fn run(
         if let Some(why) = &embedder.fallback {
             progress.note(&format!("running on the CPU: {why}"));
         }
+        if let Some(what) = &embedder.advice {
+            progress.note(&format!("note: {what}"));
+        }
         sum.provider = Some(embedder.provider.to_string());
         let batch = opts.batch.unwrap_or_else(|| embedder.default_batch());
         progress.start(work.len() as u64);

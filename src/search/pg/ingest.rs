@@ -119,6 +119,9 @@ pub fn run(pg: &PgIndex, r: &PgRun) -> Result<Summary> {
         if let Some(why) = &embedder.fallback {
             r.progress.note(&format!("running on the CPU: {why}"));
         }
+        if let Some(what) = &embedder.advice {
+            r.progress.note(&format!("note: {what}"));
+        }
         sum.provider = Some(embedder.provider.to_string());
         let batch = r.opts.batch.unwrap_or_else(|| embedder.default_batch());
         r.progress.start(todo.len() as u64);
