@@ -172,12 +172,14 @@ pub fn default_batch(provider: &str, input: usize) -> usize {
 /// ONNX Runtime's uint8 weights (`session.x64quantprecision`), at about half the integer rate:
 /// quantising it again gives the fast form.
 fn slow_int8(model: &Path, m: &Manifest, vnni: bool) -> Option<String> {
+    use crate::model::onnx::qdq::WEIGHT_MAX;
     let max = m.provenance["quantized"]["weight_max"].as_f64();
-    let wide = max.is_none_or(|w| w > crate::model::onnx::qdq::WEIGHT_MAX as f64);
+    let wide = max.is_none_or(|w| w > WEIGHT_MAX as f64);
     (m.precision == crate::model::Precision::Int8 && wide && !vnni).then(|| {
         format!(
-            "{} holds int8 weights beyond ±64, which this CPU (no VNNI) runs at about half \
-             the integer rate to keep them exact; `fc7 model quantize` it again for full speed",
+            "{} holds int8 weights beyond ±{WEIGHT_MAX}, which this CPU (no VNNI) runs at \
+             about half the integer rate to keep them exact; `fc7 model quantize` it again for \
+             full speed",
             model.display()
         )
     })
@@ -203,12 +205,8 @@ impl Embedder {
                 ),
             },
         };
-        #[cfg(target_arch = "x86_64")]
-        let vnni = crate::util::isa::vnni();
-        #[cfg(not(target_arch = "x86_64"))]
-        let vnni = true;
         let advice = (provider == "CPU")
-            .then(|| slow_int8(model, &manifest, vnni))
+            .then(|| slow_int8(model, &manifest, crate::util::isa::vnni()))
             .flatten();
         Ok(Embedder {
             session,
@@ -227,6 +225,15 @@ impl Embedder {
             },
             staging: None,
         })
+    }
+
+    /// What a command should tell its user on opening: the fallback to the CPU, and advice.
+    pub fn notes(&self) -> impl Iterator<Item = String> + '_ {
+        let why = self
+            .fallback
+            .iter()
+            .map(|w| format!("running on the CPU: {w}"));
+        why.chain(self.advice.iter().map(|a| format!("note: {a}")))
     }
 
     /// Side of the square input the model takes.

@@ -259,11 +259,8 @@ pub fn run(
         0
     } else {
         let mut embedder = Embedder::open(&model, &opts.embed)?;
-        if let Some(why) = &embedder.fallback {
-            progress.note(&format!("running on the CPU: {why}"));
-        }
-        if let Some(what) = &embedder.advice {
-            progress.note(&format!("note: {what}"));
+        for said in embedder.notes() {
+            progress.note(&said);
         }
         sum.provider = Some(embedder.provider.to_string());
         let batch = opts.batch.unwrap_or_else(|| embedder.default_batch());

@@ -22,12 +22,15 @@ pub fn avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// VNNI (AVX-512 or AVX), whose int8 dot products do not saturate: what ONNX Runtime's int8
-/// kernels run at full rate with any weights (`model::onnx::qdq::WEIGHT_MAX`).
-#[cfg(target_arch = "x86_64")]
+/// Whether ONNX Runtime's int8 kernels run any weights at full rate here: on x86 with VNNI
+/// (AVX-512 or AVX), whose int8 dot products do not saturate; elsewhere there is no saturating
+/// form to avoid (`model::onnx::qdq::WEIGHT_MAX`).
 pub fn vnni() -> bool {
-    std::arch::is_x86_feature_detected!("avx512vnni")
-        || std::arch::is_x86_feature_detected!("avxvnni")
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512vnni")
+        || std::arch::is_x86_feature_detected!("avxvnni");
+    #[cfg(not(target_arch = "x86_64"))]
+    true
 }
 
 /// Which compiled copy of a loop runs: the build's baseline (any x86-64), AVX2 or AVX-512.

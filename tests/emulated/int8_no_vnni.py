@@ -11,43 +11,36 @@ runs the very binary and ONNX Runtime library on that path. Checked, each with `
      in a note to quantise it again (only there, and only for this model).
 On a host without VNNI both runs take the same path, so the check shows agreement, not the cure.
 Usage: python3 tests/emulated/int8_no_vnni.py FC7 FP32_MODEL IMAGES WORKDIR"""
-import hashlib, json, os, shutil, subprocess, sys
+import hashlib, json, os, shutil, sys
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from zen3 import ZEN3, env, run
+
 fc7, fp32, images, work = sys.argv[1:5]
 WEIGHT_MAX = 64
 
 
-def run(cmd, env=None):
-    """`cmd`'s standard error, once it succeeded."""
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        said = "\n".join(l for l in out.stderr.splitlines() if "TCG doesn't support" not in l)
-        sys.exit(f"int8_no_vnni: {' '.join(cmd)} failed ({out.returncode}):\n{said[-2000:]}")
-    return out.stderr
-
-
-# Each run gets a cache folder of its own (optimised graphs are per CPU, and QEMU shows the host's
-# /proc/cpuinfo), so ONNX Runtime's library is named outright.
-ORT = os.environ.get("ORT_DYLIB_PATH") or subprocess.run(
-    ["scripts/setup/ort.sh"], capture_output=True, text=True, check=True).stdout.split()[-1]
-
-
 def vectors(model, tag, emulated):
     """fc7 of every image under `model`, natively or on the emulated Zen 3."""
-    env = dict(os.environ, FC7_CACHE=f"{work}/cache-{tag}", ORT_DYLIB_PATH=ORT)
-    pre = ["qemu-x86_64", "-cpu", "EPYC-Milan"] if emulated else []
+    pre = ZEN3 if emulated else []
     idx, out = f"{work}/idx-{tag}", f"{work}/vec-{tag}"
-    said = run(pre + [fc7, "index", images, "--model", model, "--index", idx, "--device", "cpu"], env)
+    said = run(pre + [fc7, "index", images, "--model", model, "--index", idx, "--device", "cpu"],
+               env(work, tag))
     run([fc7, "export-vectors", "--index", idx, "--out", out])
     return np.load(f"{out}/vectors.npy"), "beyond ±64" in said
 
 
 def int8_weights(m):
     return [t for t in m.graph.initializer if t.name.endswith(".int8")]
+
+
+def widest(model):
+    """The largest magnitude among `model`'s int8 weights, read back with onnx."""
+    ws = int8_weights(onnx.load(model))
+    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max()) for t in ws)
 
 
 def doubled(model, out):
@@ -61,14 +54,14 @@ def doubled(model, out):
     manifest["onnx_sha256"] = hashlib.sha256(open(out, "rb").read()).hexdigest()
     del manifest["provenance"]["quantized"]["weight_max"]  # as fc7 wrote them before
     json.dump(manifest, open(out[:-len(".onnx")] + ".json", "w"))
-    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max()) for t in int8_weights(onnx.load(out)))
+    return widest(out)
 
 
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
 new = f"{work}/q7.onnx"
 run([fc7, "model", "quantize", fp32, "--calibrate", images, "--out", new])
-top = max(int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max()) for t in int8_weights(onnx.load(new)))
+top = widest(new)
 assert top == WEIGHT_MAX, f"the written int8 weights reach {top}, not {WEIGHT_MAX}"
 old = f"{work}/q8.onnx"
 old_top = doubled(new, old)

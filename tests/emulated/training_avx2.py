@@ -16,20 +16,15 @@ import hashlib, json, os, shutil, subprocess, sys
 
 import numpy as np
 
+from zen3 import ZEN3, env
+from zen3 import run as checked
+
 fc7, fc7_avx2, work = sys.argv[1:4]
-ORT = os.environ.get("ORT_DYLIB_PATH") or subprocess.run(
-    ["scripts/setup/ort.sh"], capture_output=True, text=True, check=True).stdout.split()[-1]
-ZEN3 = ["qemu-x86_64", "-cpu", "EPYC-Milan"]
 
 
 def run(cmd, tag):
-    """`cmd` with a pack and graph cache of its own (QEMU shows the host's /proc/cpuinfo)."""
-    env = dict(os.environ, FC7_PACKS=f"{work}/packs-{tag}", FC7_CACHE=f"{work}/cache-{tag}",
-               ORT_DYLIB_PATH=ORT)
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        said = "\n".join(l for l in out.stderr.splitlines() if "TCG doesn't support" not in l)
-        sys.exit(f"training_avx2: {' '.join(cmd)} failed ({out.returncode}):\n{said[-2000:]}")
+    """`cmd` with a pack and graph cache of its own."""
+    checked(cmd, env(work, tag, FC7_PACKS=f"{work}/packs-{tag}"))
 
 
 def train(pre, exe, tag):

@@ -116,11 +116,8 @@ pub fn run(pg: &PgIndex, r: &PgRun) -> Result<Summary> {
         0
     } else {
         let mut embedder = Embedder::open(&model, &r.opts.embed)?;
-        if let Some(why) = &embedder.fallback {
-            r.progress.note(&format!("running on the CPU: {why}"));
-        }
-        if let Some(what) = &embedder.advice {
-            r.progress.note(&format!("note: {what}"));
+        for said in embedder.notes() {
+            r.progress.note(&said);
         }
         sum.provider = Some(embedder.provider.to_string());
         let batch = r.opts.batch.unwrap_or_else(|| embedder.default_batch());
