@@ -15,7 +15,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 use crate::error::{Error, Result};
-use crate::util::fs::sha256_hex;
+use crate::util::fs::{record_source, recorded_source, sha256_hex};
 
 /// Where a session's graph came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,8 +30,6 @@ pub enum Prepared {
 
 const GRAPH: &str = "model.onnx";
 const WEIGHTS: &str = "model.onnx.data";
-/// The canonical path of the model an entry was made from.
-const SOURCE: &str = "source";
 
 /// The instruction-set flags of this CPU (the first `flags` line of /proc/cpuinfo).
 fn cpu_flags() -> String {
@@ -106,8 +104,7 @@ fn save(
         )
         .map_err(|e| rt(e.into()))?;
     let session = commit(b)?;
-    let source = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
-    let _ = std::fs::write(tmp.join(SOURCE), source.as_os_str().as_encoded_bytes());
+    record_source(&tmp, model);
     let done = tmp.join(GRAPH).is_file() && std::fs::rename(&tmp, entry).is_ok();
     if !done {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -164,7 +161,6 @@ pub fn session(
 /// and those whose model file is gone (a deleted or temporary model's 200 MB would otherwise stay
 /// for good: a moved model pays one optimisation again).
 fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
-    use std::os::unix::ffi::OsStrExt;
     let prefix = &sha256[..16.min(sha256.len())];
     let source = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
     let Ok(dir) = std::fs::read_dir(root) else {
@@ -172,11 +168,9 @@ fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let recorded = std::fs::read(e.path().join(SOURCE)).ok();
-        let same_file = recorded
-            .as_ref()
-            .is_some_and(|s| s == source.as_os_str().as_encoded_bytes());
-        let orphan = recorded.is_some_and(|s| !Path::new(std::ffi::OsStr::from_bytes(&s)).exists());
+        let recorded = recorded_source(&e.path());
+        let same_file = recorded.as_ref() == Some(&source);
+        let orphan = recorded.is_some_and(|s| !s.exists());
         let abandoned = name.starts_with('.') && !saver_alive(&name);
         let replaced = (name.starts_with(prefix) || same_file || orphan) && !name.starts_with('.');
         if (replaced && e.path() != keep) || abandoned {
@@ -219,11 +213,7 @@ mod tests {
         let entry = |name: &str, source: &Path| {
             std::fs::create_dir_all(root.join(name)).unwrap();
             std::fs::write(root.join(name).join(GRAPH), b"g").unwrap();
-            std::fs::write(
-                root.join(name).join(SOURCE),
-                source.as_os_str().as_encoded_bytes(),
-            )
-            .unwrap();
+            record_source(&root.join(name), source);
         };
         let (this, other, gone) = (
             models.join("a.onnx"),

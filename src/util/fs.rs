@@ -1,5 +1,6 @@
-//! File helpers every wing uses: writes that readers never see half done, content hashes, and
-//! the cache folder.
+//! File helpers every wing uses: writes that readers never see half done, content hashes, the
+//! cache folder, and the record of what each cache entry was made from (so entries of deleted
+//! models and datasets can be removed).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,4 +62,38 @@ pub fn cache_dir() -> PathBuf {
 /// to carry them, and a file name must not stop a whole answer (serde refuses such paths).
 pub fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&p.to_string_lossy())
+}
+
+/// The file in a cache entry that records, as raw path bytes, what the entry was made from.
+const SOURCE: &str = "source";
+
+/// Records `source` (made absolute where it exists) as what the cache entry `dir` was made
+/// from; best effort, as an entry without it is simply never pruned as an orphan.
+pub fn record_source(dir: &Path, source: &Path) {
+    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let _ = std::fs::write(dir.join(SOURCE), abs.as_os_str().as_encoded_bytes());
+}
+
+/// What the cache entry `dir` records it was made from, if it records anything.
+pub fn recorded_source(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = std::fs::read(dir.join(SOURCE)).ok()?;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
+/// Removes the entries in `root` (other than `keep`) whose recorded source no longer exists:
+/// a deleted model's or dataset's cache would otherwise stay on disk for good. Returns how many.
+pub fn prune_orphans(root: &Path, keep: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let orphans: Vec<PathBuf> = dir
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != keep && recorded_source(p).is_some_and(|s| !s.exists()))
+        .collect();
+    orphans
+        .iter()
+        .filter(|p| std::fs::remove_dir_all(p).is_ok())
+        .count()
 }

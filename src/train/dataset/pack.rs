@@ -9,7 +9,8 @@
 //! (format version, side, and per source file its path, label, size, mtime and row or skip
 //! reason). `index.json` is written last and removed first, so a pack interrupted while being
 //! built is never taken for a complete one. A pack is reused while every source file's size and
-//! mtime match; otherwise it is rebuilt.
+//! mtime match; otherwise it is rebuilt. Each pack records its dataset folder (`source`), and
+//! building one removes the packs of folders that no longer exist.
 //!
 //! Raw rows, not JPEG: a row is read with one positioned read and needs no decoding, which is
 //! what lets a few cores feed a GPU (FFCV measured raw 256 px at ~1,800 images/s per core and
@@ -138,6 +139,7 @@ impl Pack {
             }
         }
         build(&dir, root, now, side, progress)?;
+        crate::util::fs::prune_orphans(cache, &dir);
         let mut pack = Self::open(&dir, side)?
             .ok_or_else(|| Error::Invalid(format!("{}: pack not written", dir.display())))?;
         pack.built = true;
@@ -254,6 +256,7 @@ fn build(
     progress: Progress,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::util::fs::record_source(dir, root);
     let index_path = dir.join("index.json");
     match std::fs::remove_file(&index_path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -405,6 +408,24 @@ mod tests {
         pack.read_row(row(1), &mut a).unwrap();
         pack.read_row(row(7), &mut b).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn building_a_pack_removes_the_packs_of_deleted_datasets_only() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let roots: Vec<PathBuf> = ["kept", "deleted", "new"]
+            .iter()
+            .map(|n| d.path().join(n))
+            .collect();
+        let files: Vec<_> = roots.iter().map(|r| dataset(r)).collect();
+        let kept = open(&cache, &roots[0], &files[0], 32).dir;
+        let deleted = open(&cache, &roots[1], &files[1], 32).dir;
+        std::fs::remove_dir_all(&roots[1]).unwrap();
+        assert!(deleted.is_dir(), "nothing is pruned until a pack is built");
+        open(&cache, &roots[2], &files[2], 32);
+        assert!(!deleted.exists(), "the deleted dataset's pack stayed");
+        assert!(!open(&cache, &roots[0], &files[0], 32).built && kept.is_dir());
     }
 
     #[test]

@@ -18,16 +18,44 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 test path")
 }
 
+/// This test process's folder for what lives as long as it does (the shared model, packs,
+/// home): `run-PID` in cargo's tmp folder for tests. A static is never dropped, so a `TempDir`
+/// here would leave its 220 MB model behind after every run; instead each run removes the
+/// folders of runs whose process is gone.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("suite");
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix("run-").unwrap_or("self");
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = root.join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+/// A folder `name` in `scratch()`, made once.
+fn scratch_dir(name: &str) -> PathBuf {
+    let d = scratch().join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// The folder of this test process's training packs ($FC7_PACKS for the binary).
 pub fn pack_cache() -> &'static Path {
-    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    static CACHE: OnceLock<PathBuf> = OnceLock::new();
+    CACHE.get_or_init(|| scratch_dir("packs"))
 }
 
 /// A home ($FC7_HOME) of this test process's own, so no test touches the user's.
 pub fn test_home() -> &'static Path {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| scratch_dir("home"))
 }
 
 /// The real binary, with its training packs in `pack_cache()` and its home in `test_home()`.
@@ -63,10 +91,9 @@ pub fn json_file(path: &Path) -> serde_json::Value {
 
 /// A He-initialised paper AlexNet, written once per test binary.
 pub fn model() -> &'static Path {
-    static M: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &M.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("random.onnx");
+    static M: OnceLock<PathBuf> = OnceLock::new();
+    M.get_or_init(|| {
+        let p = scratch_dir("model").join("random.onnx");
         run_ok(&[
             "model",
             "init",
@@ -76,9 +103,8 @@ pub fn model() -> &'static Path {
             "--out",
             p.to_str().unwrap(),
         ]);
-        (d, p)
+        p
     })
-    .1
 }
 
 /// A second model (other seed): for the model-mismatch checks.
