@@ -8,6 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mark() { echo "test.sh: $1 done at ${SECONDS} s" >&2; }
+# A clean run peaks at ~5 GB (builds, the servers' data, Ray's session logs, QEMU's scratch):
+# below 6 GB free it would stop somewhere in the middle (once in Ray, "No space left on device").
+for d in . "${TMPDIR:-/tmp}"; do
+  free=$(df -Pk "$d" | awk 'NR == 2 { print int($4 / 1048576) }')
+  if [ "$free" -lt 6 ]; then
+    echo "test.sh: only $free GB free on $(df -P "$d" | awk 'NR == 2 { print $6 }') ($d); the tests need about 6 GB" >&2
+    exit 1
+  fi
+done
 scripts/setup/build.sh
 scripts/setup/ort.sh >/dev/null
 # NVRTC and cuDNN's host-side descriptors let the tests check the CUDA engine's kernels and
