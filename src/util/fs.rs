@@ -97,3 +97,92 @@ pub fn prune_orphans(root: &Path, keep: &Path) -> usize {
         .filter(|p| std::fs::remove_dir_all(p).is_ok())
         .count()
 }
+
+/// Space left free for everything else when fc7 writes something large.
+const MARGIN: u64 = 1 << 30;
+
+/// Whether `need` bytes fit in `free` with `MARGIN` to spare; else why not, naming `dir`.
+fn check_room(dir: &Path, what: &str, need: u64, free: u64) -> std::result::Result<(), String> {
+    if need.saturating_add(MARGIN) <= free {
+        return Ok(());
+    }
+    let gb = |b: u64| b as f64 / 1e9;
+    Err(format!(
+        "{}: {what} needs {:.1} GB and {:.1} GB are free there ({:.0} GB kept free); free some space",
+        dir.display(),
+        gb(need),
+        gb(free),
+        gb(MARGIN)
+    ))
+}
+
+/// Refuses, before writing, `what` of `need` bytes in `dir` when its filesystem cannot hold it
+/// with `MARGIN` to spare: a disk filled half way wastes the minutes spent and leaves other
+/// programs no room. Passes where the free space is unknown.
+pub fn ensure_room(dir: &Path, what: &str, need: u64) -> std::result::Result<(), String> {
+    match free_bytes(dir) {
+        Some(free) => check_room(dir, what, need, free),
+        None => Ok(()),
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path` (or its nearest
+/// existing ancestor); None where the system does not say.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `df` says is available on the filesystem of `path`, in bytes.
+    fn df_available(path: &Path) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["-P", "-B1"])
+            .arg(path)
+            .output()
+            .expect("df runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let row = text.lines().nth(1).expect("df prints a row");
+        row.split_whitespace().nth(3).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn room_is_refused_naming_the_folder_and_both_sizes() {
+        let (dir, need) = (Path::new("/data/packs"), 1_100_000_000);
+        assert!(check_room(dir, "p", need, need + MARGIN).is_ok());
+        let err = check_room(dir, "a pack", need, need).unwrap_err();
+        assert_eq!(
+            err,
+            "/data/packs: a pack needs 1.1 GB and 1.1 GB are free there (1 GB kept free); \
+             free some space"
+        );
+        assert!(
+            check_room(dir, "p", u64::MAX, u64::MAX - 1).is_err(),
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn free_bytes_agrees_with_df_and_answers_for_paths_not_made_yet() {
+        let d = tempfile::tempdir().unwrap();
+        let ours = free_bytes(d.path()).unwrap();
+        let df = df_available(d.path());
+        // Other writers share the disk: the two readings are moments apart.
+        assert!(ours.abs_diff(df) < 64 << 20, "ours {ours}, df {df}");
+        let later = free_bytes(&d.path().join("not/made/yet")).unwrap();
+        assert!(later.abs_diff(df) < 64 << 20, "{later} vs {df}");
+    }
+}

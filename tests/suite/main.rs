@@ -13,6 +13,7 @@ mod index_layout;
 mod index_query;
 mod layout;
 mod onnx_reference;
+mod packs;
 mod postgres;
 mod precision;
 mod self_supervised;

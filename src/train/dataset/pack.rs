@@ -10,7 +10,8 @@
 //! reason). `index.json` is written last and removed first, so a pack interrupted while being
 //! built is never taken for a complete one. A pack is reused while every source file's size and
 //! mtime match; otherwise it is rebuilt. Each pack records its dataset folder (`source`), and
-//! building one removes the packs of folders that no longer exist.
+//! building one removes the packs of folders that no longer exist. A build that could not fit
+//! on the disk is refused before it decodes anything, and one that fails removes its rows.
 //!
 //! Raw rows, not JPEG: a row is read with one positioned read and needs no decoding, which is
 //! what lets a few cores feed a GPU (FFCV measured raw 256 px at ~1,800 images/s per core and
@@ -247,7 +248,29 @@ pub fn pixel_moments(rgb: &[u8]) -> [u64; 9] {
     m
 }
 
-/// Decodes every source into a new pack in `dir`, chunk by chunk.
+/// Bytes a pack of `images` rows at `side` takes at most (pixels and moments).
+fn pack_bytes(images: usize, side: usize) -> u64 {
+    images as u64 * (side * side * 3 + 72) as u64
+}
+
+/// Readies `dir` for a new pack of `images` rows: marks it incomplete (index first), frees
+/// the previous pack's rows, and checks that the new ones fit.
+fn prepare(dir: &Path, root: &Path, images: usize, side: usize) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::util::fs::record_source(dir, root);
+    for name in ["index.json", "pixels.bin", "pixels.bin.tmp"] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
+            _ => {}
+        }
+    }
+    let what = format!("a training pack of {images} images at {side}x{side}");
+    crate::util::fs::ensure_room(dir, &what, pack_bytes(images, side))
+        .map_err(|why| Error::Invalid(format!("{why}; or put packs elsewhere with --cache DIR")))
+}
+
+/// Decodes every source into a new pack in `dir`; a failed build removes its partial rows.
 fn build(
     dir: &Path,
     root: &Path,
@@ -255,17 +278,39 @@ fn build(
     side: usize,
     progress: Progress,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    crate::util::fs::record_source(dir, root);
-    let index_path = dir.join("index.json");
-    match std::fs::remove_file(&index_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io(&index_path, e))
-        }
-        _ => {}
-    }
+    prepare(dir, root, entries.len(), side)?;
     let tmp = dir.join("pixels.bin.tmp");
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let moments = match write_rows(&tmp, root, &mut entries, side, progress) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let pixels = dir.join("pixels.bin");
+    std::fs::rename(&tmp, &pixels).map_err(|e| Error::io(&pixels, e))?;
+    crate::util::fs::atomic_write(&dir.join("moments.bin"), &moments)?;
+    let index = Index {
+        version: VERSION,
+        side,
+        entries,
+    };
+    crate::util::fs::atomic_write(
+        &dir.join("index.json"),
+        &serde_json::to_vec(&index).expect("index serialises"),
+    )
+}
+
+/// Decodes `entries` chunk by chunk into rows appended to `tmp` (synced), giving each its row
+/// or why it was skipped; returns the rows' moments as bytes.
+fn write_rows(
+    tmp: &Path,
+    root: &Path,
+    entries: &mut [Entry],
+    side: usize,
+    progress: Progress,
+) -> Result<Vec<u8>> {
+    let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut moments = Vec::new();
     let view = View {
@@ -291,7 +336,7 @@ fn build(
         for (e, d) in chunk.iter_mut().zip(decoded) {
             match d {
                 Ok((rgb, m)) => {
-                    out.write_all(&rgb).map_err(|err| Error::io(&tmp, err))?;
+                    out.write_all(&rgb).map_err(|err| Error::io(tmp, err))?;
                     m.iter()
                         .for_each(|v| moments.extend_from_slice(&v.to_le_bytes()));
                     e.row = Some(rows);
@@ -305,20 +350,9 @@ fn build(
     }
     let file = out
         .into_inner()
-        .map_err(|e| Error::io(&tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    let pixels = dir.join("pixels.bin");
-    std::fs::rename(&tmp, &pixels).map_err(|e| Error::io(&pixels, e))?;
-    crate::util::fs::atomic_write(&dir.join("moments.bin"), &moments)?;
-    let index = Index {
-        version: VERSION,
-        side,
-        entries,
-    };
-    crate::util::fs::atomic_write(
-        &index_path,
-        &serde_json::to_vec(&index).expect("index serialises"),
-    )
+        .map_err(|e| Error::io(tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(tmp, e))?;
+    Ok(moments)
 }
 
 #[cfg(test)]
@@ -426,6 +460,24 @@ mod tests {
         open(&cache, &roots[2], &files[2], 32);
         assert!(!deleted.exists(), "the deleted dataset's pack stayed");
         assert!(!open(&cache, &roots[0], &files[0], 32).built && kept.is_dir());
+    }
+
+    #[test]
+    fn a_pack_that_cannot_fit_is_refused_naming_the_flag_that_moves_it() {
+        assert_eq!(pack_bytes(70_000, 72), 70_000 * (72 * 72 * 3 + 72));
+        let d = tempfile::tempdir().unwrap();
+        let (root, cache) = (d.path().join("data"), d.path().join("cache"));
+        let files = dataset(&root);
+        let free = crate::util::fs::free_bytes(&cache).unwrap();
+        let side = (free as f64 / 3.0 / files.len() as f64).sqrt() as usize + 1;
+        let err = Pack::open_or_build(&cache, &root, &files, side, &|_, _| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&format!("images at {side}x{side} needs")) && err.ends_with("--cache DIR"),
+            "{err}"
+        );
     }
 
     #[test]
