@@ -7,7 +7,8 @@
 //! build (version and commit), the provider, and for the CPU this machine's instruction set
 //! (the saved graph holds NCHWc nodes laid out for it). A changed model or runtime therefore
 //! never meets an old entry; entries are written to a temporary folder and renamed into place,
-//! and one that fails to load is deleted and built again.
+//! and one that fails to load is deleted and built again. Entries of replaced or deleted
+//! models are removed, and beyond the eight most recently used the least recent go.
 
 use std::path::{Path, PathBuf};
 
@@ -146,14 +147,45 @@ pub fn session(
     let entry: PathBuf = root.join(entry_name(sha256, ort::info(), provider, &machine));
     if entry.join(GRAPH).is_file() {
         match load(builder()?, &entry) {
-            Ok(s) => return Ok((s, Prepared::Cached)),
+            Ok(s) => {
+                mark_used(&entry);
+                return Ok((s, Prepared::Cached));
+            }
             Err(_) => {
                 let _ = std::fs::remove_dir_all(&entry);
             }
         }
     }
     prune(root, model, sha256, &entry);
+    evict(root, KEEP - 1);
     save(builder()?, model, commit, &entry)
+}
+
+/// Entries kept at most (~220 MB each for the paper network): a sweep of models kept on disk
+/// would otherwise keep one each for good.
+const KEEP: usize = 8;
+
+/// Records that `entry` was just used (its folder's modification time), for `evict`.
+fn mark_used(entry: &Path) {
+    if let Ok(f) = std::fs::File::open(entry) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes the least recently used complete entries in `root` beyond the `keep` most recent.
+fn evict(root: &Path, keep: usize) {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = dir
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, path) in entries.iter().skip(keep) {
+        let _ = std::fs::remove_dir_all(path);
+    }
 }
 
 /// Removes the entries this one replaces: those of the same model file (recorded in each
@@ -203,6 +235,27 @@ mod tests {
             assert_ne!(base, other);
         }
         assert_eq!(base, entry_name("ab12", "1.31.1 commit x", "CPU", "avx2"));
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_first_and_a_use_counts() {
+        let d = tempfile::tempdir().unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for i in 0..10 {
+            let e = d.path().join(format!("e{i}"));
+            std::fs::create_dir(&e).unwrap();
+            let at = hour_ago + std::time::Duration::from_secs(i * 60);
+            std::fs::File::open(&e).unwrap().set_modified(at).unwrap();
+        }
+        std::fs::create_dir(d.path().join(".e-being-saved.tmp-1-0")).unwrap();
+        mark_used(&d.path().join("e0"));
+        evict(d.path(), 4);
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".e-being-saved.tmp-1-0", "e0", "e7", "e8", "e9"]);
     }
 
     #[test]
