@@ -347,6 +347,7 @@ pub fn info(a: InfoArgs) -> Result<i32> {
     let last = c.last_run()?;
     let out = serde_json::json!({
         "home": crate::home::dir(),
+        "cache": cache_use(),
         "index": dir,
         "schema_version": c.schema_version()?,
         "indexed": c.count("images")?,
@@ -378,6 +379,22 @@ pub fn info(a: InfoArgs) -> Result<i32> {
     });
     let skipped = a.skipped.then(|| c.skipped_list()).transpose()?;
     print_info(out, a.json, skipped)
+}
+
+/// Where fc7's caches are and what they hold: the optimised graphs and the training packs
+/// (each bounded, see README; shown so their disk use is never a surprise).
+fn cache_use() -> serde_json::Value {
+    use crate::util::fs::{cache_dir, tree_bytes};
+    let (cache, packs) = (
+        cache_dir(),
+        crate::train::dataset::pack::default_cache_dir(),
+    );
+    serde_json::json!({
+        "dir": cache,
+        "optimized_bytes": tree_bytes(&cache.join("optimized")),
+        "packs": packs,
+        "packs_bytes": tree_bytes(&packs),
+    })
 }
 
 /// Prints `fc7 info`'s facts (as JSON, or a line each) and, when asked, every skipped file.

@@ -126,6 +126,17 @@ pub fn ensure_room(dir: &Path, what: &str, need: u64) -> std::result::Result<(),
     }
 }
 
+/// Bytes of the files under `dir` (0 when it does not exist): what a cache folder holds.
+pub fn tree_bytes(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Bytes an unprivileged writer may still use on the filesystem holding `path` (or its nearest
 /// existing ancestor); None where the system does not say.
 pub fn free_bytes(path: &Path) -> Option<u64> {

@@ -59,6 +59,29 @@ fn defaults_meet_in_the_home_from_any_folder() {
     let info = json(&ok(fc7_in(&home, d.path(), &["info", "--json"])));
     assert_eq!(info["home"].as_str(), Some(s(&home)), "{info}");
     assert_eq!(info["indexed"], 3);
+    // The caches it names and sizes: here a planted graph and pack under $FC7_CACHE.
+    let cache = d.path().join("cache");
+    for (file, bytes) in [
+        ("optimized/e/model.onnx", 1000),
+        ("packs/p/pixels.bin", 5000),
+    ] {
+        std::fs::create_dir_all(cache.join(file).parent().unwrap()).unwrap();
+        std::fs::write(cache.join(file), vec![0u8; bytes]).unwrap();
+    }
+    let out = common::fc7()
+        .env("FC7_HOME", &home)
+        .env("FC7_CACHE", &cache)
+        .env_remove("FC7_PACKS")
+        .args(["info", "--json"])
+        .output()
+        .unwrap();
+    let c = &json(&ok(out))["cache"];
+    assert_eq!(c["dir"].as_str(), Some(s(&cache)), "{c}");
+    assert_eq!(c["packs"].as_str(), Some(s(&cache.join("packs"))), "{c}");
+    assert_eq!(
+        (c["optimized_bytes"].as_u64(), c["packs_bytes"].as_u64()),
+        (Some(1000), Some(5000))
+    );
     let q = json(&ok(fc7_in(
         &home,
         d.path(),
