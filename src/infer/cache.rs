@@ -172,6 +172,12 @@ fn mark_used(entry: &Path) {
     }
 }
 
+/// Whether `name` has the shape `entry_name` gives (16 hex digits, '-', 16 hex digits).
+fn is_entry_name(name: &str) -> bool {
+    let hex = |h: &str| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    name.split_once('-').is_some_and(|(a, b)| hex(a) && hex(b))
+}
+
 /// Removes the least recently used complete entries in `root` beyond the `keep` most recent.
 fn evict(root: &Path, keep: usize) {
     let Ok(dir) = std::fs::read_dir(root) else {
@@ -179,7 +185,7 @@ fn evict(root: &Path, keep: usize) {
     };
     let mut entries: Vec<(std::time::SystemTime, PathBuf)> = dir
         .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| is_entry_name(&e.file_name().to_string_lossy()))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     entries.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -202,7 +208,7 @@ fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         let recorded = recorded_source(&e.path());
         let same_file = recorded.as_ref() == Some(&source);
-        let orphan = recorded.is_some_and(|s| !s.exists());
+        let orphan = crate::util::fs::orphaned(&e.path());
         let abandoned = name.starts_with('.') && !saver_alive(&name);
         let replaced = (name.starts_with(prefix) || same_file || orphan) && !name.starts_with('.');
         if (replaced && e.path() != keep) || abandoned {
@@ -240,22 +246,34 @@ mod tests {
     #[test]
     fn the_least_recently_used_entries_go_first_and_a_use_counts() {
         let d = tempfile::tempdir().unwrap();
+        let name = |i: u64| format!("{i:016x}-{:016x}", i * 7);
         let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for i in 0..10 {
-            let e = d.path().join(format!("e{i}"));
+            let e = d.path().join(name(i));
             std::fs::create_dir(&e).unwrap();
             let at = hour_ago + std::time::Duration::from_secs(i * 60);
             std::fs::File::open(&e).unwrap().set_modified(at).unwrap();
         }
-        std::fs::create_dir(d.path().join(".e-being-saved.tmp-1-0")).unwrap();
-        mark_used(&d.path().join("e0"));
+        // Neither a folder being saved nor one that is not an entry is counted or removed.
+        let saving = format!(".{}.tmp-1-0", name(10));
+        for other in [saving.as_str(), "notes"] {
+            std::fs::create_dir(d.path().join(other)).unwrap();
+            std::fs::File::open(d.path().join(other))
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        mark_used(&d.path().join(name(0)));
         evict(d.path(), 4);
         let mut left: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, [".e-being-saved.tmp-1-0", "e0", "e7", "e8", "e9"]);
+        let mut want = vec![saving.clone(), "notes".into()];
+        want.extend([0, 7, 8, 9].map(name));
+        want.sort();
+        assert_eq!(left, want);
     }
 
     #[test]

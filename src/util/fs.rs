@@ -70,7 +70,9 @@ const SOURCE: &str = "source";
 /// Records `source` (made absolute where it exists) as what the cache entry `dir` was made
 /// from; best effort, as an entry without it is simply never pruned as an orphan.
 pub fn record_source(dir: &Path, source: &Path) {
-    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let abs = std::fs::canonicalize(source)
+        .or_else(|_| std::path::absolute(source))
+        .unwrap_or_else(|_| source.to_path_buf());
     let _ = std::fs::write(dir.join(SOURCE), abs.as_os_str().as_encoded_bytes());
 }
 
@@ -81,16 +83,23 @@ pub fn recorded_source(dir: &Path) -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
-/// Removes the entries in `root` (other than `keep`) whose recorded source no longer exists:
-/// a deleted model's or dataset's cache would otherwise stay on disk for good. Returns how many.
-pub fn prune_orphans(root: &Path, keep: &Path) -> usize {
+/// Whether the cache entry `dir` records an absolute source path that no longer exists.
+pub fn orphaned(dir: &Path) -> bool {
+    recorded_source(dir).is_some_and(|s| s.is_absolute() && !s.exists())
+}
+
+/// Removes the entries in `root` (other than `keep`, and only folders whose name `is_entry`
+/// accepts: `root` may be a folder the user shares) whose recorded source no longer exists: a
+/// deleted model's or dataset's cache would otherwise stay on disk for good. Returns how many.
+pub fn prune_orphans(root: &Path, keep: &Path, is_entry: &dyn Fn(&str) -> bool) -> usize {
     let Ok(dir) = std::fs::read_dir(root) else {
         return 0;
     };
     let orphans: Vec<PathBuf> = dir
         .flatten()
+        .filter(|e| is_entry(&e.file_name().to_string_lossy()))
         .map(|e| e.path())
-        .filter(|p| p != keep && recorded_source(p).is_some_and(|s| !s.exists()))
+        .filter(|p| p != keep && orphaned(p))
         .collect();
     orphans
         .iter()

@@ -88,6 +88,15 @@ pub fn pack_dir(cache: &Path, root: &Path, side: usize) -> PathBuf {
     cache.join(format!("{name}-{side}-{hex}"))
 }
 
+/// Whether `name` has the shape `pack_dir` gives: NAME-SIDE-HEX12.
+fn is_pack_name(name: &str) -> bool {
+    let mut parts = name.rsplitn(3, '-');
+    let (hex, side, rest) = (parts.next(), parts.next(), parts.next());
+    hex.is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        && side.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        && rest.is_some_and(|r| !r.is_empty())
+}
+
 /// (size, mtime) of each source, or the reason it cannot be read.
 fn stat_all(root: &Path, files: &[(PathBuf, usize)]) -> Vec<Entry> {
     files
@@ -140,7 +149,7 @@ impl Pack {
             }
         }
         build(&dir, root, now, side, progress)?;
-        crate::util::fs::prune_orphans(cache, &dir);
+        crate::util::fs::prune_orphans(cache, &dir, &is_pack_name);
         let mut pack = Self::open(&dir, side)?
             .ok_or_else(|| Error::Invalid(format!("{}: pack not written", dir.display())))?;
         pack.built = true;
@@ -460,6 +469,22 @@ mod tests {
         open(&cache, &roots[2], &files[2], 32);
         assert!(!deleted.exists(), "the deleted dataset's pack stayed");
         assert!(!open(&cache, &roots[0], &files[0], 32).built && kept.is_dir());
+        // A --cache folder the user shares: a folder not named like a pack stays, whatever
+        // its `source` file says.
+        let theirs = cache.join("notes");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("source"), "/no/such/folder").unwrap();
+        std::fs::remove_dir_all(&roots[2]).unwrap();
+        open(&cache, &roots[1], &dataset(&roots[1]), 32);
+        assert!(theirs.is_dir() && kept.is_dir());
+        assert!(!pack_dir(&cache, &roots[2], 32).exists());
+        assert!(is_pack_name(
+            &pack_dir(&cache, &roots[0], 256)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        ));
+        assert!(!is_pack_name("a-b-0123456789ab") && !is_pack_name("72-0123456789ab"));
     }
 
     #[test]
