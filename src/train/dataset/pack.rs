@@ -262,21 +262,29 @@ fn pack_bytes(images: usize, side: usize) -> u64 {
     images as u64 * (side * side * 3 + 72) as u64
 }
 
-/// Readies `dir` for a new pack of `images` rows: marks it incomplete (index first), frees
-/// the previous pack's rows, and checks that the new ones fit.
+/// Readies `dir` for a new pack of `images` rows: checks that they fit (counting the space
+/// the previous pack's rows give back), then marks the pack incomplete (index first) and frees
+/// those rows. A refusal touches nothing.
 fn prepare(dir: &Path, root: &Path, images: usize, side: usize) -> Result<()> {
+    let rows = ["pixels.bin", "pixels.bin.tmp"];
+    let freed: u64 = rows
+        .iter()
+        .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
+        .map(|m| m.len())
+        .sum();
+    let what = format!("a training pack of {images} images at {side}x{side}");
+    crate::util::fs::ensure_room(dir, &what, pack_bytes(images, side).saturating_sub(freed))
+        .map_err(|why| Error::Invalid(format!("{why}; or put packs elsewhere with --cache DIR")))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     crate::util::fs::record_source(dir, root);
-    for name in ["index.json", "pixels.bin", "pixels.bin.tmp"] {
+    for name in ["index.json"].iter().chain(&rows) {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
             _ => {}
         }
     }
-    let what = format!("a training pack of {images} images at {side}x{side}");
-    crate::util::fs::ensure_room(dir, &what, pack_bytes(images, side))
-        .map_err(|why| Error::Invalid(format!("{why}; or put packs elsewhere with --cache DIR")))
+    Ok(())
 }
 
 /// Decodes every source into a new pack in `dir`; a failed build removes its partial rows.
@@ -503,6 +511,7 @@ mod tests {
             err.contains(&format!("images at {side}x{side} needs")) && err.ends_with("--cache DIR"),
             "{err}"
         );
+        assert!(!cache.exists(), "a refused pack left its folder");
     }
 
     #[test]
