@@ -208,7 +208,7 @@ fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         let recorded = recorded_source(&e.path());
         let same_file = recorded.as_ref() == Some(&source);
-        let orphan = crate::util::fs::orphaned(&e.path());
+        let orphan = recorded.as_deref().is_some_and(crate::util::fs::gone);
         let abandoned = name.starts_with('.') && !saver_alive(&name);
         let replaced = (name.starts_with(prefix) || same_file || orphan) && !name.starts_with('.');
         if (replaced && e.path() != keep) || abandoned {

@@ -83,28 +83,26 @@ pub fn recorded_source(dir: &Path) -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
-/// Whether the cache entry `dir` records an absolute source path that no longer exists.
-pub fn orphaned(dir: &Path) -> bool {
-    recorded_source(dir).is_some_and(|s| s.is_absolute() && !s.exists())
+/// Whether a recorded source is gone: an absolute path (as `record_source` writes) that no
+/// longer exists, so the entry made from it is an orphan.
+pub fn gone(source: &Path) -> bool {
+    source.is_absolute() && !source.exists()
 }
 
 /// Removes the entries in `root` (other than `keep`, and only folders whose name `is_entry`
-/// accepts: `root` may be a folder the user shares) whose recorded source no longer exists: a
-/// deleted model's or dataset's cache would otherwise stay on disk for good. Returns how many.
-pub fn prune_orphans(root: &Path, keep: &Path, is_entry: &dyn Fn(&str) -> bool) -> usize {
+/// accepts: `root` may be a folder the user shares) whose recorded source is `gone`: a deleted
+/// model's or dataset's cache would otherwise stay on disk for good.
+pub fn prune_orphans(root: &Path, keep: &Path, is_entry: &dyn Fn(&str) -> bool) {
     let Ok(dir) = std::fs::read_dir(root) else {
-        return 0;
+        return;
     };
-    let orphans: Vec<PathBuf> = dir
-        .flatten()
-        .filter(|e| is_entry(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .filter(|p| p != keep && orphaned(p))
-        .collect();
-    orphans
-        .iter()
-        .filter(|p| std::fs::remove_dir_all(p).is_ok())
-        .count()
+    for e in dir.flatten() {
+        let path = e.path();
+        let orphan = recorded_source(&path).is_some_and(|s| gone(&s));
+        if is_entry(&e.file_name().to_string_lossy()) && path != keep && orphan {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// Space left free for everything else when fc7 writes something large.

@@ -297,13 +297,9 @@ fn build(
 ) -> Result<()> {
     prepare(dir, root, entries.len(), side)?;
     let tmp = dir.join("pixels.bin.tmp");
-    let moments = match write_rows(&tmp, root, &mut entries, side, progress) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    let moments = write_rows(&tmp, root, &mut entries, side, progress).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     let pixels = dir.join("pixels.bin");
     std::fs::rename(&tmp, &pixels).map_err(|e| Error::io(&pixels, e))?;
     crate::util::fs::atomic_write(&dir.join("moments.bin"), &moments)?;

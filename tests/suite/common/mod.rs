@@ -28,7 +28,9 @@ pub fn scratch() -> &'static Path {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("suite");
         for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name.strip_prefix("run-").unwrap_or("self");
+            let Some(pid) = name.strip_prefix("run-") else {
+                continue;
+            };
             if !Path::new("/proc").join(pid).exists() {
                 let _ = std::fs::remove_dir_all(e.path());
             }
