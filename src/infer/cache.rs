@@ -71,8 +71,10 @@ fn load(builder: SessionBuilder, entry: &Path) -> std::result::Result<Session, S
 pub type Commit<'a> = &'a dyn Fn(SessionBuilder) -> Result<Session>;
 
 /// Optimises `model`, saving the result in a fresh folder that becomes `entry` when complete.
+/// A save that fails (a full disk, a file-size limit: ONNX Runtime then fails the whole
+/// session) costs only the cache: the session is made again without saving.
 fn save(
-    builder: SessionBuilder,
+    builder: &dyn Fn() -> Result<SessionBuilder>,
     model: &Path,
     commit: Commit,
     entry: &Path,
@@ -87,11 +89,11 @@ fn save(
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     if let Err(e) = std::fs::create_dir_all(&tmp) {
-        let s = commit(builder)?;
+        let s = commit(builder()?)?;
         return Ok((s, Prepared::Uncached(format!("{}: {e}", tmp.display()))));
     }
     let rt = |e: ort::Error| runtime_error(model, e);
-    let b = builder
+    let b = builder()?
         .with_optimized_model_path(tmp.join(GRAPH))
         .map_err(|e| rt(e.into()))?
         .with_config_entry(
@@ -104,7 +106,17 @@ fn save(
             "1024",
         )
         .map_err(|e| rt(e.into()))?;
-    let session = commit(b)?;
+    let session = match commit(b) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            let s = commit(builder()?)?;
+            return Ok((
+                s,
+                Prepared::Uncached(format!("saving the optimised graph: {e}")),
+            ));
+        }
+    };
     record_source(&tmp, model);
     let done = tmp.join(GRAPH).is_file() && std::fs::rename(&tmp, entry).is_ok();
     if !done {
@@ -158,7 +170,7 @@ pub fn session(
     }
     prune(root, model, sha256, &entry);
     evict(root, KEEP - 1);
-    save(builder()?, model, commit, &entry)
+    save(builder, model, commit, &entry)
 }
 
 /// Entries kept at most (~220 MB each for the paper network): a sweep of models kept on disk

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    error_lines, fc7, json, mixed_folder, model, plain_folder, run_ok, run_on_a_small_disk, s,
+    error_lines, fc7, json, mixed_folder, model, plain_folder, run_ok, run_on_a_small_disk_with, s,
     temp_leftovers,
 };
 use serde_json::Value;
@@ -461,13 +461,28 @@ fn a_full_disk_stops_indexing_in_one_line_and_the_next_run_completes() {
     let d = tempfile::tempdir().unwrap();
     let (root, idx) = (d.path().join("photos"), d.path().join("idx"));
     plain_folder(&root, 60);
-    // Files of at most 300 KiB: room for the first batches' 8 KiB vectors, not for all 60.
+    // Files of at most 300 KiB: room for the first batches' 8 KiB vectors, not for all 60,
+    // nor for the 200 MB optimised graph, which an empty graph cache makes it try to save first
+    // (a failed save must cost only the cache).
     let args = ["index", s(&root), "--index", s(&idx), "--model", s(model())];
-    let out = run_on_a_small_disk(300, &[&args[..], &["--batch", "8", "--quiet"]].concat());
+    let (cache, ort) = (
+        d.path().join("cache"),
+        fc7::infer::runtime::cached_library(false),
+    );
+    let env = [
+        ("FC7_CACHE", cache.as_os_str()),
+        ("ORT_DYLIB_PATH", ort.as_os_str()),
+    ];
+    let small = [&args[..], &["--batch", "8", "--quiet"]].concat();
+    let out = run_on_a_small_disk_with(300, &small, &env);
     assert_eq!(out.status.code(), Some(1));
     let errors = error_lines(&out);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains(s(&idx)), "names the index: {errors:?}");
+    let saved: Vec<_> = std::fs::read_dir(cache.join("optimized"))
+        .unwrap()
+        .collect();
+    assert!(saved.is_empty(), "the failed save left {saved:?}");
     let partial = indexed_count(&idx);
     assert!(partial < 60, "stopped early ({partial})");
     assert!(temp_leftovers(&idx).is_empty());

@@ -371,6 +371,15 @@ pub fn plain_folder(root: &Path, n: u32) {
 /// Runs fc7 with `args` under a file-size limit of `kib` KiB, as a full disk would stop it:
 /// a write past the limit fails with EFBIG (SIGXFSZ is ignored, as a full disk sends none).
 pub fn run_on_a_small_disk(kib: u64, args: &[&str]) -> Output {
+    run_on_a_small_disk_with(kib, args, &[])
+}
+
+/// `run_on_a_small_disk` with more environment variables.
+pub fn run_on_a_small_disk_with(
+    kib: u64,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Output {
     Command::new("bash")
         .args([
             "-c",
@@ -382,6 +391,7 @@ pub fn run_on_a_small_disk(kib: u64, args: &[&str]) -> Output {
         .args(args)
         .env("FC7_PACKS", pack_cache())
         .env("FC7_HOME", test_home())
+        .envs(env.iter().copied())
         .output()
         .expect("run fc7 under ulimit -f")
 }
