@@ -124,7 +124,26 @@ pub fn sparse(i: usize, o: usize, n: usize, iters: usize, percent: usize) {
     };
     let store = store_rows(i);
     let rows = blocks::block_rows();
+    let mut xs = random(n * i, 4);
+    for (j, v) in xs.iter_mut().enumerate() {
+        if ((j as u64 ^ 7).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) & 0xffff >= keep {
+            *v = 0.0;
+        }
+    }
+    let mut y = vec![0.0; n * o];
     for _ in 0..2 {
+        let (a, b) = (Mat::new(&xs, n, i), Mat::t(&w, o, i));
+        time("forward dense", &mut || {
+            sgemm::fastest_product(a, b, &mut y, true)
+        });
+        let dense = digest(&y);
+        time("forward skipping", &mut || {
+            sgemm::sparse::product(path, a, b, &mut y)
+        });
+        println!(
+            "  forward bits: dense {dense:016x}, skipping {:016x}",
+            digest(&y)
+        );
         let (a, b) = (Mat::new(&dy, n, o), Mat::new(&w, o, i));
         time("dx dense", &mut || {
             sgemm::fastest_product(a, b, &mut dx, true)

@@ -1,14 +1,15 @@
 //! Products whose left operand is mostly zeros, with the zeros skipped: the fully connected
-//! layers' gradients in training. ReLU and dropout leave 17–19% of fc7's output gradient
-//! nonzero through the demo's training (and 25% of fc6's), so the input gradient dx = dy·w and
-//! the weight gradient dw = dyᵀ·x need a fifth of the dense products' multiply-adds.
+//! layers in training. ReLU and dropout leave 17–19% of fc7's output gradient nonzero through
+//! the demo's training and 24–25% of its input (fc6's output), so the input gradient dx = dy·w,
+//! the weight gradient dw = dyᵀ·x and the forward y = x·wᵀ need a fifth to a quarter of the
+//! dense products' multiply-adds.
 //!
 //! Each element is still its products summed in k order by fused multiply-adds from zero, the
 //! nonzero ones only: the dense chain's bits (`sgemm::product`, `blocks`), because a product
 //! with a zero factor adds ±0 to an accumulator that started at +0 and so leaves it as it was
 //! (b finite; a NaN or an infinity in b would have spread through the dense chain and is
-//! dropped here, when it meets a zero). The layout suits these products: b's rows are
-//! contiguous (w for dx, x for dw), each nonzero of a's row scales one of them.
+//! dropped here, when it meets a zero). Each nonzero of a's row scales one row of b: b's rows are
+//! contiguous for dx and dw (w, x) and are gathered from wᵀ's columns for the forward.
 
 use rayon::prelude::*;
 
@@ -26,10 +27,15 @@ pub const SPARSE_BELOW: f64 = 0.4;
 /// (4 of AVX-512; 128 columns there ran dx in 10.6 ms against 13.1, but AVX-512 keeps gemm's
 /// dense dx, and dW did not gain).
 const W: usize = 64;
-/// Rows of b per slab in `product`: 1,024 × 256 bytes = 256 KB, half the second-level cache of
-/// a Zen 3. On the Zen 5 measured (1 MB) whole 4,096-row slabs ran as fast; 128- and 256-row
-/// ones were slower (their chains are short).
-const KB: usize = 1024;
+/// Columns of c below which `product` leaves a thread idle (it splits c into `W`-column
+/// blocks): narrower layers (fc8's 10 outputs) keep their dense product.
+pub const WIDE: usize = 4 * W;
+/// Rows of b per slab in `product`: 256 × 256 bytes = 64 KB, an eighth of a Zen 3's
+/// second-level cache. `fc7bench sparse-products 4096 4096 128 10 P` held to AVX2 on a Zen 5,
+/// dy 18% / 25% nonzero: dx 10.3–11.3 / 13.4 ms against 11.6–11.9 / 14.2–14.5 with 1,024-row
+/// slabs, the forward about the same (9.9–10.5 / 11.7–12.1 against 10.9–11.0 / 12.0–12.2);
+/// 64-row slabs were slower (6.3 ms at 0% nonzero against 4.0).
+const KB: usize = 256;
 
 /// The fraction of a's entries that are not zero.
 pub fn density(a: &[f32]) -> f64 {
@@ -83,13 +89,12 @@ impl Nonzeros {
     }
 }
 
-/// c [m × n] = a · b with a's zeros skipped; b's rows must be contiguous. Parallel over blocks
-/// of `W` columns; each block's `KB` rows of b at a time are copied out (`slab`) and met by
-/// every row of a, whose chains carry on across them in c.
+/// c [m × n] = a · b with a's zeros skipped; b stored either way. Parallel over blocks of `W`
+/// columns; each block's `KB` rows of b at a time are copied out (`slab_into`) and met by every
+/// row of a, whose chains carry on across them in a buffer of the block's columns.
 pub fn product(path: Path, a: Mat, b: Mat, c: &mut [f32]) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     assert_eq!(k, b.rows());
-    assert_eq!(b.strides().1, 1, "b's rows are contiguous");
     assert!(c.len() >= m * n);
     let nz = Nonzeros::of(a, 0..m);
     // Where each row's nonzeros cross into each slab's rows: [m][slabs + 1], the same for
@@ -103,19 +108,138 @@ pub fn product(path: Path, a: Mat, b: Mat, c: &mut [f32]) {
         .collect();
     let out = Out(c.as_mut_ptr());
     (0..n).into_par_iter().step_by(W).for_each(|c0| {
+        // This block's columns of c, rows W apart: c's own rows are 16 KB apart in fc7's
+        // layers and would share a handful of cache sets.
+        let mut acc = vec![0.0f32; m * W];
+        let mut buf = Vec::new();
         for (s, k0) in (0..k).step_by(KB).enumerate() {
-            let slab = slab(b, c0, k0..k.min(k0 + KB));
+            slab_into(&mut buf, b, c0, k0..k.min(k0 + KB));
             for r in 0..m {
                 let (ps, vs) = nz.row(r);
                 let span = bounds[r * (slabs + 1) + s]..bounds[r * (slabs + 1) + s + 1];
                 let row = (&ps[span.clone()], &vs[span]);
-                // SAFETY: row r's columns c0..c0 + W (or to n) of c, written by this task
-                // alone; the path is one this CPU runs.
-                let at = unsafe { out.at(r * n + c0) };
-                unsafe { row_block(path, row, (&slab, k0), (at, n - c0), k0 == 0) };
+                let at = acc[r * W..].as_mut_ptr();
+                // SAFETY: W floats of this task's own buffer; the path is one this CPU runs.
+                unsafe { row_block(path, row, (&buf, k0), (at, W), k0 == 0) };
             }
         }
+        let cols = W.min(n - c0);
+        for (r, row) in acc.chunks_exact(W).enumerate() {
+            // SAFETY: row r's columns c0..c0 + cols of c, written by this task alone.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.at(r * n + c0), cols) };
+        }
     });
+}
+
+/// Rows `rows` and columns c0..c0 + W of b (fewer at the right edge, zero-padded to W) as
+/// [rows][W], into `v`: b's rows are 16 KB apart in fc7's layers, so read in place they would
+/// share a handful of cache sets. b may be stored either way: rows contiguous (copied) or
+/// columns contiguous (the forward's wᵀ: transposed on the way).
+fn slab_into(v: &mut Vec<f32>, b: Mat, c0: usize, rows: std::ops::Range<usize>) {
+    let (n, (rs, cs)) = (b.cols(), b.strides());
+    let cols = W.min(n - c0);
+    v.clear();
+    v.resize(rows.len() * W, 0.0);
+    if cs == 1 {
+        let ld = rs as usize;
+        for (p, dst) in rows.zip(v.chunks_exact_mut(W)) {
+            dst[..cols].copy_from_slice(&b.data()[p * ld + c0..][..cols]);
+        }
+    } else {
+        transpose_into(v, b, c0, cols, rows);
+    }
+}
+
+/// The strided case of `slab_into`: b [k, n] stored as bᵀ (its columns contiguous), so
+/// v[q][j] = b[k0 + q][c0 + j] gathers across columns; whole 8 × 8 blocks through registers
+/// with AVX2 (`transpose_blocks`), the ragged edges one by one.
+fn transpose_into(v: &mut [f32], b: Mat, c0: usize, cols: usize, rows: std::ops::Range<usize>) {
+    let (ld, k0, len) = (b.strides().1 as usize, rows.start, rows.len());
+    let at = c0 * ld + k0;
+    let (j8, q8) = transpose_blocks(v, &b.data()[at..], ld, (cols, len));
+    for j in 0..cols {
+        let from = if j < j8 { q8 } else { 0 };
+        for q in from..len {
+            v[q * W + j] = b.data()[at + j * ld + q];
+        }
+    }
+}
+
+/// v[q][j] = src[j·ld + q] for j < j8 and q < q8, the largest multiples of 8 within
+/// (cols, len), when the CPU has AVX2; returns (j8, q8), (0, 0) where nothing was done.
+#[cfg(target_arch = "x86_64")]
+fn transpose_blocks(
+    v: &mut [f32],
+    src: &[f32],
+    ld: usize,
+    (cols, len): (usize, usize),
+) -> (usize, usize) {
+    if !isa::avx2() {
+        return (0, 0);
+    }
+    let (j8, q8) = (cols / 8 * 8, len / 8 * 8);
+    if j8 == 0 || q8 == 0 {
+        return (0, 0);
+    }
+    assert!((j8 - 1) * ld + q8 <= src.len() && (q8 - 1) * W + j8 <= v.len());
+    for j in (0..j8).step_by(8) {
+        for q in (0..q8).step_by(8) {
+            // SAFETY: both 8 × 8 blocks lie inside the slices (asserted for the last ones);
+            // the CPU has AVX2.
+            unsafe { transpose8(src[j * ld + q..].as_ptr(), ld, v[q * W + j..].as_mut_ptr()) };
+        }
+    }
+    (j8, q8)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn transpose_blocks(_: &mut [f32], _: &[f32], _: usize, _: (usize, usize)) -> (usize, usize) {
+    (0, 0)
+}
+
+/// dst[r][c] = src[c][r] for an 8 × 8 block: src's rows `ld` floats apart, dst's `W`.
+///
+/// # Safety
+/// Both blocks must be in bounds; the CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8(src: *const f32, ld: usize, dst: *mut f32) {
+    use std::arch::x86_64::*;
+    let mut r = [_mm256_setzero_ps(); 8];
+    for (i, v) in r.iter_mut().enumerate() {
+        *v = _mm256_loadu_ps(src.add(i * ld));
+    }
+    // Closures would not inherit this function's target features: written out.
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let s = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    for i in 0..4 {
+        _mm256_storeu_ps(
+            dst.add(i * W),
+            _mm256_permute2f128_ps::<0x20>(s[i], s[i + 4]),
+        );
+        _mm256_storeu_ps(
+            dst.add((i + 4) * W),
+            _mm256_permute2f128_ps::<0x31>(s[i], s[i + 4]),
+        );
+    }
 }
 
 /// a · b a block of `block_rows` rows at a time, a's zeros skipped, handed on as
@@ -134,7 +258,11 @@ pub fn blocks<T: Send>(
     assert_eq!(states.len(), m.div_ceil(block_rows), "one state per block");
     let slabs: Vec<Vec<f32>> = (0..n)
         .step_by(W)
-        .map(|c0| slab(b, c0, 0..b.rows()))
+        .map(|c0| {
+            let mut v = Vec::new();
+            slab_into(&mut v, b, c0, 0..b.rows());
+            v
+        })
         .collect();
     let stride = padded(n);
     states.enumerate().for_each(|(blk, state)| {
@@ -153,19 +281,6 @@ pub fn blocks<T: Send>(
         f(state, &c, stride);
         BLOCK.set(c);
     });
-}
-
-/// Rows `rows` and columns c0..c0 + W of b (fewer at the right edge, zero-padded to W) as
-/// [rows][W]: b's rows are 16 KB apart in fc7's layers, so read in place they would share a
-/// handful of cache sets.
-fn slab(b: Mat, c0: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
-    let (n, ld) = (b.cols(), b.strides().0 as usize);
-    let cols = W.min(n - c0);
-    let mut v = vec![0.0; rows.len() * W];
-    for (p, dst) in rows.zip(v.chunks_exact_mut(W)) {
-        dst[..cols].copy_from_slice(&b.data()[p * ld + c0..][..cols]);
-    }
-    v
 }
 
 /// out[..min(W, cols)] = Σ over the row's nonzeros (p, v) of v · slab[p − k0], in p order,
@@ -241,22 +356,35 @@ mod tests {
         v
     }
 
-    /// The definition's bits on every path this CPU runs: columns off the accumulator width,
-    /// k across one, two and three slabs, an all-zero row, dense and sparse rows.
+    /// The definition's bits on every path this CPU runs, with b stored both ways (rows
+    /// contiguous as w for dx, columns contiguous as the forward's wᵀ): columns off the
+    /// accumulator width and off the 8 × 8 transposes, k across one, two and three slabs and off
+    /// a multiple of 8, an all-zero row, dense and sparse rows.
     #[test]
     fn skipping_zeros_gives_the_dense_chains_bits() {
         for (m, n, k, percent) in [
             (7, 33, 5, 50),
             (5, 2 * W + 3, 2 * KB + 17, 20),
+            (4, W + 8, 2 * KB, 30),
             (3, W, 9, 100),
         ] {
             let (a, b) = (sparse_random(m * k, k, percent, 1), random(k * n, 2));
-            let (a, b) = (Mat::new(&a, m, k), Mat::new(&b, k, n));
+            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+            let a = Mat::new(&a, m, k);
+            let (b, bt) = (Mat::new(&b, k, n), Mat::t(&bt, n, k));
             let want = bits(&chain(a, b));
-            for path in isa::runnable() {
+            for (path, b) in isa::runnable().into_iter().flat_map(|p| [(p, b), (p, bt)]) {
                 let mut c = vec![f32::NAN; m * n];
                 product(path, a, b, &mut c);
-                assert!(bits(&c) == want, "{path:?} {m}×{n}, k = {k}");
+                let how = if b.strides().1 == 1 {
+                    "rows"
+                } else {
+                    "columns"
+                };
+                assert!(
+                    bits(&c) == want,
+                    "{path:?} {m}×{n}, k = {k}, b's {how} contiguous"
+                );
             }
         }
     }

@@ -10,10 +10,19 @@ use crate::util::matmul::Mat;
 use crate::util::sgemm::blocks::{block_rows, fastest_blocks};
 use crate::util::sgemm::{fastest_product, sparse};
 
+/// y [n, o] = x [n, i] · wᵀ + b. With AVX2 only, where x is sparse enough (after ReLU and
+/// dropout fc7's input is a quarter nonzero) and y wide enough to split between threads, x's
+/// zeros are skipped: the same bits as fc7's dense kernel, 11.7–12.1 against 19.1–19.2 ms for
+/// fc7's layer at batch 128 with x 25% nonzero (`fc7bench sparse-products`). With AVX-512 gemm's
+/// product stays, keeping the bits those machines trained with before.
 pub fn linear_forward(x: &[f32], n: usize, w: &[f32], b: &[f32], o: usize) -> Vec<f32> {
     let i = w.len() / o;
     let mut y = vec![0.0; n * o];
-    fastest_product(Mat::new(x, n, i), Mat::t(w, o, i), &mut y, true);
+    let (a, wt) = (Mat::new(x, n, i), Mat::t(w, o, i));
+    match sparse::pays(x).filter(|p| *p == Path::Avx2 && o >= sparse::WIDE) {
+        Some(path) => sparse::product(path, a, wt, &mut y),
+        None => fastest_product(a, wt, &mut y, true),
+    }
     y.par_chunks_mut(o)
         .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
     y
@@ -166,6 +175,33 @@ mod tests {
                 dot(&linear_forward(&x, n, &w, b, o), &r)
             });
         }
+    }
+
+    /// fc7's input is a quarter nonzero after ReLU and dropout: the forward gives the bits of
+    /// this CPU's dense product plus the bias, whether it skips the zeros (AVX2 only, a layer at
+    /// least `sparse::WIDE` wide) or not.
+    #[test]
+    fn the_forward_of_a_sparse_input_has_the_dense_bits() {
+        let (n, i, o) = (6, 300, sparse::WIDE + 5);
+        let mut x = rand_vec(n * i, 7);
+        // A quarter of each row kept, at places that differ from row to row.
+        x.iter_mut()
+            .enumerate()
+            .filter(|(j, _)| (j * 7 + j / i) % 4 != 0)
+            .for_each(|(_, v)| *v = 0.0);
+        let (w, b) = (rand_vec(o * i, 8), rand_vec(o, 9));
+        let mut want = vec![0.0; n * o];
+        fastest_product(Mat::new(&x, n, i), Mat::t(&w, o, i), &mut want, true);
+        for (j, v) in want.iter_mut().enumerate() {
+            *v += b[j % o];
+        }
+        let y = linear_forward(&x, n, &w, &b, o);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            sparse::pays(&x).is_some(),
+            crate::util::isa::fastest() != Path::Base
+        );
+        assert!(bits(&y) == bits(&want), "the forward's bits");
     }
 
     #[test]
