@@ -25,7 +25,9 @@ stage() {
 stage setup "build tools, ONNX Runtime, crates (downloads)"
 scripts/setup/build.sh
 scripts/setup/ort.sh
-cargo fetch -q
+# Only this machine's crates: without --target cargo fetch also takes every other platform's
+# (Windows import libraries among them), 57 MB to download and 567 MB unpacked instead of 29 and 191.
+cargo fetch -q --target "$(rustc -vV | sed -n 's/^host: //p')"
 stage build "fc7, release"
 cargo build --release --bins
 fc7=target/release/fc7
