@@ -13,10 +13,13 @@
 
 use rayon::prelude::*;
 
+mod slab;
+
 use super::blocks::BLOCK;
 use super::Out;
 use crate::util::isa::{self, Path};
 use crate::util::matmul::{padded, Mat};
+use slab::slab_into;
 
 /// Fraction of nonzeros in a below which skipping pays. `fc7bench sparse-products 4096 4096
 /// 128 10 P` held to AVX2 (Zen 5): at 30% nonzero both skipping products still won (dx 18.6
@@ -59,24 +62,64 @@ pub(crate) struct Nonzeros {
 }
 
 impl Nonzeros {
-    /// Rows `rows` of `a`, read along whichever dimension is contiguous.
+    /// Rows `rows` of `a`, read in the order they are stored: along a's rows, or, where a is
+    /// stored transposed (the weight gradient's dyᵀ, whose rows are 16 KB apart in fc7's
+    /// layers), across them, each nonzero placed in its row by a counting pass first.
     pub(crate) fn of(a: Mat, rows: std::ops::Range<usize>) -> Nonzeros {
+        let (rs, cs) = a.strides();
+        let (rs, cs, k) = (rs as usize, cs as usize, a.cols());
+        if cs != 1 && rs == 1 {
+            return Nonzeros::across(a.data(), cs, k, rows);
+        }
         let mut nz = Nonzeros {
             starts: vec![0],
             cols: Vec::new(),
             vals: Vec::new(),
         };
-        let (rs, cs) = a.strides();
-        let (rs, cs, k) = (rs as usize, cs as usize, a.cols());
         for r in rows {
-            let row = a.data()[r * rs..].iter().step_by(cs).take(k);
-            for (p, &v) in row.enumerate().filter(|(_, v)| **v != 0.0) {
+            let mut push = |(p, &v): (usize, &f32)| {
                 nz.cols.push(p as u32);
                 nz.vals.push(v);
+            };
+            if cs == 1 {
+                let row = &a.data()[r * rs..][..k];
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v != 0.0)
+                    .for_each(&mut push);
+            } else {
+                let row = a.data()[r * rs..].iter().step_by(cs).take(k);
+                row.enumerate()
+                    .filter(|(_, v)| **v != 0.0)
+                    .for_each(&mut push);
             }
             nz.starts.push(nz.cols.len());
         }
         nz
+    }
+
+    /// `of` for a stored transposed: a[r][p] = data[p·ld + r], read storage row by storage row.
+    fn across(data: &[f32], ld: usize, k: usize, rows: std::ops::Range<usize>) -> Nonzeros {
+        let m = rows.len();
+        let stored = |p: usize| &data[p * ld + rows.start..][..m];
+        let mut starts = vec![0usize; m + 1];
+        for p in 0..k {
+            for (r, v) in stored(p).iter().enumerate() {
+                starts[r + 1] += usize::from(*v != 0.0);
+            }
+        }
+        for r in 0..m {
+            starts[r + 1] += starts[r];
+        }
+        let (mut next, nnz) = (starts.clone(), starts[m]);
+        let (mut cols, mut vals) = (vec![0u32; nnz], vec![0.0f32; nnz]);
+        for p in 0..k {
+            for (r, &v) in stored(p).iter().enumerate().filter(|(_, v)| **v != 0.0) {
+                (cols[next[r]], vals[next[r]]) = (p as u32, v);
+                next[r] += 1;
+            }
+        }
+        Nonzeros { starts, cols, vals }
     }
 
     fn row(&self, r: usize) -> (&[u32], &[f32]) {
@@ -129,117 +172,6 @@ pub fn product(path: Path, a: Mat, b: Mat, c: &mut [f32]) {
             unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.at(r * n + c0), cols) };
         }
     });
-}
-
-/// Rows `rows` and columns c0..c0 + W of b (fewer at the right edge, zero-padded to W) as
-/// [rows][W], into `v`: b's rows are 16 KB apart in fc7's layers, so read in place they would
-/// share a handful of cache sets. b may be stored either way: rows contiguous (copied) or
-/// columns contiguous (the forward's wᵀ: transposed on the way).
-fn slab_into(v: &mut Vec<f32>, b: Mat, c0: usize, rows: std::ops::Range<usize>) {
-    let (n, (rs, cs)) = (b.cols(), b.strides());
-    let cols = W.min(n - c0);
-    v.clear();
-    v.resize(rows.len() * W, 0.0);
-    if cs == 1 {
-        let ld = rs as usize;
-        for (p, dst) in rows.zip(v.chunks_exact_mut(W)) {
-            dst[..cols].copy_from_slice(&b.data()[p * ld + c0..][..cols]);
-        }
-    } else {
-        transpose_into(v, b, c0, cols, rows);
-    }
-}
-
-/// The strided case of `slab_into`: b [k, n] stored as bᵀ (its columns contiguous), so
-/// v[q][j] = b[k0 + q][c0 + j] gathers across columns; whole 8 × 8 blocks through registers
-/// with AVX2 (`transpose_blocks`), the ragged edges one by one.
-fn transpose_into(v: &mut [f32], b: Mat, c0: usize, cols: usize, rows: std::ops::Range<usize>) {
-    let (ld, k0, len) = (b.strides().1 as usize, rows.start, rows.len());
-    let at = c0 * ld + k0;
-    let (j8, q8) = transpose_blocks(v, &b.data()[at..], ld, (cols, len));
-    for j in 0..cols {
-        let from = if j < j8 { q8 } else { 0 };
-        for q in from..len {
-            v[q * W + j] = b.data()[at + j * ld + q];
-        }
-    }
-}
-
-/// v[q][j] = src[j·ld + q] for j < j8 and q < q8, the largest multiples of 8 within
-/// (cols, len), when the CPU has AVX2; returns (j8, q8), (0, 0) where nothing was done.
-#[cfg(target_arch = "x86_64")]
-fn transpose_blocks(
-    v: &mut [f32],
-    src: &[f32],
-    ld: usize,
-    (cols, len): (usize, usize),
-) -> (usize, usize) {
-    if !isa::avx2() {
-        return (0, 0);
-    }
-    let (j8, q8) = (cols / 8 * 8, len / 8 * 8);
-    if j8 == 0 || q8 == 0 {
-        return (0, 0);
-    }
-    assert!((j8 - 1) * ld + q8 <= src.len() && (q8 - 1) * W + j8 <= v.len());
-    for j in (0..j8).step_by(8) {
-        for q in (0..q8).step_by(8) {
-            // SAFETY: both 8 × 8 blocks lie inside the slices (asserted for the last ones);
-            // the CPU has AVX2.
-            unsafe { transpose8(src[j * ld + q..].as_ptr(), ld, v[q * W + j..].as_mut_ptr()) };
-        }
-    }
-    (j8, q8)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn transpose_blocks(_: &mut [f32], _: &[f32], _: usize, _: (usize, usize)) -> (usize, usize) {
-    (0, 0)
-}
-
-/// dst[r][c] = src[c][r] for an 8 × 8 block: src's rows `ld` floats apart, dst's `W`.
-///
-/// # Safety
-/// Both blocks must be in bounds; the CPU must have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn transpose8(src: *const f32, ld: usize, dst: *mut f32) {
-    use std::arch::x86_64::*;
-    let mut r = [_mm256_setzero_ps(); 8];
-    for (i, v) in r.iter_mut().enumerate() {
-        *v = _mm256_loadu_ps(src.add(i * ld));
-    }
-    // Closures would not inherit this function's target features: written out.
-    let t = [
-        _mm256_unpacklo_ps(r[0], r[1]),
-        _mm256_unpackhi_ps(r[0], r[1]),
-        _mm256_unpacklo_ps(r[2], r[3]),
-        _mm256_unpackhi_ps(r[2], r[3]),
-        _mm256_unpacklo_ps(r[4], r[5]),
-        _mm256_unpackhi_ps(r[4], r[5]),
-        _mm256_unpacklo_ps(r[6], r[7]),
-        _mm256_unpackhi_ps(r[6], r[7]),
-    ];
-    let s = [
-        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-    ];
-    for i in 0..4 {
-        _mm256_storeu_ps(
-            dst.add(i * W),
-            _mm256_permute2f128_ps::<0x20>(s[i], s[i + 4]),
-        );
-        _mm256_storeu_ps(
-            dst.add((i + 4) * W),
-            _mm256_permute2f128_ps::<0x31>(s[i], s[i + 4]),
-        );
-    }
 }
 
 /// a · b a block of `block_rows` rows at a time, a's zeros skipped, handed on as
