@@ -5,21 +5,25 @@
 use rayon::prelude::*;
 
 use crate::train::engine::Sgd;
-use crate::util::isa::Path;
+use crate::util::isa::{self, Path};
 use crate::util::matmul::Mat;
 use crate::util::sgemm::blocks::{block_rows, fastest_blocks};
 use crate::util::sgemm::{fastest_product, sparse};
 
 /// y [n, o] = x [n, i] · wᵀ + b. With AVX2 only, where x is sparse enough (after ReLU and
 /// dropout fc7's input is a quarter nonzero) and y wide enough to split between threads, x's
-/// zeros are skipped: the same bits as fc7's dense kernel, 11.7–12.1 against 19.1–19.2 ms for
+/// zeros are skipped: the same bits as fc7's dense kernel, 10.0–11.2 against 19.0–19.4 ms for
 /// fc7's layer at batch 128 with x 25% nonzero (`fc7bench sparse-products`). With AVX-512 gemm's
 /// product stays, keeping the bits those machines trained with before.
 pub fn linear_forward(x: &[f32], n: usize, w: &[f32], b: &[f32], o: usize) -> Vec<f32> {
     let i = w.len() / o;
     let mut y = vec![0.0; n * o];
     let (a, wt) = (Mat::new(x, n, i), Mat::t(w, o, i));
-    match sparse::pays(x).filter(|p| *p == Path::Avx2 && o >= sparse::WIDE) {
+    let avx2_only = isa::fastest() == Path::Avx2;
+    match (avx2_only && o >= sparse::WIDE)
+        .then(|| sparse::pays(x))
+        .flatten()
+    {
         Some(path) => sparse::product(path, a, wt, &mut y),
         None => fastest_product(a, wt, &mut y, true),
     }
