@@ -100,13 +100,7 @@ pub fn products(i: usize, o: usize, n: usize, iters: usize) {
 /// two must agree).
 pub fn sparse(i: usize, o: usize, n: usize, iters: usize, percent: usize) {
     let (x, w) = (random(n * i, 1), random(o * i, 2));
-    let mut dy = random(n * o, 3);
-    let keep = percent as u64 * 65_536 / 100;
-    for (j, v) in dy.iter_mut().enumerate() {
-        if ((j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) & 0xffff >= keep {
-            *v = 0.0;
-        }
-    }
+    let dy = with_zeros(random(n * o, 3), percent, 0);
     let (mut dx, mut dw) = (vec![0.0; n * i], vec![0.0; o * i]);
     let flops = 2.0 * (n * i * o) as f64;
     let path = fc7::util::isa::fastest();
@@ -124,38 +118,25 @@ pub fn sparse(i: usize, o: usize, n: usize, iters: usize, percent: usize) {
     };
     let store = store_rows(i);
     let rows = blocks::block_rows();
-    let mut xs = random(n * i, 4);
-    for (j, v) in xs.iter_mut().enumerate() {
-        if ((j as u64 ^ 7).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) & 0xffff >= keep {
-            *v = 0.0;
-        }
-    }
+    let xs = with_zeros(random(n * i, 4), percent, 7);
     let mut y = vec![0.0; n * o];
+    // The dense product and the one skipping a's zeros into `c`, timed, with both digests.
+    let products = |name: &str, (a, b): (Mat, Mat), c: &mut [f32]| {
+        time(&format!("{name} dense"), &mut || {
+            sgemm::fastest_product(a, b, c, true)
+        });
+        let dense = digest(c);
+        time(&format!("{name} skipping"), &mut || {
+            sgemm::sparse::product(path, a, b, c)
+        });
+        println!(
+            "  {name} bits: dense {dense:016x}, skipping {:016x}",
+            digest(c)
+        );
+    };
     for _ in 0..2 {
-        let (a, b) = (Mat::new(&xs, n, i), Mat::t(&w, o, i));
-        time("forward dense", &mut || {
-            sgemm::fastest_product(a, b, &mut y, true)
-        });
-        let dense = digest(&y);
-        time("forward skipping", &mut || {
-            sgemm::sparse::product(path, a, b, &mut y)
-        });
-        println!(
-            "  forward bits: dense {dense:016x}, skipping {:016x}",
-            digest(&y)
-        );
-        let (a, b) = (Mat::new(&dy, n, o), Mat::new(&w, o, i));
-        time("dx dense", &mut || {
-            sgemm::fastest_product(a, b, &mut dx, true)
-        });
-        let dense = digest(&dx);
-        time("dx skipping", &mut || {
-            sgemm::sparse::product(path, a, b, &mut dx)
-        });
-        println!(
-            "  dx bits: dense {dense:016x}, skipping {:016x}",
-            digest(&dx)
-        );
+        products("forward", (Mat::new(&xs, n, i), Mat::t(&w, o, i)), &mut y);
+        products("dx", (Mat::new(&dy, n, o), Mat::new(&w, o, i)), &mut dx);
         let (a, b) = (Mat::t(&dy, n, o), Mat::new(&x, n, i));
         time("dW dense", &mut || {
             blocks::fastest_blocks(a, b, dw.par_chunks_mut(rows * i), store)
@@ -170,6 +151,18 @@ pub fn sparse(i: usize, o: usize, n: usize, iters: usize, percent: usize) {
             digest(&dw)
         );
     }
+}
+
+/// `v` with all but `percent`% of its entries zeroed, at places a hash of their index and
+/// `salt` picks (as ReLU and dropout leave them).
+fn with_zeros(mut v: Vec<f32>, percent: usize, salt: u64) -> Vec<f32> {
+    let keep = percent as u64 * 65_536 / 100;
+    for (j, x) in v.iter_mut().enumerate() {
+        if ((j as u64 ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) & 0xffff >= keep {
+            *x = 0.0;
+        }
+    }
+    v
 }
 
 /// Milliseconds a call of `f` takes over `iters` calls, after `warm` uncounted ones.

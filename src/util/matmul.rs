@@ -250,6 +250,11 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The storage of b [k × n]'s transpose, so that `Mat::t(&it, n, k)` reads b.
+    pub(crate) fn stored_transposed(b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        (0..n * k).map(|q| b[(q % k) * n + q / k]).collect()
+    }
+
     fn naive(a: Mat, b: Mat) -> Vec<f64> {
         let at = |m: &Mat, r: usize, c: usize| m.get(r, c) as f64;
         let mut out = vec![0.0; a.rows * b.cols];

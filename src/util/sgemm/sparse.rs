@@ -64,12 +64,13 @@ pub(crate) struct Nonzeros {
 impl Nonzeros {
     /// Rows `rows` of `a`, read in the order they are stored: along a's rows, or, where a is
     /// stored transposed (the weight gradient's dyᵀ, whose rows are 16 KB apart in fc7's
-    /// layers), across them, each nonzero placed in its row by a counting pass first.
+    /// layers), across them, each nonzero placed in its row by a counting pass first. A `Mat`
+    /// is row-major storage read as is or transposed, so one of its strides is 1.
     pub(crate) fn of(a: Mat, rows: std::ops::Range<usize>) -> Nonzeros {
         let (rs, cs) = a.strides();
-        let (rs, cs, k) = (rs as usize, cs as usize, a.cols());
-        if cs != 1 && rs == 1 {
-            return Nonzeros::across(a.data(), cs, k, rows);
+        let k = a.cols();
+        if cs != 1 {
+            return Nonzeros::across(a.data(), cs as usize, k, rows);
         }
         let mut nz = Nonzeros {
             starts: vec![0],
@@ -77,21 +78,10 @@ impl Nonzeros {
             vals: Vec::new(),
         };
         for r in rows {
-            let mut push = |(p, &v): (usize, &f32)| {
+            let row = &a.data()[r * rs as usize..][..k];
+            for (p, &v) in row.iter().enumerate().filter(|(_, v)| **v != 0.0) {
                 nz.cols.push(p as u32);
                 nz.vals.push(v);
-            };
-            if cs == 1 {
-                let row = &a.data()[r * rs..][..k];
-                row.iter()
-                    .enumerate()
-                    .filter(|(_, v)| **v != 0.0)
-                    .for_each(&mut push);
-            } else {
-                let row = a.data()[r * rs..].iter().step_by(cs).take(k);
-                row.enumerate()
-                    .filter(|(_, v)| **v != 0.0)
-                    .for_each(&mut push);
             }
             nz.starts.push(nz.cols.len());
         }
@@ -273,7 +263,7 @@ fn chain((cols, vals): (&[u32], &[f32]), (slab, k0): (&[f32], usize), acc: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util::matmul::tests::random;
+    use crate::util::matmul::tests::{random, stored_transposed};
     use crate::util::sgemm::tests::{bits, chain};
 
     /// `random` with all but `percent`% of its entries zeroed, and row 1 all zeros.
@@ -301,7 +291,7 @@ mod tests {
             (3, W, 9, 100),
         ] {
             let (a, b) = (sparse_random(m * k, k, percent, 1), random(k * n, 2));
-            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+            let bt = stored_transposed(&b, k, n);
             let a = Mat::new(&a, m, k);
             let (b, bt) = (Mat::new(&b, k, n), Mat::t(&bt, n, k));
             let want = bits(&chain(a, b));

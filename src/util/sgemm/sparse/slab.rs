@@ -122,7 +122,7 @@ unsafe fn transpose8(src: *const f32, ld: usize, dst: *mut f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util::matmul::tests::random;
+    use crate::util::matmul::tests::{random, stored_transposed};
 
     /// A slab is b's rows and W columns, zero-padded at the right edge, the same from b stored
     /// either way; a buffer reused from a slab before (here NaNs) leaves no trace. Sizes reach
@@ -131,7 +131,7 @@ mod tests {
     fn slabs_hold_bs_rows_and_columns_whichever_way_b_is_stored() {
         let (k, n) = (27, W + 11);
         let b = random(k * n, 5);
-        let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+        let bt = stored_transposed(&b, k, n);
         for (c0, rows) in [(0, 3..27), (W, 0..9), (8, 1..2)] {
             let cols = W.min(n - c0);
             let at = |p: usize, j: usize| if j < cols { b[p * n + c0 + j] } else { 0.0 };
