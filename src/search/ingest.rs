@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -258,23 +259,14 @@ pub fn run(
     let embedded = if work.is_empty() {
         0
     } else {
-        let mut embedder = Embedder::open(&model, &opts.embed)?;
-        for said in embedder.notes() {
-            progress.note(&said);
-        }
-        sum.provider = Some(embedder.provider.to_string());
-        let batch = opts.batch.unwrap_or_else(|| embedder.default_batch());
         progress.start(work.len() as u64);
-        pipeline(
-            store,
-            &mut embedder,
-            &work,
-            batch,
-            opts.max_pixels,
+        let run = Run {
+            opts,
+            manifest: &manifest,
             progress,
             stop,
-            &mut sum,
-        )?
+        };
+        pipeline(store, &model, &work, &run, &mut sum)?
     };
     sum.embed_seconds = embed_start.elapsed().as_secs_f64();
     sum.interrupted = stop.load(Ordering::SeqCst);
@@ -292,48 +284,82 @@ pub fn run(
     Ok(sum)
 }
 
-/// Decodes batch i+1 on the rayon pool while batch i runs through the network.
-#[allow(clippy::too_many_arguments)]
+/// What a run's pipeline reads: its options, the model's manifest, progress and Ctrl-C.
+struct Run<'a> {
+    opts: &'a IndexOptions,
+    manifest: &'a Manifest,
+    progress: &'a dyn Progress,
+    stop: &'a AtomicBool,
+}
+
+/// Decodes batch i+1 on the rayon pool while batch i runs through the network. The first batch
+/// decodes while ONNX Runtime opens the model (a quarter of a second for the paper network's
+/// cached graph), at the CPU's batch size, since the batch size is the provider's.
 fn pipeline(
     store: &mut Store,
-    embedder: &mut Embedder,
+    model: &Path,
     work: &[Work],
-    batch: usize,
-    max_pixels: u64,
-    progress: &dyn Progress,
-    stop: &AtomicBool,
+    run: &Run,
     sum: &mut Summary,
 ) -> Result<usize> {
-    let manifest = embedder.manifest.clone();
-    let mut embedded = 0;
-    std::thread::scope(|s| -> Result<()> {
+    let (opts, stop) = (run.opts, run.stop);
+    let first = opts.batch.unwrap_or_else(|| {
+        crate::infer::embed::default_batch("CPU", run.manifest.architecture.input)
+    });
+    std::thread::scope(|s| -> Result<usize> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Decoded>>>(1);
-        let producer = s.spawn(move || {
-            for chunk in work.chunks(batch.max(1)) {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let decoded = chunk
-                    .par_iter()
-                    .map(|w| decode(w, &manifest, max_pixels))
-                    .collect();
-                if tx.send(decoded).is_err() {
-                    break;
-                }
-            }
-        });
-        for (chunk, decoded) in work.chunks(batch.max(1)).zip(rx.iter()) {
-            embedded += store_batch(store, embedder, chunk, decoded, progress, sum)?;
-            progress.advance(chunk.len() as u64);
+        let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<usize>(1);
+        let producer = s.spawn(move || decode_ahead(work, first, &batch_rx, &tx, run));
+        let mut embedder = Embedder::open(model, &opts.embed)?;
+        for said in embedder.notes() {
+            run.progress.note(&said);
+        }
+        sum.provider = Some(embedder.provider.to_string());
+        let _ = batch_tx.send(opts.batch.unwrap_or_else(|| embedder.default_batch()));
+        let mut embedded = 0;
+        let mut at = 0;
+        for decoded in rx.iter() {
+            let chunk = &work[at..at + decoded.len()];
+            at += chunk.len();
+            embedded += store_batch(store, &mut embedder, chunk, decoded, run.progress, sum)?;
+            run.progress.advance(chunk.len() as u64);
             if stop.load(Ordering::SeqCst) {
                 break;
             }
         }
         drop(rx);
         producer.join().expect("decoder thread");
-        Ok(())
-    })?;
-    Ok(embedded)
+        Ok(embedded)
+    })
+}
+
+/// Sends `work` decoded in order, a batch at a time: first `first` files, then batches of the
+/// size `batch` says once the model is open. Stops at Ctrl-C or when nobody listens.
+fn decode_ahead(
+    work: &[Work],
+    first: usize,
+    batch: &Receiver<usize>,
+    tx: &SyncSender<Vec<Result<Decoded>>>,
+    run: &Run,
+) {
+    let (mut at, mut size) = (0, first.max(1));
+    while at < work.len() && !run.stop.load(Ordering::SeqCst) {
+        let chunk = &work[at..(at + size).min(work.len())];
+        let decoded = chunk
+            .par_iter()
+            .map(|w| decode(w, run.manifest, run.opts.max_pixels))
+            .collect();
+        if tx.send(decoded).is_err() {
+            return;
+        }
+        if at == 0 {
+            match batch.recv() {
+                Ok(b) => size = b.max(1),
+                Err(_) => return,
+            }
+        }
+        at += chunk.len();
+    }
 }
 
 /// A batch's decodable files and their fc7 vectors ([n, dim]).

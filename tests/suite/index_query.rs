@@ -2,6 +2,7 @@
 
 use crate::common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -610,6 +611,55 @@ fn exported_vectors_read_back_as_the_index_holds_them() {
         assert!(
             (got - want).abs() <= 1e-3 * want.max(1.0),
             "row {j}: {got} vs {want}"
+        );
+    }
+}
+
+/// Each file's exported vector, by path.
+fn exported(dir: &Path, idx: &Path) -> HashMap<String, Vec<f32>> {
+    let out = dir.join("export");
+    run_ok(&["export-vectors", "--index", s(idx), "--out", s(&out)]);
+    let npy = std::fs::read(out.join("vectors.npy")).unwrap();
+    let header_len = 10 + u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let data: Vec<f32> = npy[header_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let meta = std::fs::read_to_string(out.join("metadata.jsonl")).unwrap();
+    meta.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|l| {
+            let row = l["row"].as_u64().unwrap() as usize;
+            let v = data[row * 4096..(row + 1) * 4096].to_vec();
+            (l["path"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn small_batches_give_each_file_its_own_vector_around_bad_files() {
+    // Batches of 3 cut the mixed folder's good and bad files at many places; the first batch is
+    // decoded while the model opens. Every file must still get the vector of one whole-folder batch.
+    let d = tempfile::tempdir().unwrap();
+    let (photos, whole) = indexed_mixed_folder(d.path());
+    let small = d.path().join("small");
+    let sum = index(&photos.root, &small, &["--batch", "3"]);
+    assert_eq!(sum["added"], photos.valid.len(), "{sum}");
+    assert_eq!(sum["skipped"], photos.bad.len(), "{sum}");
+    let want = exported(&d.path().join("w"), &whole);
+    let got = exported(&d.path().join("s"), &small);
+    assert_eq!(got.len(), photos.valid.len());
+    for (path, v) in &got {
+        let w = &want[path];
+        let err = v
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = w.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        assert!(
+            err <= 1e-4 * scale.max(1.0),
+            "{path}: off by {err} of {scale}"
         );
     }
 }
