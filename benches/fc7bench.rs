@@ -2,7 +2,8 @@
 //!   make-photos DIR N W H      synthetic textured "photos" as JPEGs (parallel)
 //!   extract MODEL DEVICE BATCH ITERS [plain]   pure fc7 inference images/s, input prepared
 //!                              once (plain: no IO binding, which CUDA otherwise uses;
-//!                              FC7BENCH_PLAIN_LRN=1: the exported graph's LRN, not fc7's operator)
+//!                              FC7BENCH_PLAIN_GRAPH=1: the exported graph's LRN and 3×3
+//!                              convolutions, not fc7's operators)
 //!   lrn ITERS                  fc7's LRN operators' loops on one thread: NCHW, NHWC, uint8 NHWC
 //!   fc-update IN OUT BATCH ITERS   a fully connected layer's backward and SGD update, the
 //!                              gradient stored then read (apart) against fused, alternating
@@ -103,11 +104,11 @@ fn open(model: &Path, device: &str) -> Embedder {
 }
 
 fn open_with(model: &Path, device: &str, io_binding: Option<bool>) -> Embedder {
-    // FC7BENCH_PLAIN_LRN=1: the exported graph's LRN, for comparing with fc7's operator
+    // FC7BENCH_PLAIN_GRAPH=1: the exported graph as it is, for comparing with fc7's operators
     let opts = EmbedOptions {
         device: device.parse().unwrap(),
         io_binding,
-        fused_lrn: std::env::var_os("FC7BENCH_PLAIN_LRN").is_none(),
+        own_operators: std::env::var_os("FC7BENCH_PLAIN_GRAPH").is_none(),
         ..Default::default()
     };
     let e = Embedder::open(model, &opts).unwrap_or_else(|e| panic!("{e}"));

@@ -22,9 +22,10 @@ pub struct EmbedOptions {
     pub cache: Option<PathBuf>,
     /// Run batches through IO binding (`infer::binding`); None: with CUDA only.
     pub io_binding: Option<bool>,
-    /// On the CPU, run the LRN as fc7's own operator (`infer::lrn`) instead of the exported
-    /// graph's standard operators; off only to compare the two.
-    pub fused_lrn: bool,
+    /// On the CPU, run the LRN and the 3×3 convolutions as fc7's own operators (`infer::lrn`,
+    /// `infer::winograd`) instead of the exported graph's standard operators; off only to
+    /// compare the two.
+    pub own_operators: bool,
 }
 
 impl Default for EmbedOptions {
@@ -35,7 +36,7 @@ impl Default for EmbedOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache: Some(crate::util::fs::cache_dir().join("optimized")),
             io_binding: None,
-            fused_lrn: true,
+            own_operators: true,
         }
     }
 }
@@ -107,14 +108,13 @@ fn commit(mut b: ort::session::builder::SessionBuilder, model: &Path) -> Result<
 const CPU: &str = "CPU/x64quantprecision";
 
 /// A CPU session, its optimised graph from (or saved to) the cache.
-/// With `opts.fused_lrn`, the graph with fc7's LRN operator (`model::onnx::fused`) under its own
-/// cache entries; a graph that cannot be rewritten runs as it is.
+/// With `opts.own_operators`, the graph with fc7's operators (`model::onnx::fused`) under its
+/// own cache entries; a graph that cannot be rewritten runs as it is.
 fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Session, Prepared)> {
     use crate::infer::cache::{from_file, session};
     let threads = opts.threads;
     let b = move || builder(threads, true);
-    let lrn = m.architecture.lrn.filter(|_| opts.fused_lrn);
-    let Some(lrn) = lrn else {
+    if !opts.own_operators {
         return session(
             opts.cache.as_deref(),
             model,
@@ -127,8 +127,9 @@ fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Sessi
     let commit = |mut b: ort::session::builder::SessionBuilder| {
         let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
         // a graph that cannot be rewritten runs from the bytes already read
-        let (graph, how) = match crate::model::onnx::fused::with_fused_lrn(&bytes, &lrn) {
-            Some(fused) => (fused, " with fc7's LRN"),
+        let arch = &m.architecture;
+        let (graph, how) = match crate::model::onnx::fused::with_own_operators(&bytes, arch) {
+            Some(fused) => (fused, " with fc7's operators"),
             None => (bytes, ""),
         };
         b.commit_from_memory(&graph).map_err(|e| Error::Model {
@@ -140,7 +141,7 @@ fn cpu_session(model: &Path, m: &Manifest, opts: &EmbedOptions) -> Result<(Sessi
         opts.cache.as_deref(),
         model,
         &m.onnx_sha256,
-        &format!("{CPU}+fc7.Lrn/{}", crate::model::onnx::fused::VERSION),
+        &format!("{CPU}+fc7/{}", crate::model::onnx::fused::VERSION),
         &b,
         &commit,
     )

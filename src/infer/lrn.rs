@@ -248,7 +248,8 @@ pub(crate) fn in_parallel<A: Sync, B: Send>(
 pub fn domain() -> ort::Result<OperatorDomain> {
     OperatorDomain::new(DOMAIN)?
         .add(LrnOp)?
-        .add(crate::infer::qlrn::QLrnOp)
+        .add(crate::infer::qlrn::QLrnOp)?
+        .add(crate::infer::winograd::WinogradOp)
 }
 
 #[cfg(test)]

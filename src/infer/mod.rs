@@ -11,3 +11,4 @@ pub mod lrn;
 pub mod qlrn;
 pub mod quantize;
 pub mod runtime;
+pub mod winograd;

@@ -130,32 +130,31 @@ fn io_binding_computes_what_a_plain_run_does() {
     }
 }
 
-/// fc7 of `x` ([n, 3, 67, 67]) from `model` on the CPU with or without fc7's LRN operator,
-/// through a fresh cache at `cache`; and whether the cached graph holds that operator.
-fn lrn_run(model: &Path, fused_lrn: bool, cache: &Path, x: &[f32], n: usize) -> (Vec<f32>, bool) {
-    lrn_run_op(model, fused_lrn, cache, x, n, b"Lrn")
-}
-
-/// `lrn_run`, asking whether the cached graph holds the operator named `op`.
-fn lrn_run_op(
+/// fc7 of `x` ([n, 3, 67, 67]) from `model` on the CPU with or without fc7's operators, through
+/// a fresh cache at `cache`; and whether the cached graph holds each operator named in `ops`.
+fn own_run(
     model: &Path,
-    fused_lrn: bool,
+    own_operators: bool,
     cache: &Path,
     x: &[f32],
     n: usize,
-    op: &[u8],
-) -> (Vec<f32>, bool) {
+    ops: &[&[u8]],
+) -> (Vec<f32>, Vec<bool>) {
     let opts = EmbedOptions {
         device: Device::Cpu,
         cache: Some(cache.to_path_buf()),
-        fused_lrn,
+        own_operators,
         ..Default::default()
     };
     let mut e = Embedder::open(model, &opts).unwrap();
     assert_eq!(e.prepared, Prepared::Saved);
     let graph = std::fs::read(entries(cache)[0].join("model.onnx")).unwrap();
-    let has_op = graph.windows(op.len()).any(|w| w == op) && graph.windows(3).any(|w| w == b"fc7");
-    (e.run(x, n, false).unwrap().fc7, has_op)
+    let ours = graph.windows(3).any(|w| w == b"fc7");
+    let has = |op: &&[u8]| ours && graph.windows(op.len()).any(|w| w == *op);
+    (
+        e.run(x, n, false).unwrap().fc7,
+        ops.iter().map(has).collect(),
+    )
 }
 
 fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -166,7 +165,7 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Inputs ×8 so that the LRN's sums move its output by tens of percent (α Σ x² against k = 2),
 /// not by rounding: an LRN window shifted by one channel in `infer::lrn` gives 3e-2 here.
 #[test]
-fn fc7_lrn_operator_computes_what_the_exported_graph_does() {
+fn fc7_operators_compute_what_the_exported_graph_does() {
     let d = tempfile::tempdir().unwrap();
     let model = d.path().join("m.onnx");
     write(&model, 4);
@@ -174,14 +173,39 @@ fn fc7_lrn_operator_computes_what_the_exported_graph_does() {
     let x: Vec<f32> = (0..n * 3 * 67 * 67)
         .map(|i| 8.0 * ((i * 29 % 89) as f32 - 44.0) / 22.0)
         .collect();
-    let (plain, plain_op) = lrn_run(&model, false, &d.path().join("c1"), &x, n);
-    let (fused, fused_op) = lrn_run(&model, true, &d.path().join("c2"), &x, n);
-    assert!(
-        !plain_op && fused_op,
-        "the operator is in the fused graph only"
+    let ops: [&[u8]; 2] = [b"Lrn", b"Winograd"];
+    let (plain, plain_ops) = own_run(&model, false, &d.path().join("c1"), &x, n, &ops);
+    let (fused, fused_ops) = own_run(&model, true, &d.path().join("c2"), &x, n, &ops);
+    // at 67 × 67, conv3..5 work on 3 × 3 maps, too small for Winograd
+    assert_eq!(
+        (plain_ops, fused_ops),
+        (vec![false, false], vec![true, false])
     );
     let r = rel_diff(&fused, &plain);
     assert!(r < 1e-5, "fp32: {r}");
+    // at 224 × 224 they are 13 × 13: measured 1.5e-6 with both operators; one sign flipped in
+    // the Winograd output transform gives 1.2, in its input transform 2.8, in G (the filters'
+    // transform) 0.83
+    let wide = d.path().join("wide.onnx");
+    let mut c = small();
+    c.input = 224;
+    let info = ModelInfo {
+        classes: vec![],
+        preprocess: Preprocess::imagenet(224),
+        provenance: serde_json::json!({"seed": 4}),
+    };
+    write_model(&wide, &c, &init_params(&c, Init::He, 4), info).unwrap();
+    let xw: Vec<f32> = (0..n * 3 * 224 * 224)
+        .map(|i| 8.0 * ((i * 29 % 89) as f32 - 44.0) / 22.0)
+        .collect();
+    let (plain, plain_ops) = own_run(&wide, false, &d.path().join("w1"), &xw, n, &ops);
+    let (fused, fused_ops) = own_run(&wide, true, &d.path().join("w2"), &xw, n, &ops);
+    assert_eq!(
+        (plain_ops, fused_ops),
+        (vec![false, false], vec![true, true])
+    );
+    let r = rel_diff(&fused, &plain);
+    assert!(r < 1e-5, "fp32 at 224: {r}");
 
     // int8: DequantizeLinear → Relu → LRN → QuantizeLinear in NHWC as one 8-bit operator
     let cal = d.path().join("cal");
@@ -197,9 +221,14 @@ fn fc7_lrn_operator_computes_what_the_exported_graph_does() {
         max_pixels: u64::MAX,
     };
     fc7::infer::quantize::quantize(&model, &cal, &int8, &q).unwrap();
-    let (plain, plain_op) = lrn_run_op(&int8, false, &d.path().join("c3"), &x, n, b"QLrn");
-    let (fused, fused_op) = lrn_run_op(&int8, true, &d.path().join("c4"), &x, n, b"QLrn");
-    assert!(!plain_op && fused_op);
+    let ops: [&[u8]; 2] = [b"QLrn", b"Winograd"];
+    let (plain, plain_ops) = own_run(&int8, false, &d.path().join("c3"), &x, n, &ops);
+    let (fused, fused_ops) = own_run(&int8, true, &d.path().join("c4"), &x, n, &ops);
+    // int8 convolutions stay ONNX Runtime's
+    assert_eq!(
+        (plain_ops, fused_ops),
+        (vec![false, false], vec![true, false])
+    );
     // measured 0 here; rounding before QuantizeLinear may move a value by one step of 8 bits
     // elsewhere. A window short of one channel in the NHWC path gives 1.9e-2; fc7.QLrn
     // quantising with x's scale instead of y's, 1.8.

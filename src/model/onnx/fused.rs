@@ -1,8 +1,9 @@
 //! The graph fc7's own CPU sessions run: the exported model (fp32 or int8) with each LRN's
 //! standard-operator spelling (square, band product, + k, two square roots, divide; see
-//! `lrn` in `mod.rs` and `qdq.rs`) replaced by one `fc7.Lrn` node (`infer::lrn`). The file on
-//! disk stays standard ONNX for every other runtime; only a graph whose LRN is exactly what
-//! fc7 writes — the band matrix and k bit for bit, nothing else reading the inner tensors — is
+//! `lrn` in `mod.rs` and `qdq.rs`) replaced by one `fc7.Lrn` node (`infer::lrn`), and each fp32
+//! 3×3 convolution on wide maps and its ReLU by one `fc7.Winograd` node (`winograd.rs`). The file on disk
+//! stays standard ONNX for every other runtime; only a graph whose LRN is exactly what fc7
+//! writes — the band matrix and k bit for bit, nothing else reading the inner tensors — is
 //! rewritten, and anything else is left as it is.
 
 use prost::Message;
@@ -10,15 +11,17 @@ use prost::Message;
 use super::graph::{attr_float, attr_int, lrn_band};
 use super::proto::*;
 use super::read::floats;
-use crate::model::Lrn;
+use crate::model::{AlexNetConfig, Lrn};
 
 pub const DOMAIN: &str = "fc7";
 pub const OP: &str = "Lrn";
 /// The 8-bit form: DequantizeLinear → Relu → Lrn → QuantizeLinear as one node.
 pub const QOP: &str = "QLrn";
+/// A 3×3, stride-1, pad-1 convolution and its ReLU as one node (`infer::winograd`).
+pub const WINOGRAD: &str = "Winograd";
 /// The rewrite's version: part of the cache key of a rewritten graph's optimised form, so that
 /// a changed rewrite never meets the graph an older one saved.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The inner tensors of LRN `name`, by suffix: the nodes that make them are replaced.
 const INNER: [&str; 6] = [".square", ".sum", ".den", ".sqrt", ".sqrt2", ".pow"];
 
@@ -159,8 +162,10 @@ fn fuse_quantized(g: &mut GraphProto, name: &str) -> bool {
     true
 }
 
-/// `bytes` (a model fc7 wrote, LRN `l`) with its LRNs fused, or None when none could be.
-pub fn with_fused_lrn(bytes: &[u8], l: &Lrn) -> Option<Vec<u8>> {
+/// `bytes` (a model fc7 wrote, network `arch`) with its LRNs fused and its 3×3 convolutions on
+/// wide enough maps for `fc7.Winograd` (`winograd.rs`), or None when nothing could be rewritten.
+pub fn with_own_operators(bytes: &[u8], arch: &AlexNetConfig) -> Option<Vec<u8>> {
+    let l = arch.lrn.as_ref();
     let mut m = ModelProto::decode(bytes).ok()?;
     if m.producer_name != "fc7" {
         return None;
@@ -168,12 +173,13 @@ pub fn with_fused_lrn(bytes: &[u8], l: &Lrn) -> Option<Vec<u8>> {
     let g = m.graph.as_mut()?;
     let fused = ["lrn1", "lrn2"]
         .iter()
-        .filter(|n| fuse_one(g, n, l))
+        .filter(|n| l.is_some_and(|l| fuse_one(g, n, l)))
         .count();
     for n in ["lrn1", "lrn2"] {
         fuse_quantized(g, n);
     }
-    if fused == 0 {
+    let wide = super::winograd::wide_enough(arch);
+    if fused + super::winograd::rewrite(g, &wide) == 0 {
         return None;
     }
     m.opset_import.push(OperatorSetIdProto {
@@ -209,14 +215,14 @@ mod tests {
     #[test]
     fn both_lrns_become_one_node_each_and_nothing_else_changes() {
         let (c, bytes) = small();
-        let l = c.lrn.unwrap();
-        let fused = with_fused_lrn(&bytes, &l).unwrap();
+        let fused = with_own_operators(&bytes, &c).unwrap();
         let (before, after) = (ops(&bytes), ops(&fused));
         assert_eq!(after.iter().filter(|o| *o == OP).count(), 2, "{after:?}");
         for op in ["Sqrt", "Div"] {
             assert!(!after.iter().any(|o| o == op), "{op} left: {after:?}");
         }
-        // 2 × (square, band conv, sqrt, sqrt, product, divide) became 2 nodes
+        // 2 × (square, band conv, sqrt, sqrt, product, divide) became 2 nodes; conv3..5 work
+        // on 3 × 3 maps here, too small for Winograd (winograd.rs)
         assert_eq!(before.len() - after.len(), 2 * 6 - 2);
         assert_eq!(
             before.iter().filter(|o| *o == "Conv").count() - 2,
@@ -245,7 +251,7 @@ mod tests {
     #[test]
     fn int8_chains_become_one_8_bit_node_unless_shared() {
         let (c, bytes) = int8();
-        let fused = with_fused_lrn(&bytes, &c.lrn.unwrap()).unwrap();
+        let fused = with_own_operators(&bytes, &c).unwrap();
         let after = ops(&fused);
         assert_eq!(after.iter().filter(|o| *o == QOP).count(), 2, "{after:?}");
         assert!(!after.iter().any(|o| o == OP), "{after:?}");
@@ -263,7 +269,7 @@ mod tests {
         extra.output = vec!["lrn1.in.copy".into()];
         extra.input = vec!["lrn1.in".into()];
         g.node.push(extra);
-        let fused = with_fused_lrn(&m.encode_to_vec(), &c.lrn.unwrap()).unwrap();
+        let fused = with_own_operators(&m.encode_to_vec(), &c).unwrap();
         let after = ops(&fused);
         assert_eq!(
             (
@@ -278,14 +284,15 @@ mod tests {
     #[test]
     fn another_band_or_constant_is_left_alone() {
         let (c, bytes) = small();
-        let mut l = c.lrn.unwrap();
-        l.alpha *= 2.0;
-        assert!(with_fused_lrn(&bytes, &l).is_none());
-        let mut l = c.lrn.unwrap();
-        l.k += 1.0;
-        assert!(with_fused_lrn(&bytes, &l).is_none());
+        let with = |f: &dyn Fn(&mut Lrn)| {
+            let mut c = c.clone();
+            f(c.lrn.as_mut().unwrap());
+            with_own_operators(&bytes, &c)
+        };
+        assert!(with(&|l| l.alpha *= 2.0).is_none());
+        assert!(with(&|l| l.k += 1.0).is_none());
         let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
         m.producer_name = "pytorch".into();
-        assert!(with_fused_lrn(&m.encode_to_vec(), &c.lrn.unwrap()).is_none());
+        assert!(with_own_operators(&m.encode_to_vec(), &c).is_none());
     }
 }

@@ -13,6 +13,7 @@ pub mod half;
 mod proto;
 pub mod qdq;
 pub mod read;
+pub mod winograd;
 
 use graph::{f32_tensor, Builder};
 use proto::*;
