@@ -1,9 +1,8 @@
 //! The fp32 graph's 3×3 convolutions for fc7's `fc7.Winograd` operator (`infer::winograd`):
 //! each Conv on maps at least `MIN_MAP` wide with a 3×3 kernel, stride 1 and padding 1 whose
-//! only reader is its ReLU becomes one
-//! node reading the filters already transformed (G g Gᵀ, computed here once in f64, so the
-//! optimised graph ONNX Runtime caches holds them). Other graphs, and int8 graphs (whose
-//! convolutions read dequantised weights), are left as they are.
+//! only reader is its ReLU becomes one node reading the filters already transformed (G g Gᵀ,
+//! computed here once in f64, so the optimised graph ONNX Runtime caches holds them). Other
+//! graphs, and int8 graphs (whose convolutions read dequantised weights), are left as they are.
 
 use super::graph::attr_int;
 use super::proto::*;
