@@ -232,9 +232,20 @@ pub(crate) fn in_parallel<A: Sync, B: Send>(
     per: usize,
     f: impl Fn(&[A], &mut [B]) + Sync + Send,
 ) -> ort::Result<()> {
+    in_parallel_by(ctx, (x, per), (y, per), f)
+}
+
+/// `in_parallel` with chunks of `x` and `y` of their own sizes (an operator whose output is not
+/// its input's size: the k-th chunk of each belongs together).
+pub(crate) fn in_parallel_by<A: Sync, B: Send>(
+    ctx: &ComputeContext,
+    (x, per_x): (&[A], usize),
+    (y, per_y): (&mut [B], usize),
+    f: impl Fn(&[A], &mut [B]) + Sync + Send,
+) -> ort::Result<()> {
     let items: Vec<Mutex<(&[A], &mut [B])>> = x
-        .chunks(per)
-        .zip(y.chunks_mut(per))
+        .chunks(per_x)
+        .zip(y.chunks_mut(per_y))
         .map(Mutex::new)
         .collect();
     ctx.par_for(items.len(), 0, |i| {

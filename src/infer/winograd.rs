@@ -12,13 +12,12 @@
 //! 0 and ±1, so the result differs from the direct sum by rounding only (tests: within 1e-5 of
 //! the output's scale against an f64 reference, 1.5e-6 of fc7's against ONNX Runtime's own).
 
-use std::sync::Mutex;
-
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
 };
 use ort::value::TensorElementType;
 
+use crate::infer::lrn::in_parallel_by;
 use crate::util::matmul::{matmul, Mat};
 
 /// Work items of a batch per thread, so that threads finish close together.
@@ -203,7 +202,7 @@ fn output_transform(m: &[f32], bias: &[f32], y: &mut [f32], l: Layer, g: usize, 
     }
 }
 
-/// The whole batch: items of whole images on ONNX Runtime's threads (as `lrn::in_parallel`).
+/// The whole batch: items of whole images on ONNX Runtime's threads.
 fn convolve(
     ctx: &ComputeContext,
     x: &[f32],
@@ -217,14 +216,8 @@ fn convolve(
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let per = l.images_per_item(x.len() / (l.c * l.h * l.w), threads);
-    let items: Vec<Mutex<(&[f32], &mut [f32])>> = x
-        .chunks(per * l.c * l.h * l.w)
-        .zip(y.chunks_mut(per * l.k * l.h * l.w))
-        .map(Mutex::new)
-        .collect();
-    ctx.par_for(items.len(), 0, |i| {
-        let mut item = items[i].lock().expect("one item per call");
-        let (x, y) = &mut *item;
+    let (per_x, per_y) = (per * l.c * l.h * l.w, per * l.k * l.h * l.w);
+    in_parallel_by(ctx, (x, per_x), (y, per_y), |x, y| {
         convolve_images(x, u, bias, y, l, relu)
     })
 }

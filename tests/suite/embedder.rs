@@ -22,10 +22,15 @@ fn small() -> AlexNetConfig {
 }
 
 fn write(path: &Path, seed: u64) {
-    let c = small();
+    write_at(path, seed, 67);
+}
+
+/// `small()` taking `input` × `input` images.
+fn write_at(path: &Path, seed: u64, input: usize) {
+    let c = AlexNetConfig { input, ..small() };
     let info = ModelInfo {
         classes: vec![],
-        preprocess: Preprocess::imagenet(67),
+        preprocess: Preprocess::imagenet(input as u32),
         provenance: serde_json::json!({"seed": seed}),
     };
     write_model(path, &c, &init_params(&c, Init::He, seed), info).unwrap();
@@ -170,41 +175,31 @@ fn fc7_operators_compute_what_the_exported_graph_does() {
     let model = d.path().join("m.onnx");
     write(&model, 4);
     let n = 3;
-    let x: Vec<f32> = (0..n * 3 * 67 * 67)
-        .map(|i| 8.0 * ((i * 29 % 89) as f32 - 44.0) / 22.0)
-        .collect();
+    let inputs = |side: usize| -> Vec<f32> {
+        (0..n * 3 * side * side)
+            .map(|i| 8.0 * ((i * 29 % 89) as f32 - 44.0) / 22.0)
+            .collect()
+    };
+    let x = inputs(67);
     let ops: [&[u8]; 2] = [b"Lrn", b"Winograd"];
-    let (plain, plain_ops) = own_run(&model, false, &d.path().join("c1"), &x, n, &ops);
-    let (fused, fused_ops) = own_run(&model, true, &d.path().join("c2"), &x, n, &ops);
+    // fc7 with and without fc7's operators, which of `ops` each graph holds, and how far apart
+    let both = |model: &Path, x: &[f32], tag: &str, ops: &[&[u8]]| {
+        let cache = |i: usize| d.path().join(format!("{tag}{i}"));
+        let (plain, plain_ops) = own_run(model, false, &cache(1), x, n, ops);
+        let (fused, fused_ops) = own_run(model, true, &cache(2), x, n, ops);
+        ((plain_ops, fused_ops), rel_diff(&fused, &plain))
+    };
     // at 67 × 67, conv3..5 work on 3 × 3 maps, too small for Winograd
-    assert_eq!(
-        (plain_ops, fused_ops),
-        (vec![false, false], vec![true, false])
-    );
-    let r = rel_diff(&fused, &plain);
+    let (held, r) = both(&model, &x, "c", &ops);
+    assert_eq!(held, (vec![false, false], vec![true, false]));
     assert!(r < 1e-5, "fp32: {r}");
     // at 224 × 224 they are 13 × 13: measured 1.5e-6 with both operators; one sign flipped in
     // the Winograd output transform gives 1.2, in its input transform 2.8, in G (the filters'
     // transform) 0.83
     let wide = d.path().join("wide.onnx");
-    let mut c = small();
-    c.input = 224;
-    let info = ModelInfo {
-        classes: vec![],
-        preprocess: Preprocess::imagenet(224),
-        provenance: serde_json::json!({"seed": 4}),
-    };
-    write_model(&wide, &c, &init_params(&c, Init::He, 4), info).unwrap();
-    let xw: Vec<f32> = (0..n * 3 * 224 * 224)
-        .map(|i| 8.0 * ((i * 29 % 89) as f32 - 44.0) / 22.0)
-        .collect();
-    let (plain, plain_ops) = own_run(&wide, false, &d.path().join("w1"), &xw, n, &ops);
-    let (fused, fused_ops) = own_run(&wide, true, &d.path().join("w2"), &xw, n, &ops);
-    assert_eq!(
-        (plain_ops, fused_ops),
-        (vec![false, false], vec![true, true])
-    );
-    let r = rel_diff(&fused, &plain);
+    write_at(&wide, 4, 224);
+    let (held, r) = both(&wide, &inputs(224), "w", &ops);
+    assert_eq!(held, (vec![false, false], vec![true, true]));
     assert!(r < 1e-5, "fp32 at 224: {r}");
 
     // int8: DequantizeLinear → Relu → LRN → QuantizeLinear in NHWC as one 8-bit operator
@@ -221,17 +216,11 @@ fn fc7_operators_compute_what_the_exported_graph_does() {
         max_pixels: u64::MAX,
     };
     fc7::infer::quantize::quantize(&model, &cal, &int8, &q).unwrap();
-    let ops: [&[u8]; 2] = [b"QLrn", b"Winograd"];
-    let (plain, plain_ops) = own_run(&int8, false, &d.path().join("c3"), &x, n, &ops);
-    let (fused, fused_ops) = own_run(&int8, true, &d.path().join("c4"), &x, n, &ops);
     // int8 convolutions stay ONNX Runtime's
-    assert_eq!(
-        (plain_ops, fused_ops),
-        (vec![false, false], vec![true, false])
-    );
+    let (held, r) = both(&int8, &x, "q", &[b"QLrn", b"Winograd"]);
+    assert_eq!(held, (vec![false, false], vec![true, false]));
     // measured 0 here; rounding before QuantizeLinear may move a value by one step of 8 bits
     // elsewhere. A window short of one channel in the NHWC path gives 1.9e-2; fc7.QLrn
     // quantising with x's scale instead of y's, 1.8.
-    let r = rel_diff(&fused, &plain);
     assert!(r < 5e-3, "int8: {r}");
 }
