@@ -77,10 +77,13 @@ scripts/setup/qemu.sh
 python3 tests/emulated/int8_no_vnni.py target/debug/fc7 "$tmp/m.onnx" "$tmp/d/train" "$tmp/emulated"
 mark "int8 without VNNI, emulated"
 # The same binary on an emulated CPU without AVX-512 trains the model fc7 built without AVX-512
-# trains, byte for byte (the two builds' fc7 in turn: cargo keeps both, so the second is a relink).
+# trains, byte for byte. The AVX2 build replaces target/debug/fc7, so the tests' build is copied
+# first and put back after (building it again for the binary alone would compile fc7 again: the
+# tests' dev-dependencies give some of its dependencies other features).
+cp target/debug/fc7 "$tmp/fc7"
 cargo build -q --no-default-features --bin fc7
 cp target/debug/fc7 "$tmp/fc7-avx2"
-cargo build -q --bin fc7
+cp --remove-destination "$tmp/fc7" target/debug/fc7
 python3 tests/emulated/training_avx2.py target/debug/fc7 "$tmp/fc7-avx2" "$tmp/emulated-training"
 mark "training without AVX-512, emulated"
 # fc7 serve in a real browser (Debian's Chromium through chromedriver) on that index.

@@ -95,7 +95,7 @@ step selftest-fp32 30 0 "'$fc7' selftest --device $dev"
 step selftest-bf16 30 1 "'$fc7' selftest --device $dev --precision bf16"
 step selftest-gpus 40 1 "'$fc7' selftest --device $dev --gpus $gpus --bench --iters 10"
 # 2. How fast it trains, against PyTorch on the same card.
-step engine-rates 60 0 "'$fc7' selftest --device $dev --bench --iters $iters" 15
+step engine-rates 60 0 "'$fc7' selftest --device $dev --bench --iters $iters" 5
 step torch-anchor 120 1 "timeout 150 python3 '$root/.devrun/torch_anchor.py' '$out/torch.json' && cat '$out/torch.json'"
 # 3. ONNX Runtime's CUDA provider: the first line of the mission.
 step ort-extract 90 0 "

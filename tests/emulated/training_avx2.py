@@ -45,7 +45,7 @@ def vectors(pre, tag, model):
 
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
-subprocess.run([fc7, "dataset", "synthetic", f"{work}/d", "--classes", "3", "--per-class", "30"],
+subprocess.run([fc7, "dataset", "synthetic", f"{work}/d", "--classes", "3", "--per-class", "15"],
                check=True, capture_output=True)
 avx2, avx2_log = train([], fc7_avx2, "avx2")
 zen3, zen3_log = train(ZEN3, fc7, "zen3")
