@@ -148,8 +148,8 @@ impl<E: Engine> Harness<'_, E> {
             .e
             .conv_backward(&xt, xs, &wt, &c, &dyt, &mut dwt, &mut dbt, true)?;
         let name = format!(
-            "conv {}x{}/{} groups {}",
-            c.kernel, c.kernel, c.stride, c.groups
+            "conv {}x{}/{} groups {} on {}x{}",
+            c.kernel, c.kernel, c.stride, c.groups, xs.h, xs.w
         );
         let tol = self.product();
         self.compare(&format!("{name} forward"), &y, &yt, tol)?;
@@ -326,7 +326,7 @@ pub fn compare<E: Engine>(e: &E, math: Math) -> Vec<Check> {
         checks: Vec::new(),
     };
     type Group<'a, E> = (&'a str, fn(&mut Harness<'_, E>) -> Result<()>);
-    let groups: [Group<E>; 8] = [
+    let groups: [Group<E>; 9] = [
         ("input normalisation", |h| h.input()),
         ("conv 11x11/4", |h| {
             h.conv(Shape::new(4, 3, 67, 67), Conv::new(16, 11, 4, 2, 1), 1)
@@ -336,6 +336,10 @@ pub fn compare<E: Engine>(e: &E, math: Math) -> Vec<Check> {
         }),
         ("conv 3x3 groups 2", |h| {
             h.conv(Shape::new(4, 32, 7, 7), Conv::new(24, 3, 1, 1, 2), 9)
+        }),
+        // on 13 × 13 maps, as the paper network's conv3..5: the CPU engine's Winograd path
+        ("conv 3x3 groups 2 winograd", |h| {
+            h.conv(Shape::new(4, 32, 13, 13), Conv::new(24, 3, 1, 1, 2), 13)
         }),
         ("ReLU and dropout", |h| h.relu_and_dropout()),
         ("LRN and max-pool", |h| h.lrn_and_pool()),
@@ -454,6 +458,7 @@ mod tests {
         for want in [
             "input",
             "conv 11x11/4",
+            "conv 3x3/1 groups 2 on 13x13 dw",
             "dx",
             "dw",
             "db",

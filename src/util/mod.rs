@@ -1,7 +1,8 @@
 //! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`), matrix
 //! products (`matmul`, through the `gemm` crate; `sgemm`, fc7's own kernel), the vector
 //! extensions kernels may use (`isa`), crash points for tests (`fault`), remembered file hashes
-//! (`stamp`) and the allocator's policy for large buffers (`heap`).
+//! (`stamp`), the allocator's policy for large buffers (`heap`) and Winograd's 3×3 convolutions
+//! (`winograd`), which inference and training share.
 
 pub mod draw;
 pub mod fault;
@@ -11,3 +12,4 @@ pub mod isa;
 pub mod matmul;
 pub mod sgemm;
 pub mod stamp;
+pub mod winograd;

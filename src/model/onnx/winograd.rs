@@ -9,12 +9,7 @@ use super::proto::*;
 use super::read::floats;
 use super::{fused::DOMAIN, fused::WINOGRAD};
 use crate::model::AlexNetConfig;
-
-/// Maps at least this wide run faster as Winograd. Measured on 2 Zen 4 cores: the paper
-/// network's 13 × 13 conv3..5 (192–384 channels a group) 82 against 91 ms a batch of 32 in
-/// ONNX Runtime's direct convolutions; the quick network's 3 × 3 ones (48–96 channels), where
-/// 2 × 2 tiles cover a 4 × 4 map, made indexing 3% slower. Between: unmeasured, left as it was.
-pub const MIN_MAP: usize = 12;
+use crate::util::winograd::{transform_filters, MIN_MAP};
 
 /// The names of `arch`'s convolutions whose maps are at least `MIN_MAP` wide.
 pub fn wide_enough(arch: &AlexNetConfig) -> Vec<String> {
@@ -28,37 +23,6 @@ pub fn wide_enough(arch: &AlexNetConfig) -> Vec<String> {
         .filter(|(_, &at)| sizes.get(at).is_some_and(|&s| s >= MIN_MAP))
         .map(|(i, _)| format!("conv{}", i + 1))
         .collect()
-}
-
-/// Input tile side of F(2×2, 3×3).
-const A: usize = 4;
-/// The filter transform G (A × 3) of F(2×2, 3×3).
-const G: [[f64; 3]; A] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
-
-/// G g Gᵀ of every filter: [K, Cg, 3, 3] → [16, K, Cg] (element ξ = 4i + j of each 4×4 first).
-pub fn transform_filters(w: &[f32], k: usize, cg: usize) -> Vec<f32> {
-    let mut u = vec![0.0f32; A * A * k * cg];
-    for (f, g) in w.chunks_exact(9).enumerate() {
-        // [A, 3] = G g, then [A, A] = (G g) Gᵀ
-        let mut gg = [[0.0f64; 3]; A];
-        for (i, row) in gg.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (0..3).map(|t| G[i][t] * g[t * 3 + j] as f64).sum();
-            }
-        }
-        for (i, row) in gg.iter().enumerate() {
-            for (j, gj) in G.iter().enumerate() {
-                let v: f64 = (0..3).map(|t| row[t] * gj[t]).sum();
-                u[(i * A + j) * k * cg + f] = v as f32;
-            }
-        }
-    }
-    u
 }
 
 fn ints<'a>(n: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
@@ -123,7 +87,7 @@ fn rewrite_one(g: &mut GraphProto, at: usize, names: &[String]) -> bool {
     }
     let u_name = format!("{w_name}.winograd");
     let u = transform_filters(&values, k, cg);
-    g.initializer[wi] = super::graph::f32_tensor(&u_name, &[A * A, k, cg], &u);
+    g.initializer[wi] = super::graph::f32_tensor(&u_name, &[16, k, cg], &u);
     let node = NodeProto {
         input: vec![conv.input[0].clone(), u_name, conv.input[2].clone()],
         output: g.node[relu].output.clone(),
@@ -180,20 +144,6 @@ mod tests {
         let mut g = small(); // input 67: conv3..5 at 3 × 3
         let names = wide_enough(&AlexNetConfig { input: 67, ..paper });
         assert_eq!(rewrite(&mut g, &names), 0);
-    }
-
-    #[test]
-    fn a_filter_of_ones_transforms_to_the_outer_product_of_g_times_ones() {
-        // G·(1, 1, 1) = (1, 1.5, 0.5, 1), so G g Gᵀ = a aᵀ with a = (1, 1.5, 0.5, 1)
-        let a = [1.0f32, 1.5, 0.5, 1.0];
-        let u = transform_filters(&[1.0; 9], 1, 1);
-        for (xi, v) in u.iter().enumerate() {
-            assert_eq!(*v, a[xi / 4] * a[xi % 4], "element {xi}");
-        }
-        // [K, Cg] order within each element: filter (k, c) at k·Cg + c
-        let w: Vec<f32> = (0..2 * 3 * 9).map(|i| (i / 9) as f32).collect();
-        let u = transform_filters(&w, 2, 3);
-        assert_eq!(&u[5 * 6..6 * 6], &[0.0, 2.25, 4.5, 6.75, 9.0, 11.25]);
     }
 
     #[test]
