@@ -2,16 +2,16 @@
 //! by each group's weights in one wide product, chunks in parallel with rayon. Chunk sizes
 //! depend only on the layer's shape and weight gradients are summed over chunks in order, so
 //! results do not depend on the thread count and a resumed run equals an uninterrupted one.
-//! 3×3 convolutions on wide maps (the paper network's conv3..5) run their forward pass and
-//! input gradient as Winograd's F(2×2, 3×3) instead (`util::winograd`), with fewer products.
+//! 3×3 convolutions on wide maps (the paper network's conv3..5) run all three passes by
+//! Winograd's F(2×2, 3×3) instead (`winograd.rs`), with fewer products.
 
 use rayon::prelude::*;
 
 use super::unfold::{col2im, im2col};
+use super::winograd;
 use crate::model::Conv;
 use crate::train::engine::Shape;
 use crate::util::matmul::{matmul, Mat};
-use crate::util::winograd::{self, Layer, MIN_MAP};
 
 /// Output positions per product that keep the GEMM kernels busy: small maps (13×13, 3×3) are
 /// unfolded several images at a time up to this width.
@@ -47,37 +47,11 @@ fn dims(xs: Shape, c: &Conv) -> Dims {
     }
 }
 
-/// `c` on `xs` as a Winograd layer, when it is one: 3×3, stride 1, pad 1, maps at least
-/// `MIN_MAP` wide (on narrower ones the tiles' padding costs what the fewer products save).
-fn winograd_layer(xs: Shape, c: &Conv) -> Option<Layer> {
-    let fits = c.kernel == 3 && c.stride == 1 && c.pad == 1 && xs.h.min(xs.w) >= MIN_MAP;
-    fits.then_some(Layer {
-        c: xs.c,
-        k: c.out,
-        h: xs.h,
-        w: xs.w,
-        groups: c.groups,
-    })
-}
-
-/// `x` [n, l.c, h, w] convolved into `y` [n, l.k, h, w] by transformed filters `u`, a fixed
-/// number of images per call (by shape only, so results do not depend on the thread count).
-fn winograd_convolve(x: &[f32], u: &[f32], bias: &[f32], y: &mut [f32], l: Layer) {
-    let per = l.images_per_call();
-    let plane = l.h * l.w;
-    y.par_chunks_mut(per * l.k * plane)
-        .zip(x.par_chunks(per * l.c * plane))
-        .for_each(|(yc, xc)| winograd::convolve_images(xc, u, bias, yc, l, false));
-}
-
 pub fn conv_forward(x: &[f32], xs: Shape, w: &[f32], b: &[f32], c: &Conv) -> (Vec<f32>, Shape) {
     let (ho, wo) = out_hw(xs, c);
     let ys = Shape::new(xs.n, c.out, ho, wo);
-    if let Some(l) = winograd_layer(xs, c) {
-        let mut y = vec![0.0; ys.len()];
-        let u = winograd::transform_filters(w, l.k, l.c / l.groups);
-        winograd_convolve(x, &u, b, &mut y, l);
-        return (y, ys);
+    if let Some(l) = winograd::layer(xs, c) {
+        return (winograd::forward(x, w, b, l), ys);
     }
     (unfolded_forward(x, xs, w, b, c, ys), ys)
 }
@@ -182,8 +156,8 @@ pub fn conv_backward(
     db: &mut [f32],
     need_dx: bool,
 ) -> Option<Vec<f32>> {
-    if let Some(l) = winograd_layer(xs, c) {
-        return winograd_backward((x, w, dy), l, (dw, db), need_dx);
+    if let Some(l) = winograd::layer(xs, c) {
+        return winograd::backward((x, w, dy), l, (dw, db), need_dx);
     }
     let p = dims(xs, c).p;
     let (ysz, chunk, per) = (c.out * p, chunk_images(p), xs.per_sample());
@@ -206,56 +180,6 @@ pub fn conv_backward(
     }
     db.iter_mut().zip(sdb).for_each(|(a, b)| *a = b as f32);
     need_dx.then_some(dx)
-}
-
-/// Calls of `winograd::accumulate_filter_gradient` summed into one partial filter gradient:
-/// fewer partials to add up, each call's scratch still in cache.
-const CALLS_PER_PARTIAL: usize = 4;
-
-/// A Winograd layer's backward pass: dw from partial sums over fixed runs of images (in the
-/// transformed domain, then Gᵀ dU G), db from dy's sums, and dx as dy convolved by the turned
-/// filters.
-fn winograd_backward(
-    (x, w, dy): (&[f32], &[f32], &[f32]),
-    l: Layer,
-    (dw, db): (&mut [f32], &mut [f32]),
-    need_dx: bool,
-) -> Option<Vec<f32>> {
-    let (cg, plane, per) = (l.c / l.groups, l.h * l.w, l.images_per_call());
-    let partial = |(xc, dyc): (&[f32], &[f32])| {
-        let mut du = vec![0.0f32; 16 * l.k * cg];
-        for (xi, dyi) in xc
-            .chunks(per * l.c * plane)
-            .zip(dyc.chunks(per * l.k * plane))
-        {
-            winograd::accumulate_filter_gradient(xi, dyi, &mut du, l);
-        }
-        du
-    };
-    let run = per * CALLS_PER_PARTIAL;
-    let partials: Vec<Vec<f32>> = x
-        .par_chunks(run * l.c * plane)
-        .zip(dy.par_chunks(run * l.k * plane))
-        .map(partial)
-        .collect();
-    let mut du = vec![0.0f32; 16 * l.k * cg];
-    for p in &partials {
-        du.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
-    dw.copy_from_slice(&winograd::filter_gradient(&du, l.k, cg));
-    let mut sdb = vec![0.0f64; l.k];
-    for dyi in dy.chunks(l.k * plane) {
-        for (o, p) in dyi.chunks(plane).enumerate() {
-            sdb[o] += p.iter().map(|&v| v as f64).sum::<f64>();
-        }
-    }
-    db.iter_mut().zip(sdb).for_each(|(a, b)| *a = b as f32);
-    need_dx.then(|| {
-        let mut dx = vec![0.0; x.len()];
-        let u = winograd::transform_filters_for_input_gradient(w, l);
-        winograd_convolve(dy, &u, &vec![0.0; l.c], &mut dx, l.transposed());
-        dx
-    })
 }
 
 #[cfg(test)]
@@ -305,7 +229,10 @@ mod tests {
         };
         // 13 × 13 maps: Winograd; 7 images over calls of 5 (49 tiles each) and 2
         let xs = Shape::new(7, 4, 13, 13);
-        assert_eq!(winograd_layer(xs, &c).map(|l| l.images_per_call()), Some(5));
+        assert_eq!(
+            winograd::layer(xs, &c).map(|l| l.images_per_call()),
+            Some(5)
+        );
         let (x, w, b) = (
             rand_vec(xs.len(), 31),
             rand_vec(6 * 2 * 9, 32),

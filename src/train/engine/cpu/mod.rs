@@ -7,6 +7,7 @@ mod linear;
 mod lrn;
 pub mod ops;
 mod unfold;
+mod winograd;
 
 use rayon::prelude::*;
 
