@@ -3,7 +3,7 @@
 //! matrix products of [K, C] filters by [C, tiles] transformed inputs. Direct convolutions
 //! already run near the CPU's FMA peak, so fewer products is the only way to spend less time.
 //! Both of fc7's users share this: ONNX Runtime's `fc7.Winograd` operator (`infer::winograd`)
-//! and the training engine's forward pass and input gradients (`train::engine::cpu::conv`).
+//! and the training engine's forward pass and both gradients (`train::engine::cpu::winograd`).
 //!
 //! Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A per tile and channel pair, summed over input channels. Bᵀ
 //! and Aᵀ hold only 0 and ±1 and G g Gᵀ is computed in f64, so the result differs from the
@@ -123,27 +123,34 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
+/// `f` on this thread's scratch, `v` and `m` sized to `[16, cg, p]` and `[16, kg, p]`.
+fn with_scratch(cg: usize, kg: usize, p: usize, f: impl FnOnce(&mut Scratch)) {
+    let mut s = SCRATCH.take();
+    s.v.resize(16 * cg * p, 0.0);
+    s.m.resize(16 * kg * p, 0.0);
+    f(&mut s);
+    SCRATCH.set(s);
+}
+
 /// The convolution (+ bias, then ReLU when `relu`) of whole images `x` [n, C, H, W] into `y`
 /// [n, K, H, W], with `u` the transformed filters [16, K, Cg] and `bias` [K].
 pub fn convolve_images(x: &[f32], u: &[f32], bias: &[f32], y: &mut [f32], l: Layer, relu: bool) {
     let (cg, kg) = (l.c / l.groups, l.k / l.groups);
     let n = x.len() / (l.c * l.h * l.w);
     let p = n * l.tiles();
-    let mut s = SCRATCH.take();
-    s.v.resize(16 * cg * p, 0.0);
-    s.m.resize(16 * kg * p, 0.0);
-    for g in 0..l.groups {
-        input_transform(x, &mut s.v, l, g);
-        for xi in 0..16 {
-            let a = &u[(xi * l.k + g * kg) * cg..][..kg * cg];
-            let b = &s.v[xi * cg * p..][..cg * p];
-            let c = &mut s.m[xi * kg * p..][..kg * p];
-            // [Kg, Cg] · [Cg, P] → [Kg, P]
-            matmul(Mat::new(a, kg, cg), Mat::new(b, cg, p), c, false, false);
+    with_scratch(cg, kg, p, |s| {
+        for g in 0..l.groups {
+            input_transform(x, &mut s.v, l, g);
+            for xi in 0..16 {
+                let a = &u[(xi * l.k + g * kg) * cg..][..kg * cg];
+                let b = &s.v[xi * cg * p..][..cg * p];
+                let c = &mut s.m[xi * kg * p..][..kg * p];
+                // [Kg, Cg] · [Cg, P] → [Kg, P]
+                matmul(Mat::new(a, kg, cg), Mat::new(b, cg, p), c, false, false);
+            }
+            output_transform(&s.m, bias, y, l, g, relu);
         }
-        output_transform(&s.m, bias, y, l, g, relu);
-    }
-    SCRATCH.set(s);
+    });
 }
 
 /// Adds to `du` [16, K, Cg] the filter gradient, in the transformed domain, of the images `x`
@@ -153,25 +160,19 @@ pub fn convolve_images(x: &[f32], u: &[f32], bias: &[f32], y: &mut [f32], l: Lay
 pub fn accumulate_filter_gradient(x: &[f32], dy: &[f32], du: &mut [f32], l: Layer) {
     let (cg, kg) = (l.c / l.groups, l.k / l.groups);
     let p = x.len() / (l.c * l.h * l.w) * l.tiles();
-    let mut s = SCRATCH.take();
-    s.v.resize(16 * cg * p, 0.0);
-    s.m.resize(16 * kg * p, 0.0);
-    for g in 0..l.groups {
-        input_transform(x, &mut s.v, l, g);
-        output_gradient_transform(dy, &mut s.m, l, g);
-        for xi in 0..16 {
-            let d = Mat::new(&s.m[xi * kg * p..][..kg * p], kg, p);
-            let v = Mat::t(&s.v[xi * cg * p..][..cg * p], cg, p);
-            matmul(
-                d,
-                v,
-                &mut du[(xi * l.k + g * kg) * cg..][..kg * cg],
-                true,
-                false,
-            );
+    with_scratch(cg, kg, p, |s| {
+        for g in 0..l.groups {
+            input_transform(x, &mut s.v, l, g);
+            output_gradient_transform(dy, &mut s.m, l, g);
+            for xi in 0..16 {
+                // [Kg, P] · [P, Cg], added to du's [Kg, Cg]
+                let d = Mat::new(&s.m[xi * kg * p..][..kg * p], kg, p);
+                let v = Mat::t(&s.v[xi * cg * p..][..cg * p], cg, p);
+                let du = &mut du[(xi * l.k + g * kg) * cg..][..kg * cg];
+                matmul(d, v, du, true, false);
+            }
         }
-    }
-    SCRATCH.set(s);
+    });
 }
 
 /// The filter gradient [K, Cg, 3, 3] from its transformed form `du` [16, K, Cg]: Gᵀ dU G per

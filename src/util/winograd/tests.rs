@@ -93,35 +93,19 @@ fn check(l: Layer, n: usize, relu: bool) {
     assert_close(&dw, &reference_dw(&x, &dy, l), &format!("dw of {l:?}"));
 }
 
-const ODD_GROUPED: Layer = Layer {
-    c: 8,
-    k: 6,
-    h: 13,
-    w: 13,
-    groups: 2,
-};
+/// A layer of `c` input and `k` output channels in `groups` groups on `h` × `w` maps.
+fn layer(c: usize, k: usize, (h, w): (usize, usize), groups: usize) -> Layer {
+    Layer { c, k, h, w, groups }
+}
 
 #[test]
 fn matches_the_direct_convolution_and_its_gradients_on_odd_and_even_maps_with_groups() {
     // odd maps end in half tiles; two groups read and write their own channels
-    check(ODD_GROUPED, 3, true);
-    check(ODD_GROUPED, 2, false);
-    let even = Layer {
-        c: 5,
-        k: 7,
-        h: 6,
-        w: 9,
-        groups: 1,
-    };
-    check(even, 2, false);
-    let tiny = Layer {
-        c: 3,
-        k: 4,
-        h: 1,
-        w: 2,
-        groups: 1,
-    };
-    check(tiny, 1, false);
+    let odd_grouped = layer(8, 6, (13, 13), 2);
+    check(odd_grouped, 3, true);
+    check(odd_grouped, 2, false);
+    check(layer(5, 7, (6, 9), 1), 2, false);
+    check(layer(3, 4, (1, 2), 1), 1, false);
 }
 
 #[test]

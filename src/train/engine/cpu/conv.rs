@@ -136,13 +136,19 @@ fn chunk_backward(
             }
         }
     }
-    let mut pdb = vec![0.0f64; c.out];
-    for dyi in dyc.chunks(ysz) {
+    (pdw, bias_sums(dyc, c.out, p))
+}
+
+/// db in f64: each of `k` output channels' gradients `dy` [n, k, p] summed over images and
+/// positions.
+pub(super) fn bias_sums(dy: &[f32], k: usize, p: usize) -> Vec<f64> {
+    let mut db = vec![0.0f64; k];
+    for dyi in dy.chunks(k * p) {
         for (o, plane) in dyi.chunks(p).enumerate() {
-            pdb[o] += plane.iter().map(|&v| v as f64).sum::<f64>();
+            db[o] += plane.iter().map(|&v| v as f64).sum::<f64>();
         }
     }
-    (pdw, pdb)
+    db
 }
 
 #[allow(clippy::too_many_arguments)]

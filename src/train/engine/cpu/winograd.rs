@@ -78,13 +78,8 @@ pub(super) fn backward(
         du.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
     dw.copy_from_slice(&util_winograd::filter_gradient(&du, l.k, cg));
-    let mut sdb = vec![0.0f64; l.k];
-    for dyi in dy.chunks(l.k * plane) {
-        for (o, p) in dyi.chunks(plane).enumerate() {
-            sdb[o] += p.iter().map(|&v| v as f64).sum::<f64>();
-        }
-    }
-    db.iter_mut().zip(sdb).for_each(|(a, b)| *a = b as f32);
+    let sums = super::conv::bias_sums(dy, l.k, plane);
+    db.iter_mut().zip(sums).for_each(|(a, b)| *a = b as f32);
     need_dx.then(|| {
         let mut dx = vec![0.0; x.len()];
         let u = util_winograd::transform_filters_for_input_gradient(w, l);
