@@ -1,10 +1,12 @@
-//! fc7's own 3×3 convolutions inside ONNX Runtime: the custom operator `fc7.Winograd` that
-//! fc7's fp32 CPU sessions run in place of each 3×3, stride-1, pad-1 Conv + Relu on maps of at
-//! least 12 × 12 (`model::onnx::winograd` rewrites it in, with the filters already transformed).
-//! The arithmetic is `util::winograd`'s F(2×2, 3×3); this is the operator around it: shapes
-//! checked, the batch cut into items of whole images on ONNX Runtime's threads. ONNX Runtime's
-//! direct convolutions already run at the CPU's FMA peak; AlexNet's conv3..5 at 13 × 13 take 80
-//! against 91 ms a batch of 32 here (BENCHMARKS.md), within 1.5e-6 of ONNX Runtime's own.
+//! fc7's own 3×3 and 5×5 convolutions inside ONNX Runtime: the custom operator `fc7.Winograd`
+//! that fc7's fp32 CPU sessions run in place of each such stride-1 "same" Conv + Relu on maps of
+//! at least 12 × 12 (`model::onnx::winograd` rewrites it in, with the filters already
+//! transformed: [16 or 36, K, Cg] says which). The arithmetic is `util::winograd`'s F(2×2, 3×3)
+//! or F(2×2, 5×5); this is the operator around it: shapes checked, the batch cut into items of
+//! whole images on ONNX Runtime's threads. ONNX Runtime's direct convolutions already run at
+//! the CPU's FMA peak; AlexNet's conv3..5 at 13 × 13 take 80 against 91 ms a batch of 32 here
+//! (BENCHMARKS.md), and with conv2 (27 × 27, 5×5) too the paper network extracts 158–164
+//! images/s against 145–148, within 2.9e-6 of ONNX Runtime's own.
 
 use ort::operator::{
     BoxedKernel, ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
@@ -81,7 +83,7 @@ impl Kernel for WinogradKernel {
         let (xs, x) = xv.try_extract_tensor::<f32>()?;
         let (us, u) = uv.try_extract_tensor::<f32>()?;
         let (_, bias) = bv.try_extract_tensor::<f32>()?;
-        let (&[n, c, h, w], &[16, k, cg]) = (&**xs, &**us) else {
+        let (&[n, c, h, w], &[e @ (16 | 36), k, cg]) = (&**xs, &**us) else {
             return Err(err(&format!("shapes {xs:?} and {us:?}")));
         };
         let l = Layer {
@@ -90,6 +92,7 @@ impl Kernel for WinogradKernel {
             h: h as usize,
             w: w as usize,
             groups: self.groups,
+            r: if e == 16 { 3 } else { 5 },
         };
         if l.c != cg as usize * l.groups || !l.k.is_multiple_of(l.groups) || bias.len() != l.k {
             return Err(err(&format!("{l:?} with filters {us:?}")));

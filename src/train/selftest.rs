@@ -326,18 +326,22 @@ pub fn compare<E: Engine>(e: &E, math: Math) -> Vec<Check> {
         checks: Vec::new(),
     };
     type Group<'a, E> = (&'a str, fn(&mut Harness<'_, E>) -> Result<()>);
-    let groups: [Group<E>; 9] = [
+    let groups: [Group<E>; 10] = [
         ("input normalisation", |h| h.input()),
         ("conv 11x11/4", |h| {
             h.conv(Shape::new(4, 3, 67, 67), Conv::new(16, 11, 4, 2, 1), 1)
         }),
         ("conv 5x5 groups 2", |h| {
-            h.conv(Shape::new(4, 16, 13, 13), Conv::new(32, 5, 1, 2, 2), 5)
+            h.conv(Shape::new(4, 16, 7, 7), Conv::new(32, 5, 1, 2, 2), 5)
+        }),
+        // on 13 × 13 maps (the paper network's conv2 is at 27 × 27): Winograd's F(2×2, 5×5)
+        ("conv 5x5 groups 2 winograd", |h| {
+            h.conv(Shape::new(4, 16, 13, 13), Conv::new(32, 5, 1, 2, 2), 7)
         }),
         ("conv 3x3 groups 2", |h| {
             h.conv(Shape::new(4, 32, 7, 7), Conv::new(24, 3, 1, 1, 2), 9)
         }),
-        // on 13 × 13 maps, as the paper network's conv3..5: the CPU engine's Winograd path
+        // on 13 × 13 maps, as the paper network's conv3..5: F(2×2, 3×3)
         ("conv 3x3 groups 2 winograd", |h| {
             h.conv(Shape::new(4, 32, 13, 13), Conv::new(24, 3, 1, 1, 2), 13)
         }),
@@ -459,6 +463,8 @@ mod tests {
             "input",
             "conv 11x11/4",
             "conv 3x3/1 groups 2 on 13x13 dw",
+            "conv 5x5/1 groups 2 on 7x7 dx",
+            "conv 5x5/1 groups 2 on 13x13 dw",
             "dx",
             "dw",
             "db",

@@ -21,7 +21,7 @@ pub const QOP: &str = "QLrn";
 pub const WINOGRAD: &str = "Winograd";
 /// The rewrite's version: part of the cache key of a rewritten graph's optimised form, so that
 /// a changed rewrite never meets the graph an older one saved.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The inner tensors of LRN `name`, by suffix: the nodes that make them are replaced.
 const INNER: [&str; 6] = [".square", ".sum", ".den", ".sqrt", ".sqrt2", ".pow"];
 

@@ -1,6 +1,7 @@
-//! The fp32 graph's 3×3 convolutions for fc7's `fc7.Winograd` operator (`infer::winograd`):
-//! each Conv on maps at least `MIN_MAP` wide with a 3×3 kernel, stride 1 and padding 1 whose
-//! only reader is its ReLU becomes one node reading the filters already transformed (G g Gᵀ,
+//! The fp32 graph's 3×3 and 5×5 convolutions for fc7's `fc7.Winograd` operator
+//! (`infer::winograd`): each Conv on maps at least `MIN_MAP` wide with a 3×3 (5×5) kernel,
+//! stride 1 and padding 1 (2) whose only reader is its ReLU becomes one node reading the filters
+//! already transformed ([16 or 36, K, Cg]: G g Gᵀ,
 //! computed here once in f64, so the optimised graph ONNX Runtime caches holds them). Other
 //! graphs, and int8 graphs (whose convolutions read dequantised weights), are left as they are.
 
@@ -9,7 +10,7 @@ use super::proto::*;
 use super::read::floats;
 use super::{fused::DOMAIN, fused::WINOGRAD};
 use crate::model::AlexNetConfig;
-use crate::util::winograd::{transform_filters, MIN_MAP};
+use crate::util::winograd::{transform_filters, KERNELS, MIN_MAP};
 
 /// The names of `arch`'s convolutions whose maps are at least `MIN_MAP` wide.
 pub fn wide_enough(arch: &AlexNetConfig) -> Vec<String> {
@@ -32,23 +33,26 @@ fn ints<'a>(n: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
         .map(|a| a.ints.as_slice())
 }
 
-/// The group count of `n` when it is a plain 3×3, stride-1, pad-1 convolution.
-fn groups_of_3x3(n: &NodeProto) -> Option<i64> {
+/// The filter side and group count of `n` when it is a plain r × r, stride-1, pad-r/2
+/// convolution with r among `KERNELS`.
+fn side_and_groups(n: &NodeProto) -> Option<(usize, i64)> {
+    let r = match ints(n, "kernel_shape") {
+        Some(&[a, b]) if a == b && KERNELS.contains(&(a as usize)) => a,
+        _ => return None,
+    };
+    let p = r / 2;
     let plain = n.op_type == "Conv"
         && n.domain.is_empty()
         && n.input.len() == 3
-        && ints(n, "kernel_shape") == Some(&[3, 3])
         && ints(n, "strides").is_none_or(|s| s == [1, 1])
-        && ints(n, "pads") == Some(&[1, 1, 1, 1])
+        && ints(n, "pads") == Some(&[p, p, p, p])
         && ints(n, "dilations").is_none_or(|d| d == [1, 1])
         && n.attribute.iter().all(|a| {
             ["kernel_shape", "strides", "pads", "dilations", "group"].contains(&a.name.as_str())
         });
     plain.then(|| {
-        n.attribute
-            .iter()
-            .find(|a| a.name == "group")
-            .map_or(1, |a| a.i)
+        let groups = n.attribute.iter().find(|a| a.name == "group");
+        (r as usize, groups.map_or(1, |a| a.i))
     })
 }
 
@@ -56,7 +60,7 @@ fn groups_of_3x3(n: &NodeProto) -> Option<i64> {
 /// untouched) unless the pair and its filters are exactly what the operator computes.
 fn rewrite_one(g: &mut GraphProto, at: usize, names: &[String]) -> bool {
     let conv = &g.node[at];
-    let Some(groups) = groups_of_3x3(conv).filter(|_| names.contains(&conv.name)) else {
+    let Some((r, groups)) = side_and_groups(conv).filter(|_| names.contains(&conv.name)) else {
         return false;
     };
     let out = &conv.output[0];
@@ -74,20 +78,23 @@ fn rewrite_one(g: &mut GraphProto, at: usize, names: &[String]) -> bool {
     };
     let w = &g.initializer[wi];
     let (k, cg) = match w.dims.as_slice() {
-        &[k, cg, 3, 3] if k > 0 && cg > 0 && groups > 0 && k % groups == 0 => {
+        &[k, cg, a, b]
+            if k > 0 && cg > 0 && groups > 0 && k % groups == 0 && [a, b] == [r as i64; 2] =>
+        {
             (k as usize, cg as usize)
         }
         _ => return false,
     };
-    let Some(values) = floats(w).filter(|v| v.len() == k * cg * 9) else {
+    let Some(values) = floats(w).filter(|v| v.len() == k * cg * r * r) else {
         return false;
     };
     if w_readers != 1 || g.output.iter().any(|o| &o.name == out) {
         return false;
     }
     let u_name = format!("{w_name}.winograd");
-    let u = transform_filters(&values, k, cg);
-    g.initializer[wi] = super::graph::f32_tensor(&u_name, &[16, k, cg], &u);
+    let u = transform_filters(&values, k, cg, r);
+    let e = (r + 1) * (r + 1);
+    g.initializer[wi] = super::graph::f32_tensor(&u_name, &[e, k, cg], &u);
     let node = NodeProto {
         input: vec![conv.input[0].clone(), u_name, conv.input[2].clone()],
         output: g.node[relu].output.clone(),
@@ -102,7 +109,7 @@ fn rewrite_one(g: &mut GraphProto, at: usize, names: &[String]) -> bool {
 }
 
 /// Rewrites the Conv + ReLU pairs of `g` whose convolutions are among `names` where they are
-/// 3×3, stride 1, pad 1; how many.
+/// 3×3 or 5×5, stride 1, "same" padding; how many.
 pub fn rewrite(g: &mut GraphProto, names: &[String]) -> usize {
     let mut done = 0;
     let mut at = 0;
@@ -147,16 +154,16 @@ mod tests {
     }
 
     #[test]
-    fn conv3_to_5_and_their_relus_become_one_node_each() {
+    fn conv2_to_5_and_their_relus_become_one_node_each() {
         let mut g = small();
         let before = g.node.len();
-        assert_eq!(rewrite(&mut g, &all()), 3);
-        assert_eq!(g.node.len(), before - 3);
+        assert_eq!(rewrite(&mut g, &all()), 4);
+        assert_eq!(g.node.len(), before - 4);
         let ours: Vec<&NodeProto> = g.node.iter().filter(|n| n.op_type == WINOGRAD).collect();
         let outputs: Vec<&str> = ours.iter().map(|n| n.output[0].as_str()).collect();
-        assert_eq!(outputs, ["relu3", "relu4", "relu5"]);
+        assert_eq!(outputs, ["relu2", "relu3", "relu4", "relu5"]);
         let groups: Vec<i64> = ours.iter().map(|n| n.attribute[0].i).collect();
-        assert_eq!(groups, [1, 2, 2]);
+        assert_eq!(groups, [2, 1, 2, 2]);
         let u = g
             .initializer
             .iter()
@@ -164,14 +171,16 @@ mod tests {
             .unwrap();
         assert_eq!(u.dims, [16, 384, 192]);
         assert!(!g.initializer.iter().any(|t| t.name == "conv4.w"));
-        // conv1 (11×11, stride 4) and conv2 (5×5) stay as they are
+        let u = g.initializer.iter().find(|t| t.name == "conv2.w.winograd");
+        assert_eq!(u.unwrap().dims, [36, 256, 48]);
+        // conv1 (11×11, stride 4) stays as it is
         let convs: Vec<&str> = g
             .node
             .iter()
             .filter(|n| n.op_type == "Conv" && n.name.starts_with("conv"))
             .map(|n| n.name.as_str())
             .collect();
-        assert_eq!(convs, ["conv1", "conv2"]);
+        assert_eq!(convs, ["conv1"]);
     }
 
     #[test]
@@ -193,7 +202,7 @@ mod tests {
         g.node.push(spy);
         let conv5 = g.node.iter_mut().find(|n| n.name == "conv5").unwrap();
         conv5.attribute[1].ints = vec![2, 2]; // strides
-        assert_eq!(rewrite(&mut g, &all()), 1);
+        assert_eq!(rewrite(&mut g, &all()), 2); // conv2 and conv3
         assert!(g
             .node
             .iter()

@@ -226,11 +226,16 @@ mod tests {
 
     #[test]
     fn winograd_layers_agree_with_the_unfolded_products_and_have_the_right_gradients() {
+        winograd_layer_agrees(3);
+        winograd_layer_agrees(5);
+    }
+
+    fn winograd_layer_agrees(kernel: usize) {
         let c = Conv {
             out: 6,
-            kernel: 3,
+            kernel,
             stride: 1,
-            pad: 1,
+            pad: kernel / 2,
             groups: 2,
         };
         // 13 × 13 maps: Winograd; 7 images over calls of 5 (49 tiles each) and 2
@@ -241,7 +246,7 @@ mod tests {
         );
         let (x, w, b) = (
             rand_vec(xs.len(), 31),
-            rand_vec(6 * 2 * 9, 32),
+            rand_vec(6 * 2 * kernel * kernel, 32),
             rand_vec(6, 33),
         );
         let (y, ys) = conv_forward(&x, xs, &w, &b, &c);

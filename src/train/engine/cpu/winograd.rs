@@ -1,27 +1,32 @@
-//! The CPU engine's Winograd layers: 3×3, stride-1, pad-1 convolutions on maps of at least
-//! `MIN_MAP` (the paper network's conv3..5 at 13 × 13), whose unfolded products already ran at
-//! 65–82% of the CPU's FMA peak. All three passes go through `util::winograd`'s F(2×2, 3×3):
-//! the forward pass, the input gradient (dy convolved by the turned filters) and the filter
-//! gradient (the adjoint of the forward's products), 16 multiplications per 2×2 block instead
-//! of 36. Images are cut into calls and partial sums by the layer's shape only, and partials
+//! The CPU engine's Winograd layers: 3×3 and 5×5, stride-1, "same" convolutions on maps of at
+//! least `MIN_MAP` (the paper network's conv2 at 27 × 27 and conv3..5 at 13 × 13), whose
+//! unfolded products already ran at 65–82% of the CPU's FMA peak. All three passes go through
+//! `util::winograd`'s F(2×2, 3×3) or F(2×2, 5×5): the forward pass, the input gradient (dy
+//! convolved by the turned filters) and the filter gradient (the adjoint of the forward's
+//! products), 16 multiplications per 2×2 block instead of 36, or 36 instead of 100. Images are
+//! cut into calls and partial sums by the layer's shape only, and partials
 //! are added in order, so results do not depend on the thread count.
 
 use rayon::prelude::*;
 
 use crate::model::Conv;
 use crate::train::engine::Shape;
-use crate::util::winograd::{self as util_winograd, Layer, MIN_MAP};
+use crate::util::winograd::{self as util_winograd, Layer, KERNELS, MIN_MAP};
 
-/// `c` on `xs` as a Winograd layer, when it is one: 3×3, stride 1, pad 1, maps at least
-/// `MIN_MAP` wide (on narrower ones the tiles' padding costs what the fewer products save).
+/// `c` on `xs` as a Winograd layer, when it is one: 3×3 or 5×5, stride 1, pad 1 or 2, maps at
+/// least `MIN_MAP` wide (on narrower ones the tiles' padding costs what the fewer products save).
 pub(super) fn layer(xs: Shape, c: &Conv) -> Option<Layer> {
-    let fits = c.kernel == 3 && c.stride == 1 && c.pad == 1 && xs.h.min(xs.w) >= MIN_MAP;
+    let fits = KERNELS.contains(&c.kernel)
+        && c.stride == 1
+        && c.pad == c.kernel / 2
+        && xs.h.min(xs.w) >= MIN_MAP;
     fits.then_some(Layer {
         c: xs.c,
         k: c.out,
         h: xs.h,
         w: xs.w,
         groups: c.groups,
+        r: c.kernel,
     })
 }
 
@@ -38,7 +43,7 @@ fn convolve(x: &[f32], u: &[f32], bias: &[f32], y: &mut [f32], l: Layer) {
 /// The forward pass of Winograd layer `l`: `x` [n, C, h, w] → [n, K, h, w], bias added.
 pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], l: Layer) -> Vec<f32> {
     let mut y = vec![0.0; x.len() / l.c * l.k];
-    let u = util_winograd::transform_filters(w, l.k, l.c / l.groups);
+    let u = util_winograd::transform_filters(w, l.k, l.c / l.groups, l.r);
     convolve(x, &u, b, &mut y, l);
     y
 }
@@ -58,7 +63,7 @@ pub(super) fn backward(
 ) -> Option<Vec<f32>> {
     let (cg, plane, per) = (l.c / l.groups, l.h * l.w, l.images_per_call());
     let partial = |(xc, dyc): (&[f32], &[f32])| {
-        let mut du = vec![0.0f32; 16 * l.k * cg];
+        let mut du = vec![0.0f32; l.elements() * l.k * cg];
         for (xi, dyi) in xc
             .chunks(per * l.c * plane)
             .zip(dyc.chunks(per * l.k * plane))
@@ -73,11 +78,11 @@ pub(super) fn backward(
         .zip(dy.par_chunks(run * l.k * plane))
         .map(partial)
         .collect();
-    let mut du = vec![0.0f32; 16 * l.k * cg];
+    let mut du = vec![0.0f32; l.elements() * l.k * cg];
     for p in &partials {
         du.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
-    dw.copy_from_slice(&util_winograd::filter_gradient(&du, l.k, cg));
+    dw.copy_from_slice(&util_winograd::filter_gradient(&du, l.k, cg, l.r));
     let sums = super::conv::bias_sums(dy, l.k, plane);
     db.iter_mut().zip(sums).for_each(|(a, b)| *a = b as f32);
     need_dx.then(|| {
