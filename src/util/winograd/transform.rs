@@ -62,13 +62,10 @@ fn input_transform_of<const A: usize>(x: &[f32], v: &mut [f32], l: Layer, g: usi
                 e.fill(0.0);
                 o.fill(0.0);
                 if let Some(row) = pr.checked_sub(pad).filter(|&r| r < l.h) {
-                    for (q, &val) in plane[row * l.w..][..l.w].iter().enumerate() {
-                        let col = q + pad;
-                        if col % 2 == 0 {
-                            e[col / 2] = val
-                        } else {
-                            o[col / 2] = val
-                        }
+                    let row = &plane[row * l.w..][..l.w];
+                    match pad {
+                        1 => deinterleave(row, &mut o, &mut e[1..]),
+                        _ => deinterleave(row, &mut e[1..], &mut o[1..]),
                     }
                 }
                 let at = (pr % 2) * A * run + (pr / 2) * tw;
@@ -168,6 +165,31 @@ fn a<const A: usize>(mut r: [&mut [f32]; A], e: &[f32], o: &[f32]) {
     }
 }
 
+/// `row`'s even elements into `even` and odd ones into `odd`, from their starts.
+#[inline(always)]
+fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let pairs = row.chunks_exact(2);
+    if let Some(&v) = pairs.remainder().first() {
+        even[pairs.len()] = v;
+    }
+    for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+        (*e, *o) = (pair[0], pair[1]);
+    }
+}
+
+/// `row` from its even elements `even` and odd ones `odd`.
+#[inline(always)]
+fn interleave(even: &[f32], odd: &[f32], row: &mut [f32]) {
+    let half = row.len() / 2;
+    let mut pairs = row.chunks_exact_mut(2);
+    for ((pair, e), o) in pairs.by_ref().zip(even).zip(odd) {
+        (pair[0], pair[1]) = (*e, *o);
+    }
+    if let Some(last) = pairs.into_remainder().first_mut() {
+        *last = even[half];
+    }
+}
+
 /// `N` runs of `len` starting at the increasing, `len`-apart-or-more offsets `at`.
 #[inline(always)]
 fn runs_mut<const N: usize>(v: &mut [f32], at: [usize; N], len: usize) -> [&mut [f32]; N] {
@@ -218,44 +240,36 @@ fn output_transform_of<const A: usize>(
                 let (a, ty) = (r % 2, r / 2);
                 let y0 = &out[a * 2 * t + ty * tw..][..tw];
                 let y1 = &out[(a * 2 + 1) * t + ty * tw..][..tw];
-                for ((pair, a), b) in row.chunks_mut(2).zip(y0).zip(y1) {
-                    pair[0] = *a;
-                    if let Some(second) = pair.get_mut(1) {
-                        *second = *b;
-                    }
-                }
+                interleave(y0, y1, row);
             }
         }
     }
 }
 
-/// Per tile row, the block's two rows split into even and odd columns make each of the α²
-/// elements a sum of runs over the row's tiles.
+/// Per output row, its even and odd columns times A make (δ Aᵀ) of every block in the row;
+/// those rows, split into even and odd rows, make each of the α² elements a sum of two runs
+/// over the plane's tiles.
 fn output_gradient_transform_of<const A: usize>(dy: &[f32], d: &mut [f32], l: Layer, g: usize) {
     let (kg, th, tw) = (l.k / l.groups, l.tiles_h(), l.tiles_w());
     let (p, t) = (d.len() / (A * A * kg), l.tiles());
-    let mut eo = vec![0.0f32; 4 * tw]; // [block row, column parity, tile column]
-    let mut c = vec![0.0f32; 2 * A * tw]; // [block row, j, tile column] = (δ Aᵀ)[row][j]
+    let (mut e, mut o) = (vec![0.0f32; tw], vec![0.0f32; tw]); // one row's columns
+    let mut c = vec![0.0f32; 2 * A * t]; // [row parity, j, ty, tx] = (δ Aᵀ)[row][j]
     for (img, yi) in dy.chunks_exact(l.k * l.h * l.w).enumerate() {
         for k in 0..kg {
             let plane = &yi[(g * kg + k) * l.h * l.w..][..l.h * l.w];
-            for ty in 0..th {
-                eo.fill(0.0);
-                for r in (0..2).filter(|r| 2 * ty + r < l.h) {
-                    let row = &plane[(2 * ty + r) * l.w..][..l.w];
-                    for (q, &v) in row.iter().enumerate() {
-                        eo[(r * 2 + q % 2) * tw + q / 2] = v;
-                    }
+            for r in 0..2 * th {
+                e.fill(0.0);
+                o.fill(0.0);
+                if r < l.h {
+                    deinterleave(&plane[r * l.w..][..l.w], &mut e, &mut o);
                 }
-                for r in 0..2 {
-                    let (e, o) = (&eo[r * 2 * tw..][..tw], &eo[(r * 2 + 1) * tw..][..tw]);
-                    a::<A>(runs_mut(&mut c, from_fn(|j| (r * A + j) * tw), tw), e, o);
-                }
-                for j in 0..A {
-                    let (r0, r1) = (&c[j * tw..][..tw], &c[(A + j) * tw..][..tw]);
-                    let at = from_fn(|i| ((i * A + j) * kg + k) * p + img * t + ty * tw);
-                    a::<A>(runs_mut(d, at, tw), r0, r1);
-                }
+                let at = from_fn(|j| ((r % 2) * A + j) * t + (r / 2) * tw);
+                a::<A>(runs_mut(&mut c, at, tw), &e, &o);
+            }
+            for j in 0..A {
+                let (r0, r1) = (&c[j * t..][..t], &c[(A + j) * t..][..t]);
+                let at = from_fn(|i| ((i * A + j) * kg + k) * p + img * t);
+                a::<A>(runs_mut(d, at, t), r0, r1);
             }
         }
     }
