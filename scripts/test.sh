@@ -72,7 +72,8 @@ assert len(meta) == 8 and np.isfinite(v).all() and (np.linalg.norm(v, axis=1) > 
 print("numpy: fc7 export-vectors wrote a %dx%d float32 array and %d metadata lines" % (v.shape + (len(meta),)))
 PY
 mark "onnx and numpy checks"
-# The int8 model on an emulated CPU without VNNI (QEMU's Zen 3): the same vectors as natively.
+# The int8 model on an emulated CPU without VNNI (QEMU's Zen 3): the same vectors as natively;
+# the fp32 model (fc7's Winograd and LRN operators on AVX2) within 1e-5 of them.
 scripts/setup/qemu.sh
 python3 tests/emulated/int8_no_vnni.py target/debug/fc7 "$tmp/m.onnx" "$tmp/d/train" "$tmp/emulated"
 mark "int8 without VNNI, emulated"
