@@ -1,8 +1,8 @@
 //! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`), matrix
 //! products (`matmul`, through the `gemm` crate; `sgemm`, fc7's own kernel), the vector
 //! extensions kernels may use (`isa`), crash points for tests (`fault`), remembered file hashes
-//! (`stamp`), the allocator's policy for large buffers (`heap`) and Winograd's 3×3 convolutions
-//! (`winograd`), which inference and training share.
+//! (`stamp`), the allocator's policy for large buffers (`heap`) and Winograd's 3×3 and 5×5
+//! convolutions (`winograd`), which inference and training share.
 
 pub mod draw;
 pub mod fault;

@@ -58,16 +58,11 @@ fn input_transform_of<const A: usize>(x: &[f32], v: &mut [f32], l: Layer, g: usi
         for c in 0..cg {
             let plane = &xi[(g * cg + c) * l.h * l.w..][..l.h * l.w];
             for pr in 0..2 * rows {
-                // padded row pr is input row pr − pad; padded column q + pad is input column q
-                e.fill(0.0);
-                o.fill(0.0);
-                if let Some(row) = pr.checked_sub(pad).filter(|&r| r < l.h) {
-                    let row = &plane[row * l.w..][..l.w];
-                    match pad {
-                        1 => deinterleave(row, &mut o, &mut e[1..]),
-                        _ => deinterleave(row, &mut e[1..], &mut o[1..]),
-                    }
-                }
+                // padded row pr is input row pr − pad
+                let row = pr
+                    .checked_sub(pad)
+                    .and_then(|r| plane.chunks_exact(l.w).nth(r));
+                split_padded(row, pad, &mut e, &mut o);
                 let at = (pr % 2) * A * run + (pr / 2) * tw;
                 let out = runs_mut::<A>(&mut h, from_fn(|j| at + j * run), tw);
                 let halves = [&e[..], &o[..]];
@@ -165,6 +160,21 @@ fn a<const A: usize>(mut r: [&mut [f32]; A], e: &[f32], o: &[f32]) {
     }
 }
 
+/// The even and odd columns `e`, `o` of `row` with `pad` zeros before it and zeros after it to
+/// their ends (padded column q + pad holds row[q]); no row (past the plane's edge) is all zeros.
+#[inline(always)]
+fn split_padded(row: Option<&[f32]>, pad: usize, e: &mut [f32], o: &mut [f32]) {
+    e.fill(0.0);
+    o.fill(0.0);
+    let Some(row) = row else { return };
+    match pad {
+        0 => deinterleave(row, e, o),
+        1 => deinterleave(row, o, &mut e[1..]),
+        2 => deinterleave(row, &mut e[1..], &mut o[1..]),
+        _ => unreachable!("Winograd layers pad by 1 or 2"),
+    }
+}
+
 /// `row`'s even elements into `even` and odd ones into `odd`, from their starts.
 #[inline(always)]
 fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
@@ -258,11 +268,7 @@ fn output_gradient_transform_of<const A: usize>(dy: &[f32], d: &mut [f32], l: La
         for k in 0..kg {
             let plane = &yi[(g * kg + k) * l.h * l.w..][..l.h * l.w];
             for r in 0..2 * th {
-                e.fill(0.0);
-                o.fill(0.0);
-                if r < l.h {
-                    deinterleave(&plane[r * l.w..][..l.w], &mut e, &mut o);
-                }
+                split_padded(plane.chunks_exact(l.w).nth(r), 0, &mut e, &mut o);
                 let at = from_fn(|j| ((r % 2) * A + j) * t + (r / 2) * tw);
                 a::<A>(runs_mut(&mut c, at, tw), &e, &o);
             }

@@ -2,8 +2,8 @@
 //! by each group's weights in one wide product, chunks in parallel with rayon. Chunk sizes
 //! depend only on the layer's shape and weight gradients are summed over chunks in order, so
 //! results do not depend on the thread count and a resumed run equals an uninterrupted one.
-//! 3×3 convolutions on wide maps (the paper network's conv3..5) run all three passes by
-//! Winograd's F(2×2, 3×3) instead (`winograd.rs`), with fewer products.
+//! 3×3 and 5×5 convolutions on wide maps (the paper network's conv2..5) run all three passes
+//! by Winograd's F(2×2, 3×3) or F(2×2, 5×5) instead (`winograd.rs`), with fewer products.
 
 use rayon::prelude::*;
 
