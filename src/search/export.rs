@@ -81,7 +81,7 @@ pub fn export_vectors(index: &dyn Index, out: &Path) -> Result<Exported> {
         };
         for (id, path, vec) in page {
             after = id;
-            let bytes: Vec<u8> = vec.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let bytes = crate::util::le::f32s_to_bytes(&vec);
             let line = serde_json::to_string(&Line {
                 row: written,
                 id,

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Param};
 use crate::train::augment::ColourStats;
 use crate::train::recipe::Recipe;
+use crate::util::le::{extend_f32s, f32s_from_bytes};
 
 const MAGIC: &[u8; 8] = b"FC7CKPT2";
 const MAGIC_V1: &[u8; 8] = b"FC7CKPT1";
@@ -86,21 +87,17 @@ fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resu
     Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::INFINITY))
 }
 
-fn floats(out: &mut Vec<u8>, v: &[f32]) {
-    out.reserve(v.len() * 4);
-    v.iter()
-        .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-}
-
 pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>]) -> Result<()> {
     let header = serde_json::to_vec(state).expect("state serialises");
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
-    params.iter().for_each(|p| floats(&mut out, &p.data));
-    velocity.iter().for_each(|v| floats(&mut out, v));
+    let floats = params.iter().map(|p| p.data.len()).sum::<usize>() * 2 + state.bank.len();
+    out.reserve(floats * 4 + 32);
+    params.iter().for_each(|p| extend_f32s(&mut out, &p.data));
+    velocity.iter().for_each(|v| extend_f32s(&mut out, v));
     assert_eq!(state.bank.len(), state.bank_len(), "memory bank size");
-    floats(&mut out, &state.bank);
+    extend_f32s(&mut out, &state.bank);
     let sum = sha256(&out);
     out.extend_from_slice(&sum);
     crate::util::fs::atomic_write(path, &out)
@@ -155,10 +152,7 @@ pub fn load(path: &Path) -> Result<(State, Vec<Param>, Vec<Vec<f32>>)> {
     }
     let mut at = 0;
     let mut take = |n: usize| {
-        let v: Vec<f32> = body[at..at + n * 4]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let v = f32s_from_bytes(&body[at..at + n * 4]);
         at += n * 4;
         v
     };

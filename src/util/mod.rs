@@ -1,14 +1,16 @@
 //! Small shared helpers with no fc7 concepts in them: files (`fs`), drawing (`draw`), matrix
 //! products (`matmul`, through the `gemm` crate; `sgemm`, fc7's own kernel), the vector
 //! extensions kernels may use (`isa`), crash points for tests (`fault`), remembered file hashes
-//! (`stamp`), the allocator's policy for large buffers (`heap`) and Winograd's 3×3 and 5×5
-//! convolutions (`winograd`), which inference and training share.
+//! (`stamp`), the allocator's policy for large buffers (`heap`), f32 arrays as little-endian
+//! bytes (`le`) and Winograd's 3×3 and 5×5 convolutions (`winograd`), which inference and
+//! training share.
 
 pub mod draw;
 pub mod fault;
 pub mod fs;
 pub mod heap;
 pub mod isa;
+pub mod le;
 pub mod matmul;
 pub mod sgemm;
 pub mod stamp;

@@ -42,8 +42,7 @@ pub fn tensor(name: &str, dims: &[usize], data_type: i32, raw: Vec<u8>) -> Tenso
 }
 
 pub fn f32_tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    tensor(name, dims, FLOAT, raw)
+    tensor(name, dims, FLOAT, crate::util::le::f32s_to_bytes(data))
 }
 
 /// Accumulates nodes and the constants they read.

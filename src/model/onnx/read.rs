@@ -20,12 +20,8 @@ fn not_ours(path: &Path, reason: impl Into<String>) -> Error {
 
 /// A float tensor's values from its raw little-endian bytes; None for any other tensor.
 pub(super) fn floats(t: &TensorProto) -> Option<Vec<f32>> {
-    (t.data_type == FLOAT && t.raw_data.len().is_multiple_of(4)).then(|| {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    })
+    (t.data_type == FLOAT && t.raw_data.len().is_multiple_of(4))
+        .then(|| crate::util::le::f32s_from_bytes(&t.raw_data))
 }
 
 /// `config`'s parameters from the ONNX `bytes` read at `path`, in `param_shapes()` order.

@@ -12,11 +12,6 @@ use crate::search::vectors::Appender;
 
 const BATCH: usize = 2048;
 
-fn blob_vector(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-}
-
 /// Moves every vector of a schema-1 catalog into the vector file; returns how many.
 pub fn to_2(cat: &mut Catalog, dir: &std::path::Path) -> Result<i64> {
     let path = cat.path.clone();
@@ -53,7 +48,7 @@ pub fn to_2(cat: &mut Catalog, dir: &std::path::Path) -> Result<i64> {
                     ),
                 });
             }
-            batch.extend(blob_vector(blob));
+            batch.extend(crate::util::le::f32s_from_bytes(blob));
             if batch.len() == BATCH * dim {
                 let first = appender.append(&batch)?;
                 appender.commit(first + BATCH as i64);

@@ -11,6 +11,7 @@ use postgres::types::ToSql;
 use super::{from_f16_bytes, PgIndex};
 use crate::error::Result;
 use crate::search::pca::{Pca, FIT_ROWS};
+use crate::util::le::{f32s_from_bytes, f32s_to_bytes};
 
 /// Dimensions of the codes (pgvector's `vector(128)` column); a basis of lower rank is padded
 /// with zeros, which leaves distances unchanged.
@@ -56,16 +57,6 @@ pub fn vector_text(code: &[f32]) -> String {
     s
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn bytes_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 impl PgIndex {
     /// The current basis, read again only when its generation changed.
     pub fn codes(&self) -> Result<Option<Codes>> {
@@ -91,8 +82,8 @@ impl PgIndex {
                 dim: r.get::<_, i32>(0) as usize,
                 code_dim: r.get::<_, i32>(1) as usize,
                 kept: r.get(2),
-                mean: bytes_f32(r.get(4)),
-                basis: bytes_f32(r.get(5)),
+                mean: f32s_from_bytes(r.get(4)),
+                basis: f32s_from_bytes(r.get(5)),
             },
             rows: r.get(3),
         });
@@ -135,7 +126,7 @@ impl PgIndex {
         let pca = Pca::fit(&flat, dim, CODE_DIM, 7);
         let generation = have.map_or(1, |c| c.generation + 1);
         let (pca_t, images, meta) = (self.t("pca"), self.t("images"), self.t("meta"));
-        let (mean, basis) = (f32_bytes(&pca.mean), f32_bytes(&pca.basis));
+        let (mean, basis) = (f32s_to_bytes(&pca.mean), f32s_to_bytes(&pca.basis));
         let (d, cd, used) = (dim as i32, pca.code_dim as i32, sample.len() as i64);
         self.with(|c| {
             let mut tx = c.transaction()?;
