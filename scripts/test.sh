@@ -72,29 +72,50 @@ assert len(meta) == 8 and np.isfinite(v).all() and (np.linalg.norm(v, axis=1) > 
 print("numpy: fc7 export-vectors wrote a %dx%d float32 array and %d metadata lines" % (v.shape + (len(meta),)))
 PY
 mark "onnx and numpy checks"
-# The int8 model on an emulated CPU without VNNI (QEMU's Zen 3): the same vectors as natively;
-# the fp32 model (fc7's Winograd and LRN operators on AVX2) within 1e-5 of them.
+# What is left runs in two lanes at once, each at about one and a half cores of two: alone, one
+# after the other, they left a quarter of the CPU idle (QEMU, Ray and Chromium wait on one thread).
+# Each lane's output is shown when both are done; the run fails if either did, naming it. Lane A
+# builds fc7 without AVX-512, which replaces target/debug/fc7 for a while, so both lanes run a
+# copy of the tests' build.
 scripts/setup/qemu.sh
-python3 tests/emulated/int8_no_vnni.py target/debug/fc7 "$tmp/m.onnx" "$tmp/d/train" "$tmp/emulated"
-mark "int8 without VNNI, emulated"
-# The same binary on an emulated CPU without AVX-512 trains the model fc7 built without AVX-512
-# trains, byte for byte. The AVX2 build replaces target/debug/fc7, so the tests' build is copied
-# first and put back after (building it again for the binary alone would compile fc7 again: the
-# tests' dev-dependencies give some of its dependencies other features).
-cp target/debug/fc7 "$tmp/fc7"
-cargo build -q --no-default-features --bin fc7
-cp target/debug/fc7 "$tmp/fc7-avx2"
-cp --remove-destination "$tmp/fc7" target/debug/fc7
-python3 tests/emulated/training_avx2.py target/debug/fc7 "$tmp/fc7-avx2" "$tmp/emulated-training"
-mark "training without AVX-512, emulated"
-# fc7 serve in a real browser (Debian's Chromium through chromedriver) on that index.
 scripts/setup/browser.sh
-FC7_HOME="$tmp/home" python3 tests/browser/gallery.py target/debug/fc7 "$tmp/i" \
-  "$(ls "$tmp"/d/train/*/* | head -1)"
-mark "browser"
-# A two-node Ray cluster (PyPI's ray) fills one PostgreSQL store, in namespaces of its own.
-bash scripts/cluster/test.sh target/debug/fc7
-mark "Ray cluster"
-# The GPU sitting's script, dry: every step's command on the CPU at tiny sizes.
-OUT="$tmp/verify" bash scripts/device/verify.sh --dry-run | tail -n 3
-mark "GPU sitting, dry"
+fc7="$tmp/fc7"
+cp target/debug/fc7 "$fc7"
+# A: the same binary on an emulated CPU without AVX-512 trains the model fc7 built without
+# AVX-512 trains, byte for byte. (Building the AVX2 binary for itself alone would compile fc7's
+# dependencies again: the tests' dev-dependencies give some of them other features.)
+lane_a() {
+  cargo build -q --no-default-features --bin fc7
+  cp target/debug/fc7 "$tmp/fc7-avx2"
+  cp --remove-destination "$fc7" target/debug/fc7
+  python3 tests/emulated/training_avx2.py "$fc7" "$tmp/fc7-avx2" "$tmp/emulated-training"
+  mark "training without AVX-512, emulated"
+}
+lane_b() {
+  # The int8 model on an emulated CPU without VNNI (QEMU's Zen 3): the same vectors as natively;
+  # the fp32 model (fc7's Winograd and LRN operators on AVX2) within 1e-5 of them.
+  python3 tests/emulated/int8_no_vnni.py "$fc7" "$tmp/m.onnx" "$tmp/d/train" "$tmp/emulated"
+  mark "int8 without VNNI, emulated"
+  # fc7 serve in a real browser (Debian's Chromium through chromedriver) on that index.
+  FC7_HOME="$tmp/home" python3 tests/browser/gallery.py "$fc7" "$tmp/i" \
+    "$(ls "$tmp"/d/train/*/* | head -1)"
+  mark "browser"
+  # A two-node Ray cluster (PyPI's ray) fills one PostgreSQL store, in namespaces of its own.
+  bash scripts/cluster/test.sh "$fc7"
+  mark "Ray cluster"
+  # The GPU sitting's script, dry: every step's command on the CPU at tiny sizes.
+  FC7_BIN="$fc7" OUT="$tmp/verify" bash scripts/device/verify.sh --dry-run | tail -n 3
+  mark "GPU sitting, dry"
+}
+lane_a >"$tmp/lane-a.log" 2>&1 &
+a=$!
+lane_b >"$tmp/lane-b.log" 2>&1 &
+b=$!
+failed=()
+wait $a || failed+=("A (training without AVX-512, emulated)")
+wait $b || failed+=("B (int8 emulated, browser, Ray, GPU dry run)")
+cat "$tmp/lane-a.log" "$tmp/lane-b.log" >&2
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'test.sh: lane %s failed (its output is above)\n' "${failed[@]}" >&2
+  exit 1
+fi
