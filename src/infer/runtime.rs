@@ -75,7 +75,10 @@ pub fn init(
 ) -> Result<(PathBuf, ort::environment::Environment)> {
     LOADED
         .get_or_init(|| {
-            let path = locate(explicit, prefer_gpu).map_err(|e| e.to_string())?;
+            let path = locate(explicit, prefer_gpu).map_err(|e| match e {
+                Error::Runtime(why) => why,
+                e => e.to_string(),
+            })?;
             let builder = ort::init_from(&path).map_err(|e| load_error(&path, e))?;
             let env = builder
                 .with_name("fc7")

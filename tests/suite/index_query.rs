@@ -417,6 +417,7 @@ fn a_missing_runtime_library_is_a_one_line_error() {
         err.contains("/nonexistent/libonnxruntime.so") && err.trim().lines().count() == 1,
         "{err}"
     );
+    assert_eq!(err.matches("ONNX Runtime:").count(), 1, "{err}");
 }
 
 /// A stand-in for an old ONNX Runtime: a shared library whose `OrtGetApiBase` reports 1.16.3,
