@@ -196,9 +196,10 @@ pub fn quantize(
     out: &Path,
     opts: &QuantizeOptions,
 ) -> Result<QuantizeReport> {
+    // The folder first: refusing a wrong one need not read a 240 MB model.
+    let files = calibration_files(calibrate)?;
     let (manifest, params, size) = fp32_model(model, "quantise")?;
     let config = &manifest.architecture;
-    let files = calibration_files(calibrate)?;
     crate::infer::runtime::init(opts.ort_lib.as_deref(), false)?;
     let (inputs, skipped) =
         calibration_inputs(&files, &manifest.preprocess, opts.images, opts.max_pixels);

@@ -61,14 +61,20 @@ fn probe(
             self_id: Some(id),
         });
     }
-    if embedder.is_none() {
-        let model = searcher.model()?;
-        let e = Embedder::open(&model, &opts.embed)?;
-        searcher.check_model(&model, &e.manifest)?;
-        *embedder = Some(e);
-    }
+    // Decoded before the model opens: a file that is not an image is answered at once.
+    let input = match embedder {
+        Some(e) => imaging::input_from_file(path, &e.manifest.preprocess, opts.max_pixels)?,
+        None => {
+            let model = searcher.model()?;
+            let pre = crate::model::manifest::read_manifest(&model)?.preprocess;
+            let input = imaging::input_from_file(path, &pre, opts.max_pixels)?;
+            let e = Embedder::open(&model, &opts.embed)?;
+            searcher.check_model(&model, &e.manifest)?;
+            *embedder = Some(e);
+            input
+        }
+    };
     let e = embedder.as_mut().expect("opened above");
-    let input = imaging::input_from_file(path, &e.manifest.preprocess, opts.max_pixels)?;
     Ok(Probe {
         vector: e.run(&input.tensor, 1, false)?.fc7,
         self_id: None,

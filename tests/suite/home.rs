@@ -156,4 +156,19 @@ fn a_query_file_that_is_not_an_image_is_named_with_the_reason() {
         err.contains(s(&text)) && err.contains("not an image"),
         "{err}"
     );
+    // It is decoded before the model opens: the answer needs no ONNX Runtime, and no 240 MB read.
+    let out = common::fc7()
+        .env("FC7_HOME", &home)
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .current_dir(d.path())
+        .args(["query", s(&text)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1)
+            && err.contains("not an image")
+            && !err.contains("nonexistent"),
+        "{err}"
+    );
 }
