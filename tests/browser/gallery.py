@@ -6,10 +6,13 @@ search from it, and checks the browse grid shows every indexed image.
 Usage: python3 tests/browser/gallery.py FC7_BINARY INDEX UPLOAD_IMAGE
 """
 import json
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -72,7 +75,11 @@ def main(fc7, index, image):
     serve = subprocess.Popen([fc7, "serve", "--index", index, "--port", "0", "--device", "cpu"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     port = free_port()
+    # Chromium's profile and scratch folders (org.chromium.Chromium.scoped_dir.*, ~2.5 MB a run)
+    # go to a folder of this run's, removed at the end, instead of piling up in /tmp.
+    scratch = tempfile.mkdtemp(prefix="fc7-browser-")
     driver = subprocess.Popen(["chromedriver", "--port=%d" % port],
+                              env=dict(os.environ, TMPDIR=scratch),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = re.search(r"http://\S+/", serve.stdout.readline()).group(0)
@@ -110,6 +117,8 @@ def main(fc7, index, image):
     finally:
         serve.kill()
         driver.kill()
+        driver.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
