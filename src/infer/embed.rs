@@ -190,6 +190,11 @@ impl Embedder {
     /// Opens `model` (its manifest must sit beside it) on the requested device.
     pub fn open(model: &Path, opts: &EmbedOptions) -> Result<Embedder> {
         let manifest = crate::model::manifest::read_manifest(model)?;
+        Self::open_read(model, manifest, opts)
+    }
+
+    /// Opens `model` whose `manifest` the caller has already read (and checked).
+    pub fn open_read(model: &Path, manifest: Manifest, opts: &EmbedOptions) -> Result<Embedder> {
         crate::infer::runtime::init(opts.ort_lib.as_deref(), opts.device != Device::Cpu)?;
         // CUDA sessions are not cached: their start is the device's, not the graph's.
         let uncached = || Prepared::Uncached("CUDA".into());

@@ -66,11 +66,10 @@ fn probe(
         Some(e) => imaging::input_from_file(path, &e.manifest.preprocess, opts.max_pixels)?,
         None => {
             let model = searcher.model()?;
-            let pre = crate::model::manifest::read_manifest(&model)?.preprocess;
-            let input = imaging::input_from_file(path, &pre, opts.max_pixels)?;
-            let e = Embedder::open(&model, &opts.embed)?;
-            searcher.check_model(&model, &e.manifest)?;
-            *embedder = Some(e);
+            let manifest = crate::model::manifest::read_manifest(&model)?;
+            let input = imaging::input_from_file(path, &manifest.preprocess, opts.max_pixels)?;
+            searcher.check_model(&model, &manifest)?;
+            *embedder = Some(Embedder::open_read(&model, manifest, &opts.embed)?);
             input
         }
     };
