@@ -92,8 +92,10 @@ pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>])
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
-    let floats = params.iter().map(|p| p.data.len()).sum::<usize>() * 2 + state.bank.len();
-    out.reserve(floats * 4 + 32);
+    let floats: usize = params.iter().map(|p| p.data.len()).sum::<usize>()
+        + velocity.iter().map(Vec::len).sum::<usize>()
+        + state.bank.len();
+    out.reserve(floats * 4 + 32); // and the checksum
     params.iter().for_each(|p| extend_f32s(&mut out, &p.data));
     velocity.iter().for_each(|v| extend_f32s(&mut out, v));
     assert_eq!(state.bank.len(), state.bank_len(), "memory bank size");

@@ -10,8 +10,9 @@ AVX-512) and requires:
      the same model, byte for byte, and the same epoch log as the AVX2 build natively, and a
      different model from the default binary natively when this host has AVX-512 (else the
      comparison would be vacuous);
-  2. `fc7 index` of all 18 images with that model (ONNX Runtime, fc7's LRN operator) to run there too, its vectors
-     within 1e-4 (relative) of the native run's: ONNX Runtime's own kernels differ by CPU.
+  2. `fc7 index` of all 18 images with that model (ONNX Runtime, fc7's LRN operator) to run
+     there too, its vectors within 1e-4 (relative) of the native run's: ONNX Runtime's own
+     kernels differ by CPU.
 Usage: python3 tests/emulated/training_avx2.py FC7 FC7_AVX2 WORKDIR"""
 import hashlib, json, os, shutil, subprocess, sys
 
