@@ -22,24 +22,32 @@ stage() {
   [ -n "$1" ] && echo "== $1${2:+: $2}"
   return 0
 }
-stage setup "build tools, ONNX Runtime, crates (downloads)"
+src=/usr/share/datasets/fashion-mnist
+mkdir -p "$work"
+stage setup "build tools, crates (downloads)"
 scripts/setup/build.sh
-scripts/setup/ort.sh
+# ONNX Runtime's wheel and the dataset's package download while cargo compiles: the build keeps
+# both cores busy, the downloads wait on the network. (After build.sh: apt takes one at a time.)
+downloads() {
+  scripts/setup/ort.sh
+  if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "== installing dataset-fashion-mnist"
+    { $sudo apt-get update -q && $sudo apt-get install -y -q dataset-fashion-mnist; } >/dev/null 2>&1 || true
+  fi
+}
+downloads >"$work/downloads.log" 2>&1 &
+downloading=$!
 # Only this machine's crates: without --target cargo fetch also takes every other platform's
 # (Windows import libraries among them), 57 MB to download and 567 MB unpacked instead of 29 and 191.
 cargo fetch -q --target "$(rustc -vV | sed -n 's/^host: //p')"
 stage build "fc7, release"
 cargo build --release --bins
 fc7=target/release/fc7
-mkdir -p "$work"
 
-src=/usr/share/datasets/fashion-mnist
-stage dataset
-if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  echo "== installing dataset-fashion-mnist"
-  { $sudo apt-get update -q && $sudo apt-get install -y -q dataset-fashion-mnist; } >/dev/null 2>&1 || true
-fi
+stage dataset "(and the downloads begun before the build)"
+wait $downloading || { cat "$work/downloads.log" >&2; echo "demo: ONNX Runtime's setup failed (above)" >&2; exit 1; }
+cat "$work/downloads.log"
 if [ -f "$src/train-images-idx3-ubyte.gz" ]; then
   data=$work/fashion-mnist
   [ -d "$data/test" ] || { echo "== Fashion-MNIST → $data"; $fc7 dataset fashion-mnist "$data"; }
