@@ -58,16 +58,11 @@ pub fn exact_knn(queries: &[f32], base: &[f32], dim: usize, k: usize) -> Vec<Vec
     let mut out = Vec::new();
     for chunk in queries.chunks(256 * dim) {
         let n = chunk.len() / dim;
-        dots.resize(n * m, 0.0);
-        matmul(
-            Mat::new(chunk, n, dim),
-            Mat::t(base, m, dim),
-            &mut dots,
-            false,
-            true,
-        ); // [n, m]
+        dots.resize(n * m, 0.0); // [n, m]: q·b, written over
+        let (q, b) = (Mat::new(chunk, n, dim), Mat::t(base, m, dim));
+        matmul(q, b, &mut dots, false, true);
         let qn = norms(chunk);
-        let rows: Vec<Vec<(usize, f32)>> = dots[..n * m]
+        let rows: Vec<Vec<(usize, f32)>> = dots
             .par_chunks(m.max(1))
             .zip(qn.par_iter())
             .map_init(Vec::new, |d, (row, q)| {
