@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Param};
 use crate::train::augment::ColourStats;
 use crate::train::recipe::Recipe;
-use crate::util::le::{extend_f32s, f32s_from_bytes};
+use crate::util::le::{f32s_as_bytes, f32s_from_bytes};
 
 const MAGIC: &[u8; 8] = b"FC7CKPT2";
 const MAGIC_V1: &[u8; 8] = b"FC7CKPT1";
@@ -87,22 +87,30 @@ fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resu
     Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::INFINITY))
 }
 
+/// Written piece by piece, each hashed on its way to the file: a copy of the whole (0.5 GB for
+/// the paper network) was most of a short run's time in the kernel, zeroing its fresh pages.
 pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>]) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
     let header = serde_json::to_vec(state).expect("state serialises");
-    let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    let floats: usize = params.iter().map(|p| p.data.len()).sum::<usize>()
-        + velocity.iter().map(Vec::len).sum::<usize>()
-        + state.bank.len();
-    out.reserve(floats * 4 + 32); // and the checksum
-    params.iter().for_each(|p| extend_f32s(&mut out, &p.data));
-    velocity.iter().for_each(|v| extend_f32s(&mut out, v));
     assert_eq!(state.bank.len(), state.bank_len(), "memory bank size");
-    extend_f32s(&mut out, &state.bank);
-    let sum = sha256(&out);
-    out.extend_from_slice(&sum);
-    crate::util::fs::atomic_write(path, &out)
+    let floats = (params.iter().map(|p| p.data.as_slice()))
+        .chain(velocity.iter().map(Vec::as_slice))
+        .chain([state.bank.as_slice()]);
+    crate::util::fs::atomic_write_with(path, |f| {
+        let mut sum = Sha256::new();
+        let mut put = |bytes: &[u8]| {
+            sum.update(bytes);
+            f.write_all(bytes)
+        };
+        put(MAGIC)?;
+        put(&(header.len() as u64).to_le_bytes())?;
+        put(&header)?;
+        for v in floats {
+            put(&f32s_as_bytes(v))?;
+        }
+        f.write_all(&sum.finalize())
+    })
 }
 
 /// The run's state from a checkpoint's header alone (no weights read, no checksum: `load`

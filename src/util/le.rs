@@ -14,6 +14,15 @@ pub fn extend_f32s(out: &mut Vec<u8>, v: &[f32]) {
     }
 }
 
+/// `v`'s values as little-endian bytes, borrowed where the CPU is little-endian.
+pub fn f32s_as_bytes(v: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(v))
+    } else {
+        std::borrow::Cow::Owned(f32s_to_bytes(v))
+    }
+}
+
 /// `v`'s values as little-endian bytes.
 pub fn f32s_to_bytes(v: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len() * 4);
