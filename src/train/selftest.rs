@@ -373,6 +373,9 @@ macro_rules! cpu_passthrough {
         fn download(&self, t: &Vec<f32>) -> Result<Vec<f32>> {
             Cpu.download(t)
         }
+        fn download_into(&self, t: &Vec<f32>, host: &mut Vec<f32>) -> Result<()> {
+            Cpu.download_into(t, host)
+        }
         fn zeros(&self, len: usize) -> Result<Vec<f32>> {
             Cpu.zeros(len)
         }

@@ -69,10 +69,10 @@ impl<E: Engine> Weights<E> {
     /// Copies the engine's parameters and velocities back into the host copies.
     pub fn download(&self, e: &E, params: &mut [Param], velocity: &mut [Vec<f32>]) -> Result<()> {
         for (p, t) in params.iter_mut().zip(&self.params) {
-            p.data = e.download(t)?;
+            e.download_into(t, &mut p.data)?;
         }
         for (v, t) in velocity.iter_mut().zip(&self.velocity) {
-            *v = e.download(t)?;
+            e.download_into(t, v)?;
         }
         Ok(())
     }

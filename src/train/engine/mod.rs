@@ -113,6 +113,12 @@ pub trait Engine: Sync {
     fn describe(&self) -> String;
     fn upload(&self, data: &[f32]) -> Result<Self::Tensor>;
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// `download` into `host`, whose pages are reused when it is long enough: the weights are
+    /// downloaded at every checkpoint, and fresh pages for them cost more than the copy.
+    fn download_into(&self, t: &Self::Tensor, host: &mut Vec<f32>) -> Result<()> {
+        *host = self.download(t)?;
+        Ok(())
+    }
     fn zeros(&self, len: usize) -> Result<Self::Tensor>;
     /// Network input from 8-bit crops `pixels` ([n, 3, h, w]) and per-image colour shifts.
     fn input(

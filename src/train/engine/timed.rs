@@ -72,6 +72,9 @@ impl<E: Engine<Tensor = Vec<f32>>> Engine for Timed<E> {
     fn download(&self, t: &Vec<f32>) -> Result<Vec<f32>> {
         self.time(|| "download".into(), |e| e.download(t))
     }
+    fn download_into(&self, t: &Vec<f32>, host: &mut Vec<f32>) -> Result<()> {
+        self.time(|| "download".into(), |e| e.download_into(t, host))
+    }
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         self.inner.zeros(len)
     }

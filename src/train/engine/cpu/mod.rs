@@ -34,6 +34,12 @@ impl Engine for Cpu {
         Ok(t.clone())
     }
 
+    fn download_into(&self, t: &Vec<f32>, host: &mut Vec<f32>) -> Result<()> {
+        host.clear();
+        host.extend_from_slice(t);
+        Ok(())
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
     }

@@ -44,6 +44,14 @@ impl Engine for Cuda {
         Ok(v)
     }
 
+    fn download_into(&self, t: &Tensor, host: &mut Vec<f32>) -> Result<()> {
+        host.resize(t.len(), 0.0);
+        self.stream
+            .memcpy_dtoh(t, host.as_mut_slice())
+            .map_err(cuda_err("copy from GPU"))?;
+        self.stream.synchronize().map_err(cuda_err("GPU work"))
+    }
+
     fn zeros(&self, len: usize) -> Result<Tensor> {
         self.stream
             .alloc_zeros(len.max(1))
