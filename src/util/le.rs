@@ -62,6 +62,8 @@ mod tests {
         let mut out = vec![7u8];
         extend_f32s(&mut out, &v[..1]);
         assert_eq!(out, [7, 0x00, 0x00, 0x80, 0x3f]);
+        assert_eq!(&f32s_as_bytes(&v[..1])[..], [0x00, 0x00, 0x80, 0x3f]);
+        assert_eq!(f32s_as_bytes(&v), bytes);
     }
 
     #[test]
