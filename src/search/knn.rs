@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use crate::util::matmul::{matmul, Mat};
+use crate::util::matmul::dot_rows_into;
 
 /// Euclidean distance between two vectors of the same length.
 pub fn l2(a: &[f32], b: &[f32]) -> f32 {
@@ -57,10 +57,7 @@ pub fn exact_knn(queries: &[f32], base: &[f32], dim: usize, k: usize) -> Vec<Vec
     let mut dots = Vec::new();
     let mut out = Vec::new();
     for chunk in queries.chunks(256 * dim) {
-        let n = chunk.len() / dim;
-        dots.resize(n * m, 0.0); // [n, m]: q·b, written over
-        let (q, b) = (Mat::new(chunk, n, dim), Mat::t(base, m, dim));
-        matmul(q, b, &mut dots, false, true);
+        dot_rows_into(chunk, base, dim, &mut dots); // [≤256, m]
         let qn = norms(chunk);
         let rows: Vec<Vec<(usize, f32)>> = dots
             .par_chunks(m.max(1))

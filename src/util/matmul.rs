@@ -223,16 +223,17 @@ unsafe fn gemm(
 
 /// Dot products of every row of `a` [n, dim] with every row of `b` [m, dim]: [n, m].
 pub fn dot_rows(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
-    let (n, m) = (a.len() / dim, b.len() / dim);
-    let mut out = vec![0.0; n * m];
-    matmul(
-        Mat::new(a, n, dim),
-        Mat::t(b, m, dim),
-        &mut out,
-        false,
-        true,
-    );
+    let mut out = Vec::new();
+    dot_rows_into(a, b, dim, &mut out);
     out
+}
+
+/// `dot_rows` written over `out`, resized to [n, m]: a caller that runs it block after block
+/// keeps one buffer instead of faulting in fresh pages for each.
+pub fn dot_rows_into(a: &[f32], b: &[f32], dim: usize, out: &mut Vec<f32>) {
+    let (n, m) = (a.len() / dim, b.len() / dim);
+    out.resize(n * m, 0.0);
+    matmul(Mat::new(a, n, dim), Mat::t(b, m, dim), out, false, true);
 }
 
 #[cfg(test)]
