@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::onnx::{to_onnx_bytes, EMBEDDING, INPUT, LOGITS};
+use crate::model::onnx::{self, EMBEDDING, INPUT, LOGITS};
 use crate::model::standardise::Standardise;
 use crate::model::{AlexNetConfig, Param};
-use crate::util::fs::{atomic_write, sha256_hex};
+use crate::util::fs::{atomic_write, atomic_write_with, sha256_hex, Hashing};
 
 /// How an image becomes the network's input: shorter side resized to `resize`, centre crop of
 /// `crop`, values divided by `scale`, then (x - mean) / std per RGB channel, or with
@@ -100,15 +100,23 @@ pub fn manifest_path(onnx: &Path) -> PathBuf {
     onnx.with_extension("json")
 }
 
-/// Writes `path` (ONNX) and its manifest, each atomically (temp file, fsync, rename).
+/// Writes `path` (ONNX) and its manifest, each atomically (temp file, fsync, rename). The
+/// parameters are written from `params` as they are (`onnx::Encoded`), hashed on their way.
 pub fn write_model(
     path: &Path,
     config: &AlexNetConfig,
     params: &[Param],
     info: ModelInfo,
 ) -> Result<Manifest> {
-    let bytes = to_onnx_bytes(config, params, DOC)?;
-    write_onnx(path, &bytes, config, info, Precision::Fp32)
+    let model = onnx::fp32(config, params, DOC, &[])?;
+    let mut sha = String::new();
+    atomic_write_with(path, |f| {
+        let mut out = Hashing::new(f);
+        model.write_to(&mut out)?;
+        sha = out.hex();
+        Ok(())
+    })?;
+    write_manifest(path, sha, config, info, Precision::Fp32)
 }
 
 /// The doc string of every model fc7 writes.
@@ -118,6 +126,18 @@ pub const DOC: &str = "AlexNet (Krizhevsky et al. 2012), written by fc7";
 pub fn write_onnx(
     path: &Path,
     bytes: &[u8],
+    config: &AlexNetConfig,
+    info: ModelInfo,
+    precision: Precision,
+) -> Result<Manifest> {
+    atomic_write(path, bytes)?;
+    write_manifest(path, sha256_hex(bytes), config, info, precision)
+}
+
+/// The manifest of the ONNX file at `path`, whose SHA-256 is `onnx_sha256`, written beside it.
+fn write_manifest(
+    path: &Path,
+    onnx_sha256: String,
     config: &AlexNetConfig,
     info: ModelInfo,
     precision: Precision,
@@ -138,11 +158,10 @@ pub fn write_onnx(
         preprocess: info.preprocess,
         architecture: config.clone(),
         provenance: info.provenance,
-        onnx_sha256: sha256_hex(bytes),
+        onnx_sha256,
         precision,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    atomic_write(path, bytes)?;
     atomic_write(&manifest_path(path), &json)?;
     Ok(manifest)
 }

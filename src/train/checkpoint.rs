@@ -90,7 +90,7 @@ fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resu
 /// Written piece by piece, each hashed on its way to the file: a copy of the whole (0.5 GB for
 /// the paper network) was most of a short run's time in the kernel, zeroing its fresh pages.
 pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>]) -> Result<()> {
-    use sha2::{Digest, Sha256};
+    use crate::util::fs::Hashing;
     use std::io::Write;
     let header = serde_json::to_vec(state).expect("state serialises");
     assert_eq!(state.bank.len(), state.bank_len(), "memory bank size");
@@ -98,18 +98,15 @@ pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>])
         .chain(velocity.iter().map(Vec::as_slice))
         .chain([state.bank.as_slice()]);
     crate::util::fs::atomic_write_with(path, |f| {
-        let mut sum = Sha256::new();
-        let mut put = |bytes: &[u8]| {
-            sum.update(bytes);
-            f.write_all(bytes)
-        };
-        put(MAGIC)?;
-        put(&(header.len() as u64).to_le_bytes())?;
-        put(&header)?;
+        let mut out = Hashing::new(f);
+        out.write_all(MAGIC)?;
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(&header)?;
         for v in floats {
-            put(&f32s_as_bytes(v))?;
+            out.write_all(&f32s_as_bytes(v))?;
         }
-        f.write_all(&sum.finalize())
+        let (f, sum) = out.finish();
+        f.write_all(&sum)
     })
 }
 

@@ -49,8 +49,49 @@ pub fn atomic_write_with(
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A writer that hashes (SHA-256) what it passes on, so that a file written in pieces has its
+/// digest without being read again.
+pub struct Hashing<W> {
+    inner: W,
+    sum: Sha256,
+}
+
+impl<W: Write> Hashing<W> {
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            sum: Sha256::new(),
+        }
+    }
+
+    /// The writer back, and the digest of everything written through it.
+    pub fn finish(self) -> (W, [u8; 32]) {
+        (self.inner, self.sum.finalize().into())
+    }
+
+    /// The digest in lower-case hex, as `sha256_hex` gives it.
+    pub fn hex(self) -> String {
+        hex(&self.finish().1)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Root of fc7's cache: `$FC7_CACHE`, else `$XDG_CACHE_HOME/fc7`, else `~/.cache/fc7`.
@@ -173,6 +214,28 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Written through in uneven pieces (one of them empty), the digest is the whole's: the
+    /// reference is `sha256sum`'s of the same bytes.
+    #[test]
+    fn hashing_gives_the_digest_of_what_it_passed_on() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|j| (j * 31 % 256) as u8).collect();
+        let mut out = Hashing::new(Vec::new());
+        for piece in [&bytes[..1], &bytes[1..1], &bytes[1..4097], &bytes[4097..]] {
+            out.write_all(piece).unwrap();
+        }
+        let (written, digest) = out.finish();
+        assert!(written == bytes);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .arg(file.path())
+            .output()
+            .expect("sha256sum runs");
+        let want = String::from_utf8_lossy(&out.stdout)[..64].to_string();
+        assert_eq!(hex(&digest), want);
+        assert_eq!(sha256_hex(&bytes), want);
+    }
 
     /// What `df` says is available on the filesystem of `path`, in bytes.
     fn df_available(path: &Path) -> u64 {

@@ -2,8 +2,6 @@
 //! (`proto`) are the subset of onnx.proto this writer needs, declared by hand with prost (field
 //! numbers as in onnx/onnx.proto), so no `protoc` is needed at build time.
 
-use prost::Message;
-
 use crate::error::{Error, Result};
 use crate::model::{AlexNetConfig, Conv, Lrn, Param};
 
@@ -13,9 +11,12 @@ pub mod half;
 mod proto;
 pub mod qdq;
 pub mod read;
+mod stream;
 pub mod winograd;
 
-use graph::{f32_tensor, Builder};
+pub use stream::Encoded;
+
+use graph::{f32_tensor, tensor, Builder};
 use proto::*;
 
 pub const OPSET: i64 = 17;
@@ -213,18 +214,35 @@ pub fn to_onnx_with_outputs(
     doc: &str,
     extra_outputs: &[&str],
 ) -> Result<Vec<u8>> {
+    Ok(fp32(config, params, doc, extra_outputs)?.to_vec())
+}
+
+/// The network with `params` as initialisers, their bytes left in `params` until written
+/// (`Encoded::write_to`): what `to_onnx_with_outputs` encodes.
+pub fn fp32<'a>(
+    config: &AlexNetConfig,
+    params: &'a [Param],
+    doc: &str,
+    extra_outputs: &[&str],
+) -> Result<Encoded<'a>> {
     check_params(config, params)?;
     let init = params
         .iter()
-        .map(|p| f32_tensor(&p.name, &p.shape, &p.data))
+        .map(|p| tensor(&p.name, &p.shape, FLOAT, Vec::new()))
         .collect();
-    Ok(model(build(config, false), init, config, doc, extra_outputs).encode_to_vec())
+    Ok(Encoded {
+        model: model(build(config, false), init, config, doc, extra_outputs),
+        raws: (params.iter())
+            .map(|p| crate::util::le::f32s_as_bytes(&p.data))
+            .collect(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{init_params, Init};
+    use prost::Message;
 
     #[test]
     fn lrn_band_sums_the_engines_window_and_convs_keep_their_groups() {
