@@ -229,9 +229,10 @@ pub fn recognise(z: &[f32], own: &[usize], bank: &[f32], temperature: f32) -> Re
     let (mut loss, mut best) = (0.0f64, vec![0usize; rows]);
     let (mut wrong1, mut wrong5) = (0.0f64, 0.0f64);
     // A few views at a time: the scores of every view against a bank of a million rows would
-    // not fit in memory.
+    // not fit in memory. One buffer for every chunk's scores (fresh pages would be zeroed anew).
+    let mut scores = Vec::new();
     for (chunk, ids) in v.chunks(32 * dim).zip(own.chunks(32)) {
-        let scores = crate::util::matmul::dot_rows(chunk, bank, dim);
+        crate::util::matmul::dot_rows_into(chunk, bank, dim, &mut scores);
         for (row, &o) in scores.chunks(rows).zip(ids) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) / temperature;
             let sum: f64 = row
