@@ -8,11 +8,13 @@
 //! `seeds` the seed mixer behind every draw; `epoch` runs one epoch on an engine (or, through
 //! `parallel`, several GPUs in data parallel),
 //! `validation` scores it, `run` the whole schedule, `guard` stops
-//! a run that diverges or stays at chance; `checkpoint` saves it, `export` writes the ONNX
+//! a run that diverges or stays at chance; `checkpoint` saves it (`cadence`: at which
+//! epochs' ends), `export` writes the ONNX
 //! model, `plot` draws its curves; `selftest` compares an engine with the CPU one.
 
 pub mod augment;
 pub mod batch;
+pub mod cadence;
 pub mod checkpoint;
 pub mod dataset;
 pub mod engine;

@@ -15,6 +15,8 @@ pub trait TrainProgress: Sync {
     fn epoch_start(&self, _epoch: usize, _batches: usize) {}
     fn batch(&self, _done: usize, _loss: f32, _error: f32, _images_per_second: f32) {}
     fn epoch_end(&self, _record: &EpochRecord) {}
+    /// The checkpoint written at the end of epoch `epoch` (not at every epoch's end: `cadence`).
+    fn checkpoint(&self, _epoch: usize) {}
     /// A one-line remark about the run (e.g. flags a resumed run does not apply).
     fn note(&self, _line: &str) {}
 }

@@ -1,7 +1,7 @@
 //! `fc7 train`: fits AlexNet from scratch with the paper's recipe (SGD with momentum 0.9 and
 //! weight decay 5e-4, batch 128, learning rate 0.01 divided by 10 when validation error stops
-//! improving, dropout 0.5, random crops, flips and PCA colour shifts), checkpointing every epoch
-//! and on Ctrl-C, then exporting ONNX + manifest through `onnx`. Every random draw is seeded by
+//! improving, dropout 0.5, random crops, flips and PCA colour shifts), checkpointing at epochs' ends
+//! (`cadence`) and on Ctrl-C, then exporting ONNX + manifest through `onnx`. Every random draw is seeded by
 //! (seed, epoch, batch or sample), so a resumed run repeats an uninterrupted one exactly.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::{self, Param};
 use crate::train::augment;
+use crate::train::cadence::Cadence;
 use crate::train::checkpoint::{self, EpochRecord, State};
 use crate::train::dataset;
 use crate::train::engine::cpu::Cpu;
@@ -146,11 +147,12 @@ fn validate<E: Engine>(
     Ok((ev, precision))
 }
 
-/// Closes an epoch: validation, the learning-rate schedule, the log and the checkpoint. A
-/// network still at chance after `STALL_CHECK_STEPS` stops the run (nothing is written).
+/// Closes an epoch: validation, the learning-rate schedule and the log (the checkpoint, where
+/// `cadence` says, is the caller's). A network still at chance after `STALL_CHECK_STEPS` stops
+/// the run (nothing is written).
 fn end_epoch<E: Engine>(
     e: &E,
-    (st, params, vel): &mut Host,
+    st: &mut State,
     w: &Weights<E>,
     data: &dataset::Dataset,
     out: &Path,
@@ -204,8 +206,6 @@ fn end_epoch<E: Engine>(
         .collect();
     crate::util::fs::atomic_write(&with_ext(out, ".log.jsonl"), log.as_bytes())?;
     crate::train::plot::training_curves(&with_ext(out, ".png"), &st.history)?;
-    w.download(e, params, vel)?;
-    checkpoint::save(&with_ext(out, ".ckpt"), st, params, vel)?;
     Ok(rec)
 }
 
@@ -443,6 +443,7 @@ fn train_on_team<E: Engine>(
         k => format!("{k} × {}", e.describe()),
     };
     let mut w = Weights::upload(e, &host.1, &host.2)?;
+    let mut cadence = Cadence::default();
     let mut halt = Halt {
         stop,
         steps_left: opts.max_steps,
@@ -475,7 +476,14 @@ fn train_on_team<E: Engine>(
         let secs = (st.seconds - t0) as f32;
         let rate = (st.epoch_seen - seen0) as f32 / secs.max(1e-6);
         team.check_agreement(e, &w)?;
-        let rec = end_epoch(e, &mut host, &w, &data, &opts.out, (rate, secs))?;
+        let rec = end_epoch(e, &mut host.0, &w, &data, &opts.out, (rate, secs))?;
+        if cadence.due(host.0.epoch == host.0.recipe.epochs) {
+            cadence.save(|| {
+                w.download(e, &mut host.1, &mut host.2)?;
+                checkpoint::save(&ckpt, &host.0, &host.1, &host.2)
+            })?;
+            progress.checkpoint(host.0.epoch);
+        }
         progress.epoch_end(&rec);
     }
     let st = &host.0;

@@ -229,14 +229,18 @@ fn resume_without_a_checkpoint_says_it_starts_fresh_and_max_steps_stops_with_one
 #[test]
 fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     let (d, data, _) = small_fixture();
+    let watched = Counter::default();
     let straight = fc7::train::run::train(
         &options(&data, &d.path().join("a"), 2),
-        &(),
+        &watched,
         &AtomicBool::new(false),
     )
     .unwrap();
     assert_eq!(straight.outcome, Outcome::Finished);
     assert_eq!(straight.state.steps, 6);
+    // The first epoch's end writes a checkpoint, and so does the last, even where it follows the
+    // first sooner than `cadence` would write one in the middle of a run.
+    assert_eq!(*watched.checkpoints.lock().unwrap(), [1, 2]);
 
     let stop = AtomicBool::new(false);
     // 48 training images at batch 16: 3 batches an epoch; stop inside the second epoch. A
@@ -254,6 +258,7 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     let counted = Counter::default();
     let resumed = fc7::train::run::train(&opts, &counted, &AtomicBool::new(false)).unwrap();
     assert_eq!(counted.batches.load(Ordering::SeqCst), 1);
+    assert_eq!(*counted.checkpoints.lock().unwrap(), [2]);
     let notes = counted.notes.lock().unwrap().clone();
     assert!(!notes.iter().any(|n| n.contains("fresh")), "{notes:?}");
     assert_eq!(resumed.state.steps, 6);

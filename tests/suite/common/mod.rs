@@ -501,11 +501,13 @@ impl fc7::train::progress::TrainProgress for StopAfter<'_> {
     }
 }
 
-/// Counts a run's batches and keeps its notes.
+/// Counts a run's batches and keeps its notes and the epochs it checkpointed at.
 #[derive(Default)]
 pub struct Counter {
     pub batches: std::sync::atomic::AtomicUsize,
     pub notes: std::sync::Mutex<Vec<String>>,
+    /// The epochs at whose end a checkpoint was written.
+    pub checkpoints: std::sync::Mutex<Vec<usize>>,
 }
 
 impl fc7::train::progress::TrainProgress for Counter {
@@ -515,5 +517,8 @@ impl fc7::train::progress::TrainProgress for Counter {
     }
     fn note(&self, line: &str) {
         self.notes.lock().unwrap().push(line.to_string());
+    }
+    fn checkpoint(&self, epoch: usize) {
+        self.checkpoints.lock().unwrap().push(epoch);
     }
 }
