@@ -221,20 +221,12 @@ fn prune(root: &Path, model: &Path, sha256: &str, keep: &Path) {
         let recorded = recorded_source(&e.path());
         let same_file = recorded.as_ref() == Some(&source);
         let orphan = recorded.as_deref().is_some_and(crate::util::fs::gone);
-        let abandoned = name.starts_with('.') && !saver_alive(&name);
+        let abandoned = name.starts_with('.') && crate::util::fs::writer_alive(&name) != Some(true);
         let replaced = (name.starts_with(prefix) || same_file || orphan) && !name.starts_with('.');
         if (replaced && e.path() != keep) || abandoned {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
-}
-
-/// Whether the process that named the temporary folder `.ENTRY.tmp-PID-N` still runs.
-fn saver_alive(name: &str) -> bool {
-    let pid = name
-        .rsplit_once(".tmp-")
-        .and_then(|(_, t)| t.split('-').next());
-    pid.is_some_and(|p| Path::new("/proc").join(p).exists())
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>])
         for v in floats {
             out.write_all(&f32s_as_bytes(v))?;
         }
+        crate::util::fault::point("checkpoint-written-but-its-checksum");
         let (f, sum) = out.finish();
         f.write_all(&sum)
     })

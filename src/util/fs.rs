@@ -44,7 +44,35 @@ pub fn atomic_write_with(
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
-    })
+    })?;
+    remove_abandoned(dir, &name);
+    Ok(())
+}
+
+/// Removes the temporary files of `name` that writers killed mid-write (kill -9, a power cut)
+/// left in `dir`: a checkpoint's is as large as the checkpoint. A file whose writer still runs,
+/// or whose process id has been taken again, is left.
+fn remove_abandoned(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&prefix) && writer_alive(&file) == Some(false) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Whether the process that named a temporary file or folder `.NAME.tmp-PID` (or
+/// `.NAME.tmp-PID-N`) still runs: None where the name holds no process id.
+pub fn writer_alive(name: &str) -> Option<bool> {
+    let pid = name
+        .rsplit_once(".tmp-")
+        .and_then(|(_, t)| t.split('-').next())
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(Path::new("/proc").join(pid).exists())
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -214,6 +242,37 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A temporary file that a killed writer left beside the file is removed by the next write
+    /// of that file; one whose writer runs (pid 1 does) and another file's are left.
+    #[test]
+    fn a_write_removes_what_killed_writers_of_the_same_file_left() {
+        let d = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let names = [
+            format!(".m.ckpt.tmp-{dead}"),
+            ".m.ckpt.tmp-1".to_string(),
+            format!(".other.ckpt.tmp-{dead}"),
+            ".m.ckpt.tmp-x".to_string(),
+        ];
+        for n in &names {
+            std::fs::write(d.path().join(n), b"half").unwrap();
+        }
+        atomic_write(&d.path().join("m.ckpt"), b"whole").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec!["m.ckpt".to_string()];
+        want.extend(names[1..].iter().cloned());
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(writer_alive(".a.tmp-1-3"), Some(true));
+        assert_eq!(writer_alive("a.json"), None);
+    }
 
     /// Written through in uneven pieces (one of them empty), the digest is the whole's: the
     /// reference is `sha256sum`'s of the same bytes.

@@ -519,6 +519,67 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
     assert!(d.path().join("m.onnx").is_file());
 }
 
+/// kill -9 in the middle of a run (no handler runs): the checkpoint left is a whole one, from the
+/// last epoch's end that wrote one (`cadence`: the first always). A resumed run killed while it
+/// writes its own checkpoint (`FC7_FAULT`) leaves that one as it was, and the next `--resume`
+/// finishes the run, every epoch in its log, and removes the half-written file.
+#[test]
+fn kill_9_mid_run_or_mid_checkpoint_leaves_a_checkpoint_that_resume_finishes() {
+    use std::io::BufRead;
+    let (d, data, stem) = small_fixture();
+    let args = [
+        "--preset", "quick", "--device", "cpu", "--batch", "8", "--epochs", "5",
+    ];
+    let train = [
+        &["train", s(&data), "--out", s(&stem), "--quiet"][..],
+        &args,
+    ]
+    .concat();
+    let mut child = fc7()
+        .args(&train)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in &mut lines {
+        if line.unwrap().starts_with("epoch   2") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ckpt = d.path().join("m.ckpt");
+    let (state, _, _) = fc7::train::checkpoint::load(&ckpt).expect("a whole checkpoint");
+    assert!(
+        (1..5).contains(&state.epoch),
+        "saved at epoch {}",
+        state.epoch
+    );
+    let saved = std::fs::read(&ckpt).unwrap();
+
+    let resume = [&train[..], &["--resume"]].concat();
+    let out = fc7()
+        .args(&resume)
+        .env("FC7_FAULT", "checkpoint-written-but-its-checksum")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        saved,
+        "the checkpoint before"
+    );
+    assert_eq!(temp_leftovers(d.path()).len(), 1, "the half-written one");
+
+    let out = run_ok(&resume);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("starts fresh"), "{err}");
+    let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 5, "{log}");
+    assert!(d.path().join("m.onnx").is_file());
+    assert!(temp_leftovers(d.path()).is_empty());
+}
+
 #[test]
 fn a_full_disk_at_a_checkpoint_is_one_error_and_keeps_the_previous_checkpoint() {
     let (d, data, stem) = small_fixture();
