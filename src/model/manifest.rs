@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::model::onnx::{self, EMBEDDING, INPUT, LOGITS};
 use crate::model::standardise::Standardise;
 use crate::model::{AlexNetConfig, Param};
-use crate::util::fs::{atomic_write, atomic_write_with, sha256_hex, Hashing};
+use crate::util::fs::{
+    atomic_write, atomic_write_with, remove_abandoned_temps, sha256_hex, Hashing,
+};
 
 /// How an image becomes the network's input: shorter side resized to `resize`, centre crop of
 /// `crop`, values divided by `scale`, then (x - mean) / std per RGB channel, or with
@@ -116,6 +118,7 @@ pub fn write_model(
         sha = out.hex();
         Ok(())
     })?;
+    remove_abandoned_temps(path);
     write_manifest(path, sha, config, info, Precision::Fp32)
 }
 
@@ -131,6 +134,7 @@ pub fn write_onnx(
     precision: Precision,
 ) -> Result<Manifest> {
     atomic_write(path, bytes)?;
+    remove_abandoned_temps(path);
     write_manifest(path, sha256_hex(bytes), config, info, precision)
 }
 

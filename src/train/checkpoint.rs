@@ -108,7 +108,9 @@ pub fn save(path: &Path, state: &State, params: &[Param], velocity: &[Vec<f32>])
         crate::util::fault::point("checkpoint-written-but-its-checksum");
         let (f, sum) = out.finish();
         f.write_all(&sum)
-    })
+    })?;
+    crate::util::fs::remove_abandoned_temps(path);
+    Ok(())
 }
 
 /// The run's state from a checkpoint's header alone (no weights read, no checksum: `load`

@@ -44,16 +44,23 @@ pub fn atomic_write_with(
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
-    })?;
-    remove_abandoned(dir, &name);
-    Ok(())
+    })
 }
 
-/// Removes the temporary files of `name` that writers killed mid-write (kill -9, a power cut)
-/// left in `dir`: a checkpoint's is as large as the checkpoint. A file whose writer still runs,
-/// or whose process id has been taken again, is left.
-fn remove_abandoned(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.tmp-");
+/// Removes the temporary files of `path` (`atomic_write`'s) that writers killed mid-write
+/// (kill -9, a power cut) left beside it: a checkpoint's is as large as the checkpoint. A file
+/// whose writer still runs, or whose process id has been taken again, is left. For large files
+/// in small folders (checkpoints, models): it lists the folder.
+pub fn remove_abandoned_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -243,8 +250,8 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// A temporary file that a killed writer left beside the file is removed by the next write
-    /// of that file; one whose writer runs (pid 1 does) and another file's are left.
+    /// A temporary file that a killed writer left beside a file is removed; one whose writer runs
+    /// (pid 1 does), another file's and one without a process id are left.
     #[test]
     fn a_write_removes_what_killed_writers_of_the_same_file_left() {
         let d = tempfile::tempdir().unwrap();
@@ -260,7 +267,9 @@ mod tests {
         for n in &names {
             std::fs::write(d.path().join(n), b"half").unwrap();
         }
-        atomic_write(&d.path().join("m.ckpt"), b"whole").unwrap();
+        let ckpt = d.path().join("m.ckpt");
+        atomic_write(&ckpt, b"whole").unwrap();
+        remove_abandoned_temps(&ckpt);
         let mut left: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

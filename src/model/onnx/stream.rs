@@ -104,11 +104,14 @@ fn delimited(field: u32, len: usize, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::model::onnx::graph::tensor;
-    use crate::model::onnx::proto::{OperatorSetIdProto, StringStringEntryProto, FLOAT};
+    use crate::model::onnx::proto::{
+        NodeProto, OperatorSetIdProto, StringStringEntryProto, ValueInfoProto, FLOAT,
+    };
 
     /// prost's encoding of the message with the raw data in place is the reference: raw data of
     /// lengths that take one, two and three bytes of varint, an empty one, a tensor whose data
-    /// is in the message (a constant), and every top-level field set.
+    /// is in the message (a constant), a node, the graph's input and output, and every field of
+    /// the model set.
     #[test]
     fn the_pieces_are_prosts_encoding_of_the_whole() {
         let raws: Vec<Vec<u8>> = [3usize, 200, 20_000, 0]
@@ -124,9 +127,22 @@ mod tests {
             producer_version: "0.1.0".into(),
             doc_string: "doc".into(),
             graph: Some(GraphProto {
+                node: vec![NodeProto {
+                    input: vec!["x".into(), "t0".into()],
+                    output: vec!["y".into()],
+                    op_type: "Mul".into(),
+                    ..Default::default()
+                }],
                 name: "g".into(),
                 initializer,
-                ..Default::default()
+                input: vec![ValueInfoProto {
+                    name: "x".into(),
+                    r#type: None,
+                }],
+                output: vec![ValueInfoProto {
+                    name: "y".into(),
+                    r#type: None,
+                }],
             }),
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),
