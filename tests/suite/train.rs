@@ -261,6 +261,12 @@ fn resuming_after_an_interruption_equals_an_uninterrupted_run() {
     assert_eq!(*counted.checkpoints.lock().unwrap(), [2]);
     let notes = counted.notes.lock().unwrap().clone();
     assert!(!notes.iter().any(|n| n.contains("fresh")), "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.ends_with("1 of 2 epochs done and 2 batches of epoch 2")),
+        "{notes:?}"
+    );
     assert_eq!(resumed.state.steps, 6);
     let sha = |stem: &str| {
         let m = json_file(&d.path().join(format!("{stem}.json")));
@@ -574,6 +580,13 @@ fn kill_9_mid_run_or_mid_checkpoint_leaves_a_checkpoint_that_resume_finishes() {
     let out = run_ok(&resume);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("starts fresh"), "{err}");
+    // It says where it goes on from: the checkpoint's epoch, not the last one printed.
+    let from = format!("{} of 5 epochs done", state.epoch);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("--resume: going on from") && l.contains(&from)),
+        "{err}"
+    );
     let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 5, "{log}");
     assert!(d.path().join("m.onnx").is_file());
