@@ -74,6 +74,19 @@ pub struct State {
 }
 
 impl State {
+    /// How far the run has gone: "E of N epochs done", and " and B batches of epoch E+1"
+    /// where it stopped inside one.
+    pub fn done(&self) -> String {
+        let within = match self.next_batch {
+            0 => String::new(),
+            b => format!(" and {b} batches of epoch {}", self.epoch + 1),
+        };
+        format!(
+            "{} of {} epochs done{within}",
+            self.epoch, self.recipe.epochs
+        )
+    }
+
     /// Floats the memory bank holds in a run of this recipe.
     fn bank_len(&self) -> usize {
         self.recipe

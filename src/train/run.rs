@@ -408,7 +408,9 @@ fn start(
             if !opts.asked.anneal_epochs {
                 asked.anneal_epochs = r.0.recipe.anneal_epochs;
             }
-            progress.note(&resuming(ckpt, &r.0));
+            // After a crash the checkpoint may be some epochs behind the last one printed.
+            let from = format!("--resume: going on from {}", ckpt.display());
+            progress.note(&format!("{from}: {}", r.0.done()));
             let changed = changes(&r.0.recipe, &asked);
             if !changed.is_empty() {
                 progress.note(&format!(
@@ -421,21 +423,6 @@ fn start(
         None => fresh(opts, &planned, &data)?,
     };
     Ok((data, host))
-}
-
-/// Where a resumed run goes on from: the checkpoint is the last one written, which after a
-/// crash may be some epochs behind the last one printed (`cadence`).
-fn resuming(ckpt: &Path, st: &State) -> String {
-    let within = match st.next_batch {
-        0 => String::new(),
-        b => format!(" and {b} batches of epoch {}", st.epoch + 1),
-    };
-    format!(
-        "--resume: going on from {}: {} of {} epochs done{within}",
-        ckpt.display(),
-        st.epoch,
-        st.recipe.epochs
-    )
 }
 
 /// Trains on the lead engine `e`, with `helpers` in data parallel when given.
