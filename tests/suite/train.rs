@@ -575,7 +575,8 @@ fn kill_9_mid_run_or_mid_checkpoint_leaves_a_checkpoint_that_resume_finishes() {
         saved,
         "the checkpoint before"
     );
-    assert_eq!(temp_leftovers(d.path()).len(), 1, "the half-written one");
+    // (Two, where the kill above landed inside a checkpoint of its own.)
+    assert!(!temp_leftovers(d.path()).is_empty(), "the half-written one");
 
     let out = run_ok(&resume);
     let err = String::from_utf8_lossy(&out.stderr);
