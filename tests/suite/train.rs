@@ -478,25 +478,42 @@ fn a_damaged_checkpoint_is_refused_in_one_line_naming_it() {
     assert!(d.path().join("m.onnx").is_file());
 }
 
-#[test]
-fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
+/// `fc7 ARGS` started, its standard error read up to the first line starting with `prefix`;
+/// the lines after it are left to read.
+fn started_until(
+    args: &[&str],
+    prefix: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
     use std::io::BufRead;
-    let (d, data, stem) = small_fixture();
-    let args = [
-        "--preset", "quick", "--device", "cpu", "--batch", "4", "--epochs", "3",
-    ];
     let mut child = fc7()
-        .args(["train", s(&data), "--out", s(&stem), "--quiet"])
         .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     for line in &mut lines {
-        if line.unwrap().starts_with("epoch   1") {
+        if line.unwrap().starts_with(prefix) {
             break;
         }
     }
+    (child, lines)
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
+    let (d, data, stem) = small_fixture();
+    let args = [
+        "--preset", "quick", "--device", "cpu", "--batch", "4", "--epochs", "3",
+    ];
+    let train = [
+        &["train", s(&data), "--out", s(&stem), "--quiet"][..],
+        &args,
+    ]
+    .concat();
+    let (mut child, lines) = started_until(&train, "epoch   1");
     // SIGINT, as Ctrl-C sends it, while epoch 2 runs (an epoch here takes about a second).
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
@@ -511,13 +528,7 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
         "{rest:?}"
     );
     assert!(d.path().join("m.ckpt").is_file() && !d.path().join("m.onnx").exists());
-    let out = run_ok(
-        &[
-            &["train", s(&data), "--out", s(&stem), "--quiet", "--resume"][..],
-            &args,
-        ]
-        .concat(),
-    );
+    let out = run_ok(&[&train[..], &["--resume"]].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("starts fresh"), "{err}");
     let log = std::fs::read_to_string(d.path().join("m.log.jsonl")).unwrap();
@@ -531,7 +542,6 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
 /// finishes the run, every epoch in its log, and removes the half-written file.
 #[test]
 fn kill_9_mid_run_or_mid_checkpoint_leaves_a_checkpoint_that_resume_finishes() {
-    use std::io::BufRead;
     let (d, data, stem) = small_fixture();
     let args = [
         "--preset", "quick", "--device", "cpu", "--batch", "8", "--epochs", "5",
@@ -541,17 +551,8 @@ fn kill_9_mid_run_or_mid_checkpoint_leaves_a_checkpoint_that_resume_finishes() {
         &args,
     ]
     .concat();
-    let mut child = fc7()
-        .args(&train)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in &mut lines {
-        if line.unwrap().starts_with("epoch   2") {
-            break;
-        }
-    }
+    // The reader kept open until the kill, so that the run never writes to a closed pipe.
+    let (mut child, _lines) = started_until(&train, "epoch   2");
     child.kill().unwrap();
     child.wait().unwrap();
     let ckpt = d.path().join("m.ckpt");
