@@ -330,43 +330,61 @@ fn write_rows(
         resize: side as u32,
         crop: side as u32,
     };
-    let (total, mut rows, mut done) = (entries.len(), 0u64, 0usize);
-    for chunk in entries.chunks_mut(CHUNK) {
-        let decoded: Vec<_> = chunk
-            .par_iter()
-            .map(|e| match &e.skipped {
-                Some(why) => Err(why.clone()),
-                None => {
-                    imaging::prepare_file(&root.join(&e.path), view, imaging::DEFAULT_MAX_PIXELS)
-                        .map(|img| {
-                            let m = pixel_moments(img.rgb.as_raw());
-                            (img.rgb.into_raw(), m)
-                        })
-                        .map_err(|err| err.reason())
+    let paths: Vec<Option<PathBuf>> = entries
+        .iter()
+        .map(|e| e.skipped.is_none().then(|| root.join(&e.path)))
+        .collect();
+    let sizes: Vec<u64> = entries.iter().map(|e| e.size).collect();
+    let (total, mut rows) = (entries.len(), 0u64);
+    let file = |i: usize| Some((paths[i].clone()?, sizes[i]));
+    crate::util::readahead::reading_ahead(total, file, |reading| -> Result<()> {
+        for (at, chunk) in (0..).step_by(CHUNK).zip(entries.chunks_mut(CHUNK)) {
+            reading.reached(at);
+            let decoded = decode_rows(&paths[at..at + chunk.len()], view);
+            for (e, d) in chunk.iter_mut().zip(decoded) {
+                match d {
+                    Some(Ok((rgb, m))) => {
+                        out.write_all(&rgb).map_err(|err| Error::io(tmp, err))?;
+                        m.iter()
+                            .for_each(|v| moments.extend_from_slice(&v.to_le_bytes()));
+                        e.row = Some(rows);
+                        rows += 1;
+                    }
+                    Some(Err(why)) => e.skipped = Some(why),
+                    None => {}
                 }
-            })
-            .collect();
-        for (e, d) in chunk.iter_mut().zip(decoded) {
-            match d {
-                Ok((rgb, m)) => {
-                    out.write_all(&rgb).map_err(|err| Error::io(tmp, err))?;
-                    m.iter()
-                        .for_each(|v| moments.extend_from_slice(&v.to_le_bytes()));
-                    e.row = Some(rows);
-                    rows += 1;
-                }
-                Err(why) => e.skipped = Some(why),
             }
+            progress(at + chunk.len(), total);
         }
-        done += chunk.len();
-        progress(done, total);
-    }
+        Ok(())
+    })?;
     let file = out
         .into_inner()
         .map_err(|e| Error::io(tmp, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(tmp, e))?;
     Ok(moments)
 }
+
+/// Each file decoded at `view` (in parallel): its RGB row and pixel moments, or why it could
+/// not be; None for a file the scan already left out.
+fn decode_rows(paths: &[Option<PathBuf>], view: View) -> Vec<Option<Decoded>> {
+    paths
+        .par_iter()
+        .map(|p| {
+            let p = p.as_ref()?;
+            let row = imaging::prepare_file(p, view, imaging::DEFAULT_MAX_PIXELS)
+                .map(|img| {
+                    let m = pixel_moments(img.rgb.as_raw());
+                    (img.rgb.into_raw(), m)
+                })
+                .map_err(|err| err.reason());
+            Some(row)
+        })
+        .collect()
+}
+
+/// A decoded row and its pixel moments, or why the file could not be decoded.
+type Decoded = std::result::Result<(Vec<u8>, [u64; 9]), String>;
 
 #[cfg(test)]
 mod tests {
