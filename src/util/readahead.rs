@@ -129,10 +129,17 @@ fn yield_to_the_loop() {
 }
 
 /// Asks the kernel to start reading all of `path` into the page cache, and returns at once.
-/// A file that cannot be opened is left to the loop, which names it.
+/// A file that cannot be opened is left to the loop, which names it. The open never waits (a
+/// file replaced by a named pipe would block it until a writer came).
 fn will_need(_: usize, path: &PathBuf) {
     #[cfg(target_os = "linux")]
-    if let Ok(f) = std::fs::File::open(path) {
+    if let Ok(f) = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+    } {
         use std::os::fd::AsRawFd;
         // SAFETY: a valid descriptor, owned by `f` for the call; the hint reads nothing back.
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
@@ -248,5 +255,26 @@ mod tests {
             )
         };
         assert!(std::panic::catch_unwind(run).is_err());
+    }
+
+    #[test]
+    fn the_hint_opens_files_and_never_waits_on_a_named_pipe() {
+        let d = tempfile::tempdir().unwrap();
+        let (pipe, file) = (d.path().join("pipe.png"), d.path().join("a.png"));
+        let c = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string for the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::fs::write(&file, [7u8; 4096]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            will_need(0, &pipe);
+            will_need(1, &file);
+            will_need(2, &PathBuf::from("/nonexistent/b.png"));
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the hint waited on a named pipe"
+        );
     }
 }
