@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine (11-32 minutes on 2 CPU cores, build included;
+# The main job, end to end on a fresh machine (6-32 minutes on 2 CPU cores, build included;
 # BENCHMARKS.md has both machines):
 #   build fc7 and set up ONNX Runtime; get Fashion-MNIST (Debian package dataset-fashion-mnist,
 #   or, if it cannot be installed, a generated dataset, said clearly); train AlexNet with
