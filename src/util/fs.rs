@@ -21,16 +21,9 @@ pub fn atomic_write_with(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let (dir, prefix) = temp_prefix(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         fill(&mut f)?;
@@ -47,20 +40,23 @@ pub fn atomic_write_with(
     })
 }
 
+/// The folder of `path` and the start of its temporary files' names there (`.NAME.tmp-`,
+/// the writer's process id follows).
+fn temp_prefix(path: &Path) -> (&Path, String) {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    (dir, format!(".{name}.tmp-"))
+}
+
 /// Removes the temporary files of `path` (`atomic_write`'s) that writers killed mid-write
 /// (kill -9, a power cut) left beside it: a checkpoint's is as large as the checkpoint. A file
 /// whose writer still runs, or whose process id has been taken again, is left. For large files
 /// in small folders (checkpoints, models): it lists the folder.
 pub fn remove_abandoned_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let (dir, prefix) = temp_prefix(path);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
