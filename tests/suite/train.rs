@@ -106,6 +106,12 @@ fn small_fixture() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf
     (d, data, stem)
 }
 
+/// `fc7 train DATA` on the quick network on the CPU, writing STEM.*, quietly, with `extra`.
+fn quick_cpu<'a>(data: &'a Path, stem: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let base = ["train", s(data), "--preset", "quick", "--device", "cpu"];
+    [&base[..], &["--out", s(stem), "--quiet"], extra].concat()
+}
+
 fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
     let mut recipe = fc7::train::recipe::preset("quick").unwrap();
     recipe.epochs = epochs;
@@ -352,12 +358,7 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
 
 /// Runs `fc7 train` on `data` with `args`, expecting failure; returns stderr.
 fn train_fails(data: &Path, stem: &Path, args: &[&str]) -> String {
-    let out = fc7()
-        .args(["train", s(data), "--preset", "quick", "--device", "cpu"])
-        .args(["--out", s(stem), "--quiet"])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = fc7().args(quick_cpu(data, stem, args)).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{err}");
     err
@@ -405,10 +406,9 @@ fn a_diverging_run_stops_on_its_first_non_finite_loss_and_keeps_its_checkpoint()
     // Step 1's loss is computed before its update, so it is finite; the update at this rate
     // makes step 2's infinite.
     let args = ["--lr", "1e30", "--batch", "4", "--epochs", "1"];
+    let first = [&["--max-steps", "1"][..], &args].concat();
     let out = fc7()
-        .args(["train", s(&data), "--preset", "quick", "--device", "cpu"])
-        .args(["--out", s(&stem), "--quiet", "--max-steps", "1"])
-        .args(args)
+        .args(quick_cpu(&data, &stem, &first))
         .output()
         .unwrap();
     assert!(
@@ -436,14 +436,11 @@ fn a_diverging_run_stops_on_its_first_non_finite_loss_and_keeps_its_checkpoint()
 fn a_damaged_checkpoint_is_refused_in_one_line_naming_it() {
     let (d, data, stem) = small_fixture();
     let args = ["--batch", "4", "--epochs", "2"];
-    run_ok(
-        &[
-            &["train", s(&data), "--preset", "quick", "--device", "cpu"][..],
-            &["--out", s(&stem), "--quiet", "--max-steps", "3"],
-            &args,
-        ]
-        .concat(),
-    );
+    run_ok(&quick_cpu(
+        &data,
+        &stem,
+        &[&["--max-steps", "3"][..], &args].concat(),
+    ));
     // The dataset's pack went where $FC7_PACKS says.
     let packs: Vec<String> = std::fs::read_dir(common::pack_cache())
         .unwrap()
@@ -467,14 +464,11 @@ fn a_damaged_checkpoint_is_refused_in_one_line_naming_it() {
         assert_eq!(std::fs::read(&ckpt).unwrap(), damaged, "left as found");
     }
     std::fs::write(&ckpt, &good).unwrap();
-    run_ok(
-        &[
-            &["train", s(&data), "--preset", "quick", "--device", "cpu"][..],
-            &["--out", s(&stem), "--quiet", "--resume"],
-            &args,
-        ]
-        .concat(),
-    );
+    run_ok(&quick_cpu(
+        &data,
+        &stem,
+        &[&["--resume"][..], &args].concat(),
+    ));
     assert!(d.path().join("m.onnx").is_file());
 }
 
@@ -505,14 +499,7 @@ fn started_until(
 #[test]
 fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
     let (d, data, stem) = small_fixture();
-    let args = [
-        "--preset", "quick", "--device", "cpu", "--batch", "4", "--epochs", "3",
-    ];
-    let train = [
-        &["train", s(&data), "--out", s(&stem), "--quiet"][..],
-        &args,
-    ]
-    .concat();
+    let train = quick_cpu(&data, &stem, &["--batch", "4", "--epochs", "3"]);
     let (mut child, lines) = started_until(&train, "epoch   1");
     // SIGINT, as Ctrl-C sends it, while epoch 2 runs (an epoch here takes about a second).
     let pid = child.id().to_string();
@@ -543,14 +530,7 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_resume_finishes_the_run() {
 #[test]
 fn kill_9_mid_run_or_mid_checkpoint_leaves_a_checkpoint_that_resume_finishes() {
     let (d, data, stem) = small_fixture();
-    let args = [
-        "--preset", "quick", "--device", "cpu", "--batch", "8", "--epochs", "5",
-    ];
-    let train = [
-        &["train", s(&data), "--out", s(&stem), "--quiet"][..],
-        &args,
-    ]
-    .concat();
+    let train = quick_cpu(&data, &stem, &["--batch", "8", "--epochs", "5"]);
     // The reader kept open until the kill, so that the run never writes to a closed pipe.
     let (mut child, _lines) = started_until(&train, "epoch   2");
     child.kill().unwrap();
