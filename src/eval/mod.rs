@@ -90,8 +90,44 @@ fn ten_crop_tensors(square: &RgbImage, crop: u32, pre: &crate::model::Preprocess
     out
 }
 
+/// Images whose 10 crops go through the network in one run: enough rows (160) that the fully
+/// connected layers' weights are read once for many of them (one run per image read fc7's 64 MB
+/// for ten rows), few enough that the paper network's inputs stay under 100 MB.
+const TEN_CROP_IMAGES: usize = 16;
+
+/// One decoded file of a chunk, prepared on a worker thread: the square image (for its 10
+/// crops), the centre crop's network input (where the network must run on it) and the
+/// raw-pixel vector of the baseline.
+struct Prepared {
+    square: RgbImage,
+    centre: Option<Vec<f32>>,
+    pixels: Vec<f32>,
+}
+
+fn prepare(path: &Path, pre: &crate::model::Preprocess, network: bool) -> Result<Prepared> {
+    let view = View {
+        resize: pre.resize,
+        crop: pre.resize,
+    };
+    let d = imaging::prepare_file(path, view, imaging::DEFAULT_MAX_PIXELS)?;
+    let (crop, off) = (pre.crop, (pre.resize - pre.crop) / 2);
+    let centre = image::imageops::crop_imm(&d.rgb, off, off, crop, crop).to_image();
+    let small = image::imageops::resize(
+        &centre,
+        PIXEL_SIDE,
+        PIXEL_SIDE,
+        image::imageops::FilterType::Triangle,
+    );
+    Ok(Prepared {
+        centre: network.then(|| imaging::to_tensor(&centre, pre)),
+        pixels: small.as_raw().iter().map(|&v| v as f32).collect(),
+        square: d.rgb,
+    })
+}
+
 /// Embeds `files` in batches; with `with_logits`, also centre and 10-crop logits. Vectors an
-/// index already holds for unchanged files are taken from it.
+/// index already holds for unchanged files are taken from it. Decoding, cropping and the pixel
+/// vectors run on every core; files that do not decode are left out.
 fn embed_all(
     e: &mut Embedder,
     files: Vec<(PathBuf, usize)>,
@@ -99,7 +135,6 @@ fn embed_all(
     known: Option<&dyn Index>,
 ) -> Result<Embedded> {
     let pre = e.manifest.preprocess.clone();
-    let (crop, per) = (pre.crop, (3 * pre.crop * pre.crop) as usize);
     let mut em = Embedded {
         files: Vec::new(),
         fc7: vec![],
@@ -108,76 +143,81 @@ fn embed_all(
         logits10: vec![],
     };
     for chunk in files.chunks(256) {
-        let decoded: Vec<_> = chunk
-            .par_iter()
-            .map(|(p, _)| {
-                imaging::prepare_file(
-                    p,
-                    View {
-                        resize: pre.resize,
-                        crop: pre.resize,
-                    },
-                    imaging::DEFAULT_MAX_PIXELS,
-                )
+        let stored: Vec<Option<Vec<f32>>> = chunk
+            .iter()
+            .map(|f| {
+                known
+                    .filter(|_| !with_logits)
+                    .and_then(|c| stored_vector(c, &f.0))
             })
             .collect();
-        let mut input = Vec::new();
-        let mut ten = Vec::new();
-        let mut stored: Vec<Option<Vec<f32>>> = Vec::new();
-        for (f, d) in chunk.iter().zip(decoded) {
-            let Ok(d) = d else { continue };
-            let from_index = known.and_then(|c| stored_vector(c, &f.0));
-            let skip_network = from_index.is_some() && !with_logits;
-            stored.push(from_index);
-            let off = (pre.resize - crop) / 2;
-            let centre = image::imageops::crop_imm(&d.rgb, off, off, crop, crop).to_image();
-            if !skip_network {
-                input.extend(imaging::to_tensor(&centre, &pre));
-            }
-            let small = image::imageops::resize(
-                &centre,
-                PIXEL_SIDE,
-                PIXEL_SIDE,
-                image::imageops::FilterType::Triangle,
-            );
-            em.pixels.extend(small.as_raw().iter().map(|&v| v as f32));
-            if with_logits {
-                ten.extend(ten_crop_tensors(&d.rgb, crop, &pre));
-            }
-            em.files.push(f.clone());
-        }
-        let n = input.len() / per;
-        let out = if n > 0 {
-            Some(e.run(&input, n, with_logits)?)
-        } else {
-            None
+        let prepared: Vec<(usize, Prepared)> = chunk
+            .par_iter()
+            .zip(&stored)
+            .enumerate()
+            .filter_map(|(i, (f, s))| prepare(&f.0, &pre, s.is_none()).ok().map(|p| (i, p)))
+            .collect();
+        let input: Vec<f32> = prepared
+            .iter()
+            .filter_map(|(_, p)| p.centre.as_deref())
+            .flatten()
+            .copied()
+            .collect();
+        let out = match input.len() / (3 * pre.crop * pre.crop) as usize {
+            0 => None,
+            n => Some(e.run(&input, n, with_logits)?),
         };
-        let dim = e.dim();
-        let mut fresh = out
-            .as_ref()
-            .map(|o| o.fc7.chunks(dim))
-            .into_iter()
-            .flatten();
-        for s in &stored {
-            match s.as_ref().filter(|_| !with_logits) {
+        let mut fresh = out.iter().flat_map(|o| o.fc7.chunks(e.dim()));
+        for (i, p) in &prepared {
+            match &stored[*i] {
                 Some(v) => em.fc7.extend_from_slice(v),
                 None => em
                     .fc7
                     .extend_from_slice(fresh.next().expect("one embedding per input")),
             }
+            em.pixels.extend_from_slice(&p.pixels);
+            em.files.push(chunk[*i].clone());
         }
-        let Some(out) = out else { continue };
-        if let Some(l) = out.logits {
+        if let Some(l) = out.and_then(|o| o.logits) {
             em.logits.extend(l);
-            for views in ten.chunks(10 * per) {
-                let l10 = e.run(views, 10, true)?.logits.unwrap_or_default();
-                let c = l10.len() / 10;
-                em.logits10
-                    .extend((0..c).map(|j| (0..10).map(|v| l10[v * c + j]).sum::<f32>() / 10.0));
-            }
+            let squares: Vec<&RgbImage> = prepared.iter().map(|(_, p)| &p.square).collect();
+            em.logits10.extend(ten_crop_logits(e, &squares, &pre)?);
         }
     }
     Ok(em)
+}
+
+/// Each image's logits averaged over its 10 crops: [images, classes].
+fn ten_crop_logits(
+    e: &mut Embedder,
+    squares: &[&RgbImage],
+    pre: &crate::model::Preprocess,
+) -> Result<Vec<f32>> {
+    let mut avg = Vec::new();
+    for group in squares.chunks(TEN_CROP_IMAGES) {
+        let views: Vec<f32> = group
+            .par_iter()
+            .flat_map_iter(|sq| ten_crop_tensors(sq, pre.crop, pre))
+            .collect();
+        let l = e
+            .run(&views, 10 * group.len(), true)?
+            .logits
+            .unwrap_or_default();
+        avg.extend(average_views(&l, group.len(), 10));
+    }
+    Ok(avg)
+}
+
+/// Logits [images, views, classes] averaged over each image's views: [images, classes], each
+/// the views' sum in view order divided by their number.
+fn average_views(logits: &[f32], images: usize, views: usize) -> Vec<f32> {
+    let c = logits.len() / (images * views).max(1);
+    logits
+        .chunks(views * c.max(1))
+        .flat_map(|img| {
+            (0..c).map(move |j| (0..views).map(|v| img[v * c + j]).sum::<f32>() / views as f32)
+        })
+        .collect()
 }
 
 fn stored_vector(c: &dyn Index, path: &Path) -> Option<Vec<f32>> {
@@ -372,4 +412,21 @@ fn figure4_with(opts: &Figure4Options, index: Option<&dyn Index>) -> Result<(Vec
         i.set_meta(Meta::Figure4, &text)?;
     }
     Ok((rows, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two images of three views and two classes, averaged by hand.
+    #[test]
+    fn views_average_per_image_and_class() {
+        #[rustfmt::skip]
+        let logits = [
+            1.0, 10.0,   2.0, 20.0,   3.0, 30.0, // image 0: views 0, 1, 2
+            -1.0, 0.5,   -2.0, 1.5,   0.0, 1.0,  // image 1
+        ];
+        assert_eq!(average_views(&logits, 2, 3), vec![2.0, 20.0, -1.0, 1.0]);
+        assert!(average_views(&[], 0, 10).is_empty());
+    }
 }
