@@ -60,7 +60,14 @@ pub fn figure4(a: Figure4Args) -> Result<i32> {
             .as_deref()
             .map(crate::search::index::Location::parse),
     };
-    let (rows, m) = crate::eval::figure4(&opts)?;
+    let crate::eval::Figure4 {
+        rows,
+        metrics: m,
+        skipped,
+    } = crate::eval::figure4(&opts)?;
+    for (p, why) in &skipped {
+        eprintln!("skipped {}: {why}", p.display());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(0);
@@ -72,8 +79,8 @@ pub fn figure4(a: Figure4Args) -> Result<i32> {
         a.out.display()
     );
     println!(
-        "{} training images, {} test images behind the metrics",
-        m.train_images, m.test_images
+        "{} training images, {} test images behind the metrics ({} skipped)",
+        m.train_images, m.test_images, m.skipped_images
     );
     print_metrics(&m);
     Ok(0)

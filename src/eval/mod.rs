@@ -60,7 +60,16 @@ pub struct Metrics {
     pub top5_error_centre: Option<f64>,
     pub top1_error_10crop: Option<f64>,
     pub top5_error_10crop: Option<f64>,
+    /// Training and test files left out because they could not be read or decoded.
+    pub skipped_images: usize,
     pub seconds: f64,
+}
+
+/// What `figure4` made: the figure's rows, its numbers, and the files it left out with why.
+pub struct Figure4 {
+    pub rows: Vec<Row>,
+    pub metrics: Metrics,
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
 /// Embedded images of one set: fc7 [n, dim], logits [n, classes] (centre and 10-crop), pixels.
@@ -70,6 +79,8 @@ struct Embedded {
     pixels: Vec<f32>,
     logits: Vec<f32>,
     logits10: Vec<f32>,
+    /// Files left out, with why (`Error::reason`).
+    skipped: Vec<(PathBuf, String)>,
 }
 
 fn ten_crop_tensors(square: &RgbImage, crop: u32, pre: &crate::model::Preprocess) -> Vec<f32> {
@@ -127,7 +138,7 @@ fn prepare(path: &Path, pre: &crate::model::Preprocess, network: bool) -> Result
 
 /// Embeds `files` in batches; with `with_logits`, also centre and 10-crop logits. Vectors an
 /// index already holds for unchanged files are taken from it. Decoding, cropping and the pixel
-/// vectors run on every core; files that do not decode are left out.
+/// vectors run on every core; files that cannot be read or decoded are left out and listed.
 fn embed_all(
     e: &mut Embedder,
     files: Vec<(PathBuf, usize)>,
@@ -141,6 +152,7 @@ fn embed_all(
         pixels: vec![],
         logits: vec![],
         logits10: vec![],
+        skipped: vec![],
     };
     for chunk in files.chunks(256) {
         let stored: Vec<Option<Vec<f32>>> = chunk
@@ -151,12 +163,19 @@ fn embed_all(
                     .and_then(|c| stored_vector(c, &f.0))
             })
             .collect();
-        let prepared: Vec<(usize, Prepared)> = chunk
+        let results: Vec<Result<Prepared>> = chunk
             .par_iter()
             .zip(&stored)
-            .enumerate()
-            .filter_map(|(i, (f, s))| prepare(&f.0, &pre, s.is_none()).ok().map(|p| (i, p)))
+            .map(|(f, s)| prepare(&f.0, &pre, s.is_none()))
             .collect();
+        let mut prepared: Vec<(usize, Prepared)> = Vec::with_capacity(chunk.len());
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(p) => prepared.push((i, p)),
+                Err(e) if e.is_per_file() => em.skipped.push((chunk[i].0.clone(), e.reason())),
+                Err(e) => return Err(e),
+            }
+        }
         let input: Vec<f32> = prepared
             .iter()
             .filter_map(|(_, p)| p.centre.as_deref())
@@ -332,6 +351,7 @@ fn metrics(
         top5_error_centre: c.map(|x| x.1),
         top1_error_10crop: t.map(|x| x.0),
         top5_error_10crop: t.map(|x| x.1),
+        skipped_images: train.skipped.len() + test.skipped.len(),
         seconds: 0.0,
     })
 }
@@ -374,7 +394,7 @@ fn figure_rows(
 }
 
 /// Runs the evaluation; writes DIR/figure4.{png,html,json} and DIR/metrics.json.
-pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
+pub fn figure4(opts: &Figure4Options) -> Result<Figure4> {
     match &opts.index {
         None => figure4_with(opts, None),
         Some(loc) => with_index(loc, false, None, |i| figure4_with(opts, Some(i))),
@@ -383,7 +403,7 @@ pub fn figure4(opts: &Figure4Options) -> Result<(Vec<Row>, Metrics)> {
 
 /// The evaluation, reusing and searching `index` when given (refused when it was built with
 /// another model).
-fn figure4_with(opts: &Figure4Options, index: Option<&dyn Index>) -> Result<(Vec<Row>, Metrics)> {
+fn figure4_with(opts: &Figure4Options, index: Option<&dyn Index>) -> Result<Figure4> {
     let started = Instant::now();
     let classes = crate::train::dataset::subdirs(&opts.train)?;
     let mut e = Embedder::open(&opts.model, &opts.embed)?;
@@ -411,7 +431,12 @@ fn figure4_with(opts: &Figure4Options, index: Option<&dyn Index>) -> Result<(Vec
         let text = String::from_utf8(json).expect("json is UTF-8");
         i.set_meta(Meta::Figure4, &text)?;
     }
-    Ok((rows, m))
+    let skipped = [train.skipped, test.skipped].concat();
+    Ok(Figure4 {
+        rows,
+        metrics: m,
+        skipped,
+    })
 }
 
 #[cfg(test)]

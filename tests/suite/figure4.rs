@@ -69,6 +69,9 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
     std::fs::rename(&first, &evil).unwrap();
     let stem = d.path().join("m");
     common::train_quick(&data, &stem, &["--epochs", "1", "--batch", "16"]);
+    // A training image that is not one: left out of the metrics, named on stderr, counted.
+    let broken = data.join("train").join("1-bars").join("broken.png");
+    std::fs::write(&broken, b"\x89PNG but not really").unwrap();
     let out = d.path().join("fig");
     let model = d.path().join("m.onnx");
     let other = class_dir.join(
@@ -103,6 +106,14 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
     let metrics: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     assert_eq!(metrics["train_images"], 48);
     assert_eq!(metrics["test_images"], 12);
+    assert_eq!(metrics["skipped_images"], 1);
+    let skipped: Vec<String> = String::from_utf8_lossy(&res.stderr)
+        .lines()
+        .filter(|l| l.starts_with("skipped "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains(s(&broken)), "{skipped:?}");
     for key in [
         "fc7_precision_at_k",
         "pixel_precision_at_k",
