@@ -163,19 +163,7 @@ fn embed_all(
                     .and_then(|c| stored_vector(c, &f.0))
             })
             .collect();
-        let results: Vec<Result<Prepared>> = chunk
-            .par_iter()
-            .zip(&stored)
-            .map(|(f, s)| prepare(&f.0, &pre, s.is_none()))
-            .collect();
-        let mut prepared: Vec<(usize, Prepared)> = Vec::with_capacity(chunk.len());
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Ok(p) => prepared.push((i, p)),
-                Err(e) if e.is_per_file() => em.skipped.push((chunk[i].0.clone(), e.reason())),
-                Err(e) => return Err(e),
-            }
-        }
+        let prepared = prepare_chunk(chunk, &stored, &pre, &mut em.skipped)?;
         let input: Vec<f32> = prepared
             .iter()
             .filter_map(|(_, p)| p.centre.as_deref())
@@ -204,6 +192,30 @@ fn embed_all(
         }
     }
     Ok(em)
+}
+
+/// `chunk`'s files prepared in parallel (the network's input only where `stored` has no
+/// vector), each with its place in `chunk`; files that cannot be read or decoded go to `skipped`.
+fn prepare_chunk(
+    chunk: &[(PathBuf, usize)],
+    stored: &[Option<Vec<f32>>],
+    pre: &crate::model::Preprocess,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> Result<Vec<(usize, Prepared)>> {
+    let results: Vec<Result<Prepared>> = chunk
+        .par_iter()
+        .zip(stored)
+        .map(|(f, s)| prepare(&f.0, pre, s.is_none()))
+        .collect();
+    let mut prepared = Vec::with_capacity(chunk.len());
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(p) => prepared.push((i, p)),
+            Err(e) if e.is_per_file() => skipped.push((chunk[i].0.clone(), e.reason())),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(prepared)
 }
 
 /// Each image's logits averaged over its 10 crops: [images, classes].
