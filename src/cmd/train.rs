@@ -101,6 +101,10 @@ pub struct TrainArgs {
     /// and NCCL sums the gradients (libnccl.so.2 loaded at run time).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub gpus: u32,
+    /// Skip the 10-crop evaluation after the last epoch (ten passes over the validation set;
+    /// `fc7 eval figure4` measures it too): the model then records the centre crop's error only.
+    #[arg(long)]
+    pub no_ten_crop: bool,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -129,6 +133,7 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
             epochs: a.recipe.epochs.is_some(),
             anneal_epochs: a.recipe.anneal_epochs.is_some(),
         },
+        ten_crop: !a.no_ten_crop,
     };
     let progress = Bar::new(a.quiet, "{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}");
     let res = crate::train::run::train(&opts, &progress, stop)?;
@@ -153,12 +158,19 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
         }
         Outcome::Finished => {}
     }
-    if let (Some(m), Some(e)) = (&res.model, res.ten_crop_top1_error) {
+    let centre = st.history.last().map(|r| r.val_top1_error);
+    let error = match (res.ten_crop_top1_error, centre) {
+        (Some(e), _) => Some(format!("{:.2}% with 10 crops", e * 100.0)),
+        (None, Some(e)) if st.recipe.exemplar.is_none() => {
+            Some(format!("{:.2}% on the centre crop", e * 100.0))
+        }
+        _ => None,
+    };
+    if let (Some(m), Some(error)) = (&res.model, error) {
         eprintln!(
-            "wrote {} ({:.1} min; validation top-1 error {:.2}% with 10 crops)",
+            "wrote {} ({:.1} min; validation top-1 error {error})",
             m.display(),
             res.state.seconds / 60.0,
-            e * 100.0
         );
     }
     if let (Some(m), Some(last), true) =

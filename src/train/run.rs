@@ -45,6 +45,9 @@ pub struct TrainOptions {
     /// Which epoch counts of `recipe` were asked for: the others a self-supervised run fits to
     /// its folder, and a resumed run keeps from its checkpoint.
     pub asked: Asked,
+    /// Score the validation set's 10 crops after the last epoch (ten passes over it, the paper's
+    /// test protocol); without, the model records the centre crop's error only.
+    pub ten_crop: bool,
 }
 
 pub struct TrainResult {
@@ -491,9 +494,9 @@ fn train_on_team<E: Engine>(
     }
     let st = &host.0;
     // The ten crops score classes; exemplar training's surrogates are not what a user asks.
-    let ten_crop = match st.recipe.exemplar {
-        Some(_) => None,
-        None => {
+    let ten_crop = match (&st.recipe.exemplar, opts.ten_crop) {
+        (Some(_), _) | (None, false) => None,
+        (None, true) => {
             let ten = augment::ten_crops(data.val.side, st.recipe.crop);
             let ev = Scorer::of(e, st, &w.params).evaluate(&data.val, &Views::Crops(&ten))?;
             Some((ev.top1, ev.top5))

@@ -56,6 +56,7 @@ fn options(photos: &Path, out: &Path, epochs: usize) -> TrainOptions {
             epochs: true,
             anneal_epochs: true,
         },
+        ten_crop: true,
     }
 }
 

@@ -129,6 +129,7 @@ fn options(data: &Path, out: &Path, epochs: usize) -> TrainOptions {
             epochs: true,
             anneal_epochs: true,
         },
+        ten_crop: true,
     }
 }
 
@@ -336,9 +337,24 @@ fn recipe_flags_reach_the_manifest_and_bad_values_are_refused() {
         "caffe",
         "--device",
         "cpu",
+        "--no-ten-crop",
     ];
-    common::train_quick(&data, &stem, &recipe);
+    let out = common::train_quick(&data, &stem, &recipe);
     let manifest = json_file(&d.path().join("m.json"));
+    // Without the 10 crops the model and the last line give the centre crop's error.
+    let metrics = &manifest["provenance"]["metrics"];
+    assert!(metrics["val_top1_error_10crop"].is_null(), "{metrics}");
+    let centre = metrics["val_top1_error_centre"]
+        .as_f64()
+        .expect("the centre crop's") as f32;
+    let said = format!(
+        "validation top-1 error {:.2}% on the centre crop",
+        centre * 100.0
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&said),
+        "{said}: {out:?}"
+    );
     assert_eq!(manifest["provenance"]["recipe"]["init"], "caffe");
     let r = &manifest["provenance"]["recipe"];
     assert_eq!(r["dropout"], 0.25);
