@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine (6-32 minutes on 2 CPU cores, build included;
-# BENCHMARKS.md has both machines):
+# The main job, end to end on a fresh machine (8.5-10 minutes on a 2-core Zen 4, build included;
+# BENCHMARKS.md has the other machines):
 #   build fc7 and set up ONNX Runtime; get Fashion-MNIST (Debian package dataset-fashion-mnist,
 #   or, if it cannot be installed, a generated dataset, said clearly); train AlexNet with
 #   `--preset quick`; index the training images; render the paper's Figure 4 with its metrics.
