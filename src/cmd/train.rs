@@ -158,6 +158,14 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
         }
         Outcome::Finished => {}
     }
+    say_written(&res);
+    Ok(0)
+}
+
+/// The last line of a finished run: the model written, and its validation error (the 10 crops'
+/// or the centre crop's for classes; the held-out views' for exemplar or self-supervised runs).
+fn say_written(res: &crate::train::run::TrainResult) {
+    let st = &res.state;
     let centre = st.history.last().map(|r| r.val_top1_error);
     let error = match (res.ten_crop_top1_error, centre) {
         (Some(e), _) => Some(format!("{:.2}% with 10 crops", e * 100.0)),
@@ -170,7 +178,7 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
         eprintln!(
             "wrote {} ({:.1} min; validation top-1 error {error})",
             m.display(),
-            res.state.seconds / 60.0,
+            st.seconds / 60.0,
         );
     }
     if let (Some(m), Some(last), true) =
@@ -192,7 +200,6 @@ pub fn train(a: TrainArgs, stop: &AtomicBool) -> Result<i32> {
             last.val_top1_error * 100.0
         );
     }
-    Ok(0)
 }
 
 pub fn export(a: ExportArgs) -> Result<i32> {
