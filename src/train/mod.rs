@@ -7,8 +7,8 @@
 //! memory bank; `recipe` holds the settings and presets; `step` the weights and one SGD step,
 //! `seeds` the seed mixer behind every draw; `epoch` runs one epoch on an engine (or, through
 //! `parallel`, several GPUs in data parallel),
-//! `validation` scores it, `run` the whole schedule, `guard` stops
-//! a run that diverges or stays at chance; `checkpoint` saves it (`cadence`: at which
+//! `validation` scores it, `epoch_end` closes it (validation, log, schedule), `run` the whole
+//! schedule, `guard` stops a run that diverges or stays at chance; `checkpoint` saves it (`cadence`: at which
 //! epochs' ends), `export` writes the ONNX
 //! model, `plot` draws its curves; `selftest` compares an engine with the CPU one.
 
@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod engine;
 pub mod epoch;
+mod epoch_end;
 pub mod exemplar;
 pub mod export;
 pub mod feed;

@@ -12,20 +12,20 @@ use crate::error::{Error, Result};
 use crate::model::{self, Param};
 use crate::train::augment;
 use crate::train::cadence::Cadence;
-use crate::train::checkpoint::{self, EpochRecord, State};
+use crate::train::checkpoint::{self, State};
 use crate::train::dataset;
 use crate::train::engine::cpu::Cpu;
 use crate::train::engine::{Engine, Math};
 use crate::train::epoch::{self, Halt, HostCopy, Outcome};
+use crate::train::epoch_end::{end_epoch, scheduled_lr};
 use crate::train::export;
-use crate::train::guard::{self, Learning};
-use crate::train::metrics;
 use crate::train::parallel::{Reduce, Team};
 use crate::train::progress::TrainProgress;
 use crate::train::recipe::{architecture, changes, fit_to_folder, Asked, Recipe};
 use crate::train::selftest;
 use crate::train::step::Weights;
-use crate::train::validation::{Evaluation, Scorer, Views};
+use crate::train::validation::{Scorer, Views};
+use crate::util::fs::with_suffix;
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -56,12 +56,6 @@ pub struct TrainResult {
     pub outcome: Outcome,
     pub model: Option<PathBuf>,
     pub ten_crop_top1_error: Option<f32>,
-}
-
-fn with_ext(stem: &Path, ext: &str) -> PathBuf {
-    let mut s = stem.as_os_str().to_owned();
-    s.push(ext);
-    PathBuf::from(s)
 }
 
 fn fresh(
@@ -104,126 +98,6 @@ const ESTIMATE_AFTER_STEPS: usize = 10;
 /// The host copy of a run: state, parameters and velocities (what a checkpoint holds).
 type Host = (State, Vec<Param>, Vec<Vec<f32>>);
 
-/// Validation at an epoch's end: the centre crop's scores, or for exemplar training the
-/// held-out views' scores and, on a folder of class folders, the retrieval precision@6 of class.
-fn validate<E: Engine>(
-    e: &E,
-    st: &State,
-    w: &Weights<E>,
-    data: &dataset::Dataset,
-) -> Result<(Evaluation, Option<f32>)> {
-    let scorer = Scorer::of(e, st, &w.params);
-    let centre = augment::centre_crop(data.val.side, st.recipe.crop);
-    let Some(ex) = &st.recipe.exemplar else {
-        return Ok((scorer.evaluate(&data.val, &Views::Crops(&[centre]))?, None));
-    };
-    let ev = match &st.recipe.instance {
-        Some(i) => {
-            let z = scorer.held_out_outputs(&data.val, ex, st.recipe.seed)?;
-            let r = crate::train::instance::recognise(
-                &i.embedding(&z),
-                &data.val.labels,
-                &st.bank,
-                i.temperature,
-            );
-            Evaluation {
-                loss: r.loss,
-                top1: r.top1,
-                top5: r.top5,
-                top_class_share: r.top_share,
-            }
-        }
-        None => scorer.evaluate(&data.val, &Views::HeldOut(ex, st.recipe.seed))?,
-    };
-    let precision = match &data.val_folders {
-        Some(groups) => {
-            let fc7 = scorer.features(&data.val, centre)?;
-            Some(metrics::leave_one_out_precision(
-                &fc7,
-                st.config.hidden,
-                groups,
-                6,
-            ))
-        }
-        None => None,
-    };
-    Ok((ev, precision))
-}
-
-/// Closes an epoch: validation, the learning-rate schedule and the log (the checkpoint, where
-/// `cadence` says, is the caller's). A network still at chance after `STALL_CHECK_STEPS` stops
-/// the run (nothing is written).
-fn end_epoch<E: Engine>(
-    e: &E,
-    st: &mut State,
-    w: &Weights<E>,
-    data: &dataset::Dataset,
-    out: &Path,
-    (rate, secs): (f32, f32),
-) -> Result<EpochRecord> {
-    let (ev, folder_precision_at_6) = validate(e, st, w, data)?;
-    let (val_loss, top1, top5) = (ev.loss, ev.top1, ev.top5);
-    guard::finite_validation(val_loss, st.epoch + 1)?;
-    let rec = EpochRecord {
-        epoch: st.epoch + 1,
-        lr: st.lr,
-        train_loss: (st.epoch_loss_sum / st.epoch_seen.max(1) as f64) as f32,
-        train_error: 1.0 - st.epoch_correct as f32 / st.epoch_seen.max(1) as f32,
-        val_loss,
-        val_top1_error: top1,
-        val_top5_error: top5,
-        images_per_second: rate,
-        seconds: secs,
-        folder_precision_at_6,
-    };
-    // A self-supervised view's softmax takes `scored` scores: chance is ln of that.
-    let (how, scored) = match (&st.recipe.instance, &st.recipe.exemplar) {
-        (Some(i), _) => (
-            Learning::SelfSupervised,
-            i.scored(st.classes.len(), st.recipe.batch),
-        ),
-        (None, Some(_)) => (Learning::Exemplar, st.classes.len()),
-        (None, None) => (Learning::Classes, st.classes.len()),
-    };
-    let chance = guard::at_chance(&rec, ev.top_class_share, scored);
-    // Exemplar training's first epoch meets each class once, always unseen: chance by design.
-    if how == Learning::Classes || rec.epoch >= guard::EXEMPLAR_FIRST_JUDGED_EPOCH {
-        guard::judge_stall(chance.as_deref(), st.steps, st.epoch + 1, how)?;
-    }
-    // The plateau rule: a tenth of the rate when validation error stops falling, but never
-    // for a network at chance, whose rate is not what holds it back.
-    if top1 < st.best_val_error {
-        st.best_val_error = top1;
-    } else if st.lr_drops < st.recipe.max_lr_drops && chance.is_none() {
-        st.lr /= 10.0;
-        st.lr_drops += 1;
-    }
-    st.history.push(rec.clone());
-    st.epoch += 1;
-    st.next_batch = 0;
-    (st.epoch_loss_sum, st.epoch_correct, st.epoch_seen) = (0.0, 0, 0);
-    let log: String = st
-        .history
-        .iter()
-        .map(|r| serde_json::to_string(r).expect("json") + "\n")
-        .collect();
-    crate::util::fs::atomic_write(&with_ext(out, ".log.jsonl"), log.as_bytes())?;
-    crate::train::plot::training_curves(&with_ext(out, ".png"), &st.history)?;
-    Ok(rec)
-}
-
-/// The learning rate of the epoch about to run: the plateau rule's, capped at a tenth of the
-/// recipe's for the last `anneal_epochs` epochs.
-fn scheduled_lr(st: &State) -> f32 {
-    let r = &st.recipe;
-    let cap = r.lr / 10.0;
-    if st.epoch + r.anneal_epochs >= r.epochs && st.lr > cap {
-        cap
-    } else {
-        st.lr
-    }
-}
-
 /// Trains (or resumes) and exports. Ctrl-C (`stop`) saves a checkpoint and returns early.
 pub fn train(
     opts: &TrainOptions,
@@ -233,7 +107,7 @@ pub fn train(
     opts.recipe.validate().map_err(Error::Invalid)?;
     crate::util::heap::keep_freed_memory();
     // A resumed run keeps its checkpoint's recipe, precision included.
-    let ckpt = with_ext(&opts.out, ".ckpt");
+    let ckpt = with_suffix(&opts.out, ".ckpt");
     let math = checkpoint::state_of(&ckpt)
         .filter(|_| opts.resume)
         .map_or(opts.recipe.precision, |s| s.recipe.precision);
@@ -437,7 +311,7 @@ fn train_on_team<E: Engine>(
     stop: &AtomicBool,
 ) -> Result<TrainResult> {
     progress.engine(&e.describe());
-    let ckpt = with_ext(&opts.out, ".ckpt");
+    let ckpt = with_suffix(&opts.out, ".ckpt");
     let (data, mut host) = start(opts, &ckpt, progress)?;
     let mut team = match helpers {
         Some((engines, reduce)) => Team::new(engines, reduce, &host.1, &host.2)?,
@@ -503,7 +377,7 @@ fn train_on_team<E: Engine>(
         }
     };
     w.download(e, &mut host.1, &mut host.2)?;
-    let model = with_ext(&opts.out, ".onnx");
+    let model = with_suffix(&opts.out, ".onnx");
     export::export(&host.0, &host.1, &model, ten_crop)?;
     Ok(TrainResult {
         state: host.0,

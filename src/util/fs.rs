@@ -9,6 +9,14 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// `stem` with `suffix` appended to its last component (models/m.v2 + ".onnx" →
+/// models/m.v2.onnx, where `Path::with_extension` would replace the ".v2").
+pub fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut s = stem.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder, so readers never see a
 /// half-written file, even after a crash.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -245,6 +253,18 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suffix_is_appended_to_a_stem_that_has_dots() {
+        assert_eq!(
+            with_suffix(Path::new("models/m.v2"), ".onnx"),
+            Path::new("models/m.v2.onnx")
+        );
+        assert_eq!(
+            with_suffix(Path::new("m"), ".log.jsonl"),
+            Path::new("m.log.jsonl")
+        );
+    }
 
     /// A temporary file that a killed writer left beside a file is removed; one whose writer runs
     /// (pid 1 does), another file's and one without a process id are left.
