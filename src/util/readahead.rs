@@ -34,8 +34,8 @@ impl Reached {
     }
 
     /// Waits until file `i` of `size` bytes may be hinted, given the hinted files still ahead
-    /// of the loop (index, size).
-    fn wait_for_room(&self, i: usize, size: u64, ahead: &mut VecDeque<(usize, u64)>) -> Turn {
+    /// of the loop.
+    fn wait_for_room(&self, i: usize, size: u64, ahead: &mut Ahead) -> Turn {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if s.1 {
@@ -44,15 +44,36 @@ impl Reached {
             if i < s.0 {
                 return Turn::Behind;
             }
-            while ahead.front().is_some_and(|&(j, _)| j < s.0) {
-                ahead.pop_front();
-            }
-            let bytes: u64 = ahead.iter().map(|a| a.1).sum();
-            let room = i < s.0 + AHEAD_FILES && (ahead.is_empty() || bytes + size <= AHEAD_BYTES);
+            ahead.drop_passed(s.0);
+            let fits = ahead.files.is_empty() || ahead.bytes + size <= AHEAD_BYTES;
+            let room = i < s.0 + AHEAD_FILES && fits;
             if room {
                 return Turn::Hint;
             }
             s = self.moved.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The hinted files the loop has not begun yet (index, size), and their bytes: kept as files
+/// come and go, rather than summed again for each of up to `AHEAD_FILES` files.
+#[derive(Default)]
+struct Ahead {
+    files: VecDeque<(usize, u64)>,
+    bytes: u64,
+}
+
+impl Ahead {
+    fn push(&mut self, i: usize, size: u64) {
+        self.files.push_back((i, size));
+        self.bytes += size;
+    }
+
+    /// Forgets the files before `reached`, which the loop has begun.
+    fn drop_passed(&mut self, reached: usize) {
+        while let Some(&(_, size)) = self.files.front().filter(|f| f.0 < reached) {
+            self.files.pop_front();
+            self.bytes -= size;
         }
     }
 }
@@ -90,7 +111,7 @@ fn with_hint<R>(
     std::thread::scope(|s| {
         s.spawn(|| {
             yield_to_the_loop();
-            let mut ahead = VecDeque::new();
+            let mut ahead = Ahead::default();
             for i in 0..n {
                 let Some((path, size)) = file(i) else {
                     continue;
@@ -98,7 +119,7 @@ fn with_hint<R>(
                 match reached.wait_for_room(i, size, &mut ahead) {
                     Turn::Hint => {
                         hint(i, &path);
-                        ahead.push_back((i, size));
+                        ahead.push(i, size);
                     }
                     Turn::Behind => {}
                     Turn::Stop => return,
