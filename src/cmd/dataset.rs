@@ -121,9 +121,7 @@ fn pack(data: &Path, preset: &str, side: Option<usize>, cache: Option<PathBuf>) 
         progress: &packing_line,
     };
     let d = crate::train::dataset::load(&source, side, 0.1, 0)?;
-    for (p, r) in &d.skipped {
-        eprintln!("skipped {}: {r}", p.display());
-    }
+    crate::cmd::progress::say_skipped(&d.skipped);
     let images = d.pack.entries.iter().filter(|e| e.row.is_some()).count();
     println!(
         "{} {}: {images} images ({} skipped) at {side}x{side}, {:.2} GB, {:.1} s",

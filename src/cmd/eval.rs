@@ -65,9 +65,7 @@ pub fn figure4(a: Figure4Args) -> Result<i32> {
         metrics: m,
         skipped,
     } = crate::eval::figure4(&opts)?;
-    for (p, why) in &skipped {
-        eprintln!("skipped {}: {why}", p.display());
-    }
+    crate::cmd::progress::say_skipped(&skipped);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(0);

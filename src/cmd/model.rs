@@ -112,9 +112,7 @@ fn quantize(a: QuantizeArgs) -> Result<i32> {
     };
     let r = crate::infer::quantize::quantize(&a.model, &a.calibrate, &out, &opts)
         .with_context(|| format!("quantising {}", a.model.display()))?;
-    for (path, why) in &r.skipped {
-        eprintln!("skipped {}: {why}", path.display());
-    }
+    crate::cmd::progress::say_skipped(&r.skipped);
     println!(
         "wrote {} (int8, {:.1} MB from {:.1} MB; calibrated on {} images, {} skipped; sha256 {})",
         out.display(),

@@ -1,5 +1,6 @@
-//! The one progress bar the commands draw: indicatif on a terminal, plain lines otherwise; and
-//! the one line a long run prints about how long it will take, whatever its output is.
+//! The one progress bar the commands draw: indicatif on a terminal, plain lines otherwise; the
+//! one line a long run prints about how long it will take, whatever its output is; and the one
+//! line each file a command left out gets.
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -31,6 +32,13 @@ impl Bar {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
         }
+    }
+}
+
+/// One `skipped PATH: reason` line on stderr for each file a command left out.
+pub fn say_skipped(skipped: &[(std::path::PathBuf, String)]) {
+    for (p, why) in skipped {
+        eprintln!("skipped {}: {why}", p.display());
     }
 }
 

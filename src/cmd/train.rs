@@ -32,9 +32,7 @@ impl TrainProgress for Bar {
         classes: usize,
         skipped: &[(std::path::PathBuf, String)],
     ) {
-        for (p, r) in skipped {
-            eprintln!("skipped {}: {r}", p.display());
-        }
+        crate::cmd::progress::say_skipped(skipped);
         eprintln!(
             "{train} training and {val} validation images in {classes} classes ({} skipped)",
             skipped.len()
