@@ -78,9 +78,9 @@ step() {
   printf '%s\t%s\t%s\n' "$id" "$rc" "$(($(date +%s) - s))" >>"$results"
 }
 
-# Sizes: the GPU's, or the dry run's smallest that still run every command.
+# Sizes: the GPU's, or the dry run's smallest that still run every command (one batch size).
 if [ $dry = 1 ]; then
-  iters=1; photos=12; steps=2; preset=quick; epochs=1; inet=(2 4); bs=(8 4)
+  iters=1; photos=12; steps=2; preset=quick; epochs=1; inet=(2 4); bs=(4)
   "$fc7" dataset synthetic "$w/fm" --classes 3 --per-class 12 >/dev/null
 else
   iters=20; photos=2000; steps=300; preset=paper; epochs=${BF16_EPOCHS:-1}; inet=(1000 16); bs=(256 64)
