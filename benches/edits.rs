@@ -60,7 +60,7 @@ fn main() {
     let found = fc7::imaging::scan::scan(&[src.into()], &opts).unwrap();
     let files: Vec<_> = found.files.into_iter().map(|f| f.path).collect();
     for f in &files {
-        let img = image::open(f).unwrap().to_rgb8();
+        let img = fc7::imaging::decode_file(f).unwrap();
         let stem = f.file_stem().unwrap().to_string_lossy();
         let parent = f.parent().unwrap().file_name().unwrap().to_string_lossy();
         for e in EDITS {

@@ -37,8 +37,8 @@ pub struct Row {
 }
 
 fn thumbnail(path: &Path) -> RgbImage {
-    match image::open(path) {
-        Ok(img) => imageops::resize(&img.to_rgb8(), THUMB, THUMB, imageops::FilterType::Triangle),
+    match crate::imaging::decode_file(path) {
+        Ok(img) => imageops::resize(&img, THUMB, THUMB, imageops::FilterType::Triangle),
         Err(_) => RgbImage::from_pixel(THUMB, THUMB, Rgb([200, 200, 200])),
     }
 }
@@ -196,6 +196,28 @@ mod tests {
             class: class.into(),
             distance: d,
         }
+    }
+
+    /// A JPEG whose EXIF says "turn 90° clockwise" (orientation 6) is drawn turned, as the
+    /// model sees it: 40 × 20, red left half, blue right half, so red on top once turned.
+    #[test]
+    fn thumbnails_follow_the_exif_orientation() {
+        let img = RgbImage::from_fn(40, 20, |x, _| {
+            Rgb(if x < 20 { [220, 20, 20] } else { [20, 20, 220] })
+        });
+        let exif = b"Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+        let mut bytes = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut bytes, 95);
+        enc.add_app_segment(1, exif).unwrap();
+        enc.encode(img.as_raw(), 40, 20, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("turned.jpg");
+        std::fs::write(&path, bytes).unwrap();
+        let t = thumbnail(&path);
+        let (top, bottom) = (*t.get_pixel(8, 8), *t.get_pixel(8, THUMB - 8));
+        assert!(top[0] > 150 && top[2] < 100, "top {top:?}");
+        assert!(bottom[2] > 150 && bottom[0] < 100, "bottom {bottom:?}");
     }
 
     #[test]

@@ -196,6 +196,22 @@ fn centre_view(img: &DynamicImage, view: View) -> std::result::Result<RgbImage, 
     RgbImage::from_raw(view.crop, view.crop, out).ok_or_else(|| "resize buffer".to_string())
 }
 
+/// Reads and decodes `path` whole, oriented, as 8-bit RGB (a thumbnail's source). Through the
+/// same reader as every other decode, so `image`'s decoders are compiled into fc7 once.
+pub fn decode_file(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(&bytes, path)
+}
+
+/// [`decode_file`] of bytes already read from `path` (named in errors).
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
+    let format = sniff(bytes).ok_or_else(|| Error::NotImage {
+        path: path.to_path_buf(),
+    })?;
+    let img = decode_full(bytes, format, DEFAULT_MAX_PIXELS).map_err(|e| decode_err(path, e))?;
+    Ok(img.into_rgb8())
+}
+
 /// The plain path: full decode with `image`, `imageops::resize` (triangle filter) of the whole
 /// image, then a crop. Slow; used by tests and the benchmark to check the fast path.
 pub fn reference_view(bytes: &[u8], view: View) -> Result<RgbImage> {

@@ -133,7 +133,7 @@ mod tests {
         let (with, without) = (d.path().join("a.png"), d.path().join("b.png"));
         let h: Vec<_> = (1..4).map(|e| record(e, Some(0.3 * e as f32))).collect();
         training_curves(&with, &h).unwrap();
-        let img = image::open(&with).unwrap().to_rgb8();
+        let img = crate::imaging::decode_file(&with).unwrap();
         assert_eq!(img.dimensions(), (3 * W, H));
         let green = |x0: u32| {
             (x0..x0 + W)
@@ -146,6 +146,9 @@ mod tests {
         let mut h2 = h.clone();
         h2[1].folder_precision_at_6 = None;
         training_curves(&without, &h2).unwrap();
-        assert_eq!(image::open(&without).unwrap().width(), 2 * W);
+        assert_eq!(
+            crate::imaging::decode_file(&without).unwrap().width(),
+            2 * W
+        );
     }
 }

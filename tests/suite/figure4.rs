@@ -182,7 +182,7 @@ fn figure4_writes_the_grid_json_html_and_metrics() {
             .iter()
             .all(|n| n["path"].as_str().unwrap().contains("/train/")));
     }
-    let png = image::open(out.join("figure4.png")).unwrap().to_rgb8();
+    let png = fc7::imaging::decode_file(&out.join("figure4.png")).unwrap();
     assert_eq!(
         (png.width(), png.height()),
         (

@@ -141,7 +141,7 @@ fn an_image_outside_the_index_is_embedded_and_ranked_from_one() {
     let d = tempfile::tempdir().unwrap();
     let (photos, idx) = indexed_mixed_folder(d.path());
     let outside = d.path().join("copy of stripes.png");
-    let stripes = image::open(photos.root.join("stripes.jpg")).unwrap();
+    let stripes = fc7::imaging::decode_file(&photos.root.join("stripes.jpg")).unwrap();
     stripes.save(&outside).unwrap();
     let out = run_ok(&[
         "query",
@@ -558,7 +558,7 @@ fn query_draws_its_results_as_html_and_png() {
         let label = format!("{:.3}", n["distance"].as_f64().unwrap());
         assert!(page.contains(&label), "distance {label} drawn");
     }
-    let pic = image::open(&png).unwrap();
+    let pic = fc7::imaging::decode_file(&png).unwrap();
     let w = 7 * fc7::eval::figure::CELL_W + 8;
     assert_eq!(
         (pic.width(), pic.height()),

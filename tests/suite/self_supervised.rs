@@ -257,7 +257,7 @@ fn the_binary_trains_a_folder_with_bad_files_and_exports_without_the_head() {
 /// picture does (0.1 of the way to the next; with the manifest's standardisation ignored the
 /// source was not among the two nearest).
 fn dimmer_copy_is_its_source(dir: &Path, photos: &Path, stem: &Path) {
-    let source = image::open(photos.join("p004.jpg")).unwrap().to_rgb8();
+    let source = fc7::imaging::decode_file(&photos.join("p004.jpg")).unwrap();
     source.save(photos.join("source.png")).unwrap();
     let idx = dir.join("idx");
     let model = stem.with_extension("onnx");

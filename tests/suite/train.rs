@@ -27,7 +27,7 @@ fn quick_preset_learns_generated_classes_and_the_model_indexes() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(epochs.len(), 8);
-    let plot = image::open(d.path().join("m.png")).unwrap();
+    let plot = fc7::imaging::decode_file(&d.path().join("m.png")).unwrap();
     assert_eq!((plot.width(), plot.height()), (800, 300));
     let loss = |i: usize| epochs[i]["train_loss"].as_f64().unwrap();
     assert!(loss(7) < 0.5 * loss(0), "training loss should fall: {log}");
