@@ -82,8 +82,8 @@ scripts/setup/browser.sh
 fc7="$tmp/fc7"
 cp target/debug/fc7 "$fc7"
 # A: the same binary on an emulated CPU without AVX-512 trains the model fc7 built without
-# AVX-512 trains, byte for byte. (Building the AVX2 binary for itself alone would compile fc7's
-# dependencies again: the tests' dev-dependencies give some of them other features.)
+# AVX-512 trains, byte for byte. (It builds in the tests' target folder: a folder of its own
+# would compile every dependency again; Cargo.toml's bitflags line keeps the features alike.)
 # fc7's own code builds unoptimised there: the floats are the same at any opt-level (Rust never
 # contracts or reorders them), the one epoch of 15 images runs natively in seconds, and the build
 # takes 23 CPU-seconds instead of 78.
