@@ -216,21 +216,14 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
 /// The plain path: full decode with `image`, `imageops::resize` (triangle filter) of the whole
 /// image, then a crop. Slow; used by tests and the benchmark to check the fast path.
 pub fn reference_view(bytes: &[u8], view: View) -> Result<RgbImage> {
-    let p = Path::new("<reference>");
-    let format = sniff(bytes).ok_or(Error::NotImage { path: p.into() })?;
-    let img = decode_full(bytes, format, DEFAULT_MAX_PIXELS).map_err(|e| decode_err(p, e))?;
-    let (w, h) = (img.width(), img.height());
+    let img = decode_bytes(bytes, Path::new("<reference>"))?;
+    let (w, h) = img.dimensions();
     let m = w.min(h) as f64;
     let (rw, rh) = (
         (w as f64 * view.resize as f64 / m).round() as u32,
         (h as f64 * view.resize as f64 / m).round() as u32,
     );
-    let resized = image::imageops::resize(
-        img.as_rgb8().expect("rgb"),
-        rw,
-        rh,
-        image::imageops::FilterType::Triangle,
-    );
+    let resized = image::imageops::resize(&img, rw, rh, image::imageops::FilterType::Triangle);
     let (x, y) = ((rw - view.crop) / 2, (rh - view.crop) / 2);
     Ok(image::imageops::crop_imm(&resized, x, y, view.crop, view.crop).to_image())
 }
