@@ -3,14 +3,13 @@
 //! 8-bit RGB (alpha composited on white), resize the shorter side and take the centre crop.
 //!
 //! Large JPEGs are decoded at a reduced scale (m/8) in the DCT domain by libjpeg-turbo (built
-//! from source into the binary), and all resizing uses a SIMD convolution resizer
-//! (fast_image_resize), so decoding keeps up with inference. `reference_view` is the slow,
+//! from source into the binary), and resizing is an integer convolution with AVX2 kernels
+//! (`resize`), so decoding keeps up with inference. `reference_view` is the slow,
 //! obviously-correct path kept to check the fast one.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use fast_image_resize as fir;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
@@ -117,6 +116,7 @@ fn reader(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> ImageReader<Cur
 
 mod jpeg;
 pub mod png;
+mod resize;
 pub mod scan;
 mod tensor;
 
@@ -174,26 +174,18 @@ fn crop_box(w: u32, h: u32, view: View) -> (f64, f64, f64) {
     )
 }
 
-/// Resizes and crops in one pass with a SIMD bilinear (antialiased) convolution. The typed call
-/// instantiates fast_image_resize's kernels for RGB8 only; its untyped `resize` compiled them
-/// for every pixel type into fc7 (40% of fc7's LLVM IR, a third of its release build).
+/// Resizes and crops in one pass (`resize`: a bilinear, antialiased convolution in integers).
 fn centre_view(img: &DynamicImage, view: View) -> std::result::Result<RgbImage, String> {
     let src = img.as_rgb8().ok_or("internal: expected RGB8")?;
     let (w, h) = src.dimensions();
     let (left, top, side) = crop_box(w, h, view);
-    let src_image =
-        fir::images::TypedImageRef::<fir::pixels::U8x3>::from_buffer(w, h, src.as_raw())
-            .map_err(|e| e.to_string())?;
-    let mut out = vec![0u8; (view.crop * view.crop * 3) as usize];
-    let mut dst =
-        fir::images::TypedImage::<fir::pixels::U8x3>::from_buffer(view.crop, view.crop, &mut out)
-            .map_err(|e| e.to_string())?;
-    let opts = fir::ResizeOptions::new()
-        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear))
-        .crop(left, top, side, side);
-    fir::Resizer::new()
-        .resize_typed(&src_image, &mut dst, &opts)
-        .map_err(|e| e.to_string())?;
+    let rgb = resize::Rgb {
+        w,
+        h,
+        px: src.as_raw(),
+    };
+    let out = resize::crop_resize(&rgb, left, top, side, view.crop)
+        .ok_or_else(|| format!("crop {left},{top} +{side} outside the {w}x{h} image"))?;
     RgbImage::from_raw(view.crop, view.crop, out).ok_or_else(|| "resize buffer".to_string())
 }
 
