@@ -107,7 +107,14 @@ pub struct Rgb<'a> {
 /// The crop [left, left + side) × [top, top + side) of `src` (source coordinates, fractional
 /// allowed) resampled to `out` × `out`. None when the crop leaves the image.
 pub fn crop_resize(src: &Rgb, left: f64, top: f64, side: f64, out: u32) -> Option<Vec<u8>> {
-    crop_resize_with(src, left, top, side, out, crate::util::isa::avx2())
+    crop_resize_with(src, left, top, side, out, avx2())
+}
+
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::util::isa::avx2();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// [`crop_resize`], with the AVX2 kernels or (`simd` false, or not x86-64) without.
@@ -167,17 +174,22 @@ fn crop_resize_with(
 /// name (rows `stride` bytes apart), weighted, summed from half a unit, shifted and clamped.
 fn rows(src: &[u8], stride: usize, off: usize, n: usize, taps: &Taps, simd: bool) -> Vec<u8> {
     let mut out = vec![0u8; taps.start.len() * n];
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     let mut tapped: Vec<&[u8]> = Vec::new();
     for (r, o) in out.chunks_exact_mut(n).enumerate() {
         let (start, ks) = taps.of(r);
         tapped.clear();
         tapped.extend((start..start + ks.len()).map(|y| &src[y * stride + off..][..n]));
-        let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if simd {
-            // SAFETY: `simd` only where the CPU has AVX2; every tapped row holds n bytes.
-            done = unsafe { row_avx2(&tapped, ks, o, taps.precision) };
-        }
+        // SAFETY: `simd` only where the CPU has AVX2; every tapped row holds n bytes.
+        let done = if simd {
+            unsafe { row_avx2(&tapped, ks, o, taps.precision) }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for (i, d) in o.iter_mut().enumerate().skip(done) {
             let sum = (tapped.iter().zip(ks)).fold(1i32 << (taps.precision - 1), |a, (t, &k)| {
                 a + t[i] as i32 * k as i32
@@ -232,13 +244,17 @@ fn columns(img: &[u8], w: usize, out: usize, taps: &Taps, shift: u32, simd: bool
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `simd` only where the CPU has AVX2.
     let quads = simd.then(|| unsafe { quad_weights(taps) });
-    for (src, dst) in img.chunks_exact(w * 3).zip(res.chunks_exact_mut(out * 3)) {
-        let mut done = 0;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
+    for (r, dst) in res.chunks_exact_mut(out * 3).enumerate() {
+        let src = &img[r * w * 3..(r + 1) * w * 3];
         #[cfg(target_arch = "x86_64")]
-        if let Some(q) = &quads {
-            // SAFETY: the CPU has AVX2 (`quads` exists); the kernel bounds its own reads.
-            done = unsafe { pixels_avx2(img, src, dst, taps, q, shift) };
-        }
+        // SAFETY: the CPU has AVX2 (`quads` exists); the kernel bounds its own reads.
+        let done = (quads.as_ref()).map_or(0, |q| unsafe {
+            pixels_avx2(img, r * w * 3, dst, taps, q, shift)
+        });
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for (x, d) in dst.chunks_exact_mut(3).enumerate().skip(done) {
             let (start, ks) = taps.of(x);
             let from = (start - shift) * 3;
@@ -284,20 +300,20 @@ unsafe fn quad_weights(taps: &Taps) -> Quads {
 /// One row of [`columns`], four taps per step: 16 bytes from a pixel's first tap in both halves
 /// of a register, shuffled into (tap, tap + 1) pairs per channel as i16 (taps 0 and 1 low, 2 and
 /// 3 high), multiplied by the weights and summed in pairs into i32 (`madd`): the exact integers of
-/// the scalar loop. Four pixels are finished together. Stops before the first pixel whose loads
-/// would leave `buf` (the allocation `row` lies in); returns the pixels written.
+/// the scalar loop. Four pixels are finished together. The row starts at byte `row_at` of `buf`;
+/// loads may run past it into the next row (times zero weights), never past `buf`: the kernel
+/// stops before the first pixel whose loads would, and returns the pixels written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn pixels_avx2(
     buf: &[u8],
-    row: &[u8],
+    row_at: usize,
     dst: &mut [u8],
     taps: &Taps,
     (regs, at): &Quads,
     shift: usize,
 ) -> usize {
     use std::arch::x86_64::*;
-    let end = buf.as_ptr().add(buf.len());
     let shuffle = _mm256_setr_epi8(
         0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, //
         6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
@@ -307,11 +323,12 @@ unsafe fn pixels_avx2(
     let shift_by = _mm_cvtsi32_si128(taps.precision as i32);
     // [4] i32: the pixel's r, g, b sums (and a zero), shifted
     let pixel = |x: usize| -> Option<__m128i> {
-        let from = row.as_ptr().add((taps.start[x] as usize - shift) * 3);
+        let from = row_at + (taps.start[x] as usize - shift) * 3;
         let ws = &regs[at[x]..at[x + 1]];
-        if from.add(ws.len() * 12 + 4) > end {
+        if from + ws.len() * 12 + 4 > buf.len() {
             return None;
         }
+        let from = buf.as_ptr().add(from);
         let mut acc = _mm256_setzero_si256();
         for (q, w) in ws.iter().enumerate() {
             let px = _mm_loadu_si128(from.add(q * 12) as *const __m128i);
@@ -397,7 +414,7 @@ mod tests {
     #[test]
     fn every_pixel_is_fast_image_resizes_with_and_without_avx2() {
         assert_eq!(digest(false), FAST_IMAGE_RESIZE);
-        if crate::util::isa::avx2() {
+        if avx2() {
             assert_eq!(digest(true), FAST_IMAGE_RESIZE);
         }
     }
@@ -406,7 +423,7 @@ mod tests {
     fn halving_two_by_two_rounds_half_up_rows_first() {
         // Weights 1/2, 1/2 at precision 15; each pass is floor((1 + a + b) / 2).
         let px = [10, 255, 0, 20, 255, 0, 31, 255, 0, 0, 254, 1];
-        for simd in [false, crate::util::isa::avx2()] {
+        for simd in [false, avx2()] {
             let rgb = Rgb {
                 w: 2,
                 h: 2,
