@@ -8,6 +8,8 @@
 //! fc7's compiled code. Here the precision is a run-time shift and there is one AVX2 kernel per
 //! pass, picked at run time, with a scalar loop for other CPUs and for the ends of rows.
 
+use crate::util::isa::avx2;
+
 /// Each output pixel's first input and its i16 weights (`weights[offset[i]..offset[i + 1]]`).
 struct Taps {
     start: Vec<u32>,
@@ -105,16 +107,9 @@ pub struct Rgb<'a> {
 }
 
 /// The crop [left, left + side) × [top, top + side) of `src` (source coordinates, fractional
-/// allowed) resampled to `out` × `out`. None when the crop leaves the image.
+/// allowed) resampled to `out` × `out`. None when the crop is empty or leaves the image.
 pub fn crop_resize(src: &Rgb, left: f64, top: f64, side: f64, out: u32) -> Option<Vec<u8>> {
     crop_resize_with(src, left, top, side, out, avx2())
-}
-
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return crate::util::isa::avx2();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// [`crop_resize`], with the AVX2 kernels or (`simd` false, or not x86-64) without.

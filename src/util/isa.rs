@@ -16,10 +16,12 @@ pub fn avx512dq() -> bool {
     avx512f() && std::arch::is_x86_feature_detected!("avx512dq")
 }
 
-/// AVX2, when the CPU has it (every build may use it).
-#[cfg(target_arch = "x86_64")]
+/// AVX2, when the CPU has it (every build may use it); false off x86-64.
 pub fn avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Whether ONNX Runtime's int8 kernels run any weights at full rate here: on x86 with VNNI
